@@ -1,0 +1,7 @@
+//! strata-content: the local content store ([`store::LocalContentStore`]) and its gRPC adapter
+//! ([`grpc::ContentService`]), which serves any [`strata_core::content::ContentStore`].
+
+pub mod grpc;
+pub mod store;
+
+pub use store::LocalContentStore;

@@ -1,0 +1,12 @@
+//! Domain types every strata service shares. Nothing here knows about gRPC: the transport maps
+//! [`errdefs::Kind`] to status codes once, in `strata-grpc`.
+
+pub mod content;
+pub mod digest;
+pub mod errdefs;
+pub mod filters;
+pub mod identifiers;
+pub mod labels;
+
+pub use digest::Digest;
+pub use errdefs::{Error, Kind, Result};

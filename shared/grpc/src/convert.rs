@@ -1,0 +1,82 @@
+//! Conversions between protobuf messages and `strata-core` domain types.
+
+use prost_types::Timestamp;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use strata_api::containerd::services::content::v1 as pb;
+use strata_core::content::{Info, Status};
+use strata_core::{Digest, Error};
+
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn system_time(t: Option<Timestamp>) -> SystemTime {
+    let Some(t) = t else { return UNIX_EPOCH };
+    let secs = u64::try_from(t.seconds).unwrap_or(0);
+    let nanos = u32::try_from(t.nanos).unwrap_or(0);
+    UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
+/// A size from the wire; negative sizes are refused, naming the field.
+pub fn size(what: &str, v: i64) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::invalid_argument(format!("{what} {v} is negative")))
+}
+
+pub fn wire_size(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An optional digest: empty means none.
+pub fn opt_digest(s: &str) -> Result<Option<Digest>, Error> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        Digest::parse(s).map(Some)
+    }
+}
+
+pub fn info_to_pb(info: Info) -> pb::Info {
+    pb::Info {
+        digest: info.digest.to_string(),
+        size: wire_size(info.size),
+        created_at: Some(timestamp(info.created_at)),
+        updated_at: Some(timestamp(info.updated_at)),
+        labels: info.labels,
+    }
+}
+
+pub fn info_from_pb(info: pb::Info) -> Result<Info, Error> {
+    Ok(Info {
+        digest: Digest::parse(&info.digest)?,
+        size: size("size", info.size)?,
+        created_at: system_time(info.created_at),
+        updated_at: system_time(info.updated_at),
+        labels: info.labels,
+    })
+}
+
+pub fn status_to_pb(st: Status) -> pb::Status {
+    pb::Status {
+        started_at: Some(timestamp(st.started_at)),
+        updated_at: Some(timestamp(st.updated_at)),
+        r#ref: st.reference,
+        offset: wire_size(st.offset),
+        total: wire_size(st.total),
+        expected: st.expected.map(|d| d.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn status_from_pb(st: pb::Status) -> Result<Status, Error> {
+    Ok(Status {
+        reference: st.r#ref,
+        offset: size("offset", st.offset)?,
+        total: size("total", st.total)?,
+        expected: opt_digest(&st.expected)?,
+        started_at: system_time(st.started_at),
+        updated_at: system_time(st.updated_at),
+    })
+}

@@ -1,0 +1,12 @@
+//! The gRPC side shared by every strata service: server runtime, error mapping, namespace
+//! headers, protobuf conversions, and remote implementations of the `strata-core` traits.
+
+pub mod authority;
+pub mod client;
+pub mod convert;
+pub mod metadata;
+pub mod remote;
+pub mod server;
+pub mod status;
+
+pub use status::{from_status, to_status};

@@ -1,0 +1,41 @@
+//! Request headers containerd clients send: `containerd-namespace` on every namespaced call and
+//! `containerd-lease` where a lease applies.
+
+use strata_core::identifiers;
+use tonic::{Request, Status};
+
+pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+pub const LEASE_HEADER: &str = "containerd-lease";
+
+/// The validated namespace of a request; FailedPrecondition when missing, as containerd answers.
+pub fn namespace<T>(req: &Request<T>) -> Result<String, Status> {
+    let Some(value) = req.metadata().get(NAMESPACE_HEADER) else {
+        return Err(Status::failed_precondition(
+            "namespace is required: set the containerd-namespace header",
+        ));
+    };
+    let ns = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument("containerd-namespace header is not valid ASCII"))?;
+    identifiers::validate_namespace(ns).map_err(crate::to_status)?;
+    Ok(ns.to_owned())
+}
+
+/// The lease a request runs under, if any.
+pub fn lease<T>(req: &Request<T>) -> Option<String> {
+    req.metadata()
+        .get(LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Adds the namespace header to an outgoing request.
+pub fn with_namespace<T>(ns: &str, msg: T) -> Result<Request<T>, strata_core::Error> {
+    let mut req = Request::new(msg);
+    let value = ns.parse().map_err(|_| {
+        strata_core::Error::invalid_argument(format!("namespace {ns:?} is not a valid header"))
+    })?;
+    req.metadata_mut().insert(NAMESPACE_HEADER, value);
+    Ok(req)
+}

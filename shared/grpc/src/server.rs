@@ -1,0 +1,334 @@
+//! The runtime every service binary shares: flags and TOML config, logs, the listening socket,
+//! health and reflection, systemd readiness and clean shutdown.
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use tokio::net::UnixListener;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::Routes;
+use tonic::transport::Server;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reading config {path}: {source}")]
+    ConfigRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing config {path}: {source}")]
+    ConfigParse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid --log-format {0:?} (text or json)")]
+    LogFormat(String),
+    #[error("preparing socket directory {path}: {source}")]
+    SocketDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another server is already listening on {0}")]
+    InUse(PathBuf),
+    #[error("listening on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("serving: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Flags every service takes. Flags override the config file, which overrides defaults.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Unix socket path, or host:port for TCP [default: /run/strata/<service>.sock]
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Directory for persistent state [default: /var/lib/strata/<service>]
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// TOML config file (keys: address, root, log_format and the service's own)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log format (level from RUST_LOG, default info)
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Keys every config file may hold; services read their own keys from `extra`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FileConfig {
+    pub address: Option<String>,
+    pub root: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    #[serde(flatten)]
+    pub extra: toml::Table,
+}
+
+/// Where a server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl Address {
+    /// `host:port` (or `tcp://host:port`) is TCP; anything else (or `unix://path`) a socket path.
+    pub fn parse(s: &str) -> Self {
+        let s = s.strip_prefix("unix://").unwrap_or(s);
+        let tcp = s.strip_prefix("tcp://").unwrap_or(s);
+        match tcp.parse::<SocketAddr>() {
+            Ok(addr) => Self::Tcp(addr),
+            Err(_) => Self::Unix(PathBuf::from(s)),
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix://{}", p.display()),
+            Self::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// The resolved settings of one service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub address: Address,
+    pub root: PathBuf,
+    pub log_format: LogFormat,
+    pub extra: toml::Table,
+}
+
+impl CommonArgs {
+    /// Merges flags, the config file and the defaults for `service`.
+    pub fn resolve(&self, service: &str) -> Result<Settings, ServeError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ServeError::ConfigRead {
+                        path: path.clone(),
+                        source,
+                    })?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ServeError::ConfigParse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let address = self
+            .address
+            .clone()
+            .or(file.address)
+            .unwrap_or_else(|| format!("/run/strata/{service}.sock"));
+        Ok(Settings {
+            address: Address::parse(&address),
+            root: self
+                .root
+                .clone()
+                .or(file.root)
+                .unwrap_or_else(|| PathBuf::from(format!("/var/lib/strata/{service}"))),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            extra: file.extra,
+        })
+    }
+}
+
+/// Sets up tracing-subscriber logs on stderr, level from `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests running several servers) is harmless: keep the first.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Tells systemd (Type=notify) that the service is ready, when `NOTIFY_SOCKET` is set.
+pub fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let result = (|| -> std::io::Result<()> {
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(b"READY=1\n", &addr)?;
+        } else {
+            sock.send_to(b"READY=1\n", Path::new(&path))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not notify systemd of readiness");
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+    }
+}
+
+fn prepare_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        {
+            std::fs::create_dir_all(dir).map_err(|source| ServeError::SocketDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(
+                |source| ServeError::SocketDir {
+                    path: dir.to_owned(),
+                    source,
+                },
+            )?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServeError::InUse(path.to_owned()));
+        }
+        // A stale socket from a process that died: nobody answers on it.
+        let _ = std::fs::remove_file(path);
+    }
+    let bind_err = |source| ServeError::Bind {
+        address: path.display().to_string(),
+        source,
+    };
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Serves `routes` plus health (every name in `services` reported SERVING) and reflection (v1 and
+/// v1alpha, listing `services`) until SIGTERM or SIGINT; a unix socket is removed on exit.
+pub async fn serve(
+    address: &Address,
+    routes: Routes,
+    services: &[&str],
+    descriptor_sets: &[&[u8]],
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in services {
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    fn reflection<'a>(
+        b: tonic_reflection::server::Builder<'a>,
+        services: &[&str],
+        descriptor_sets: &[&'a [u8]],
+    ) -> tonic_reflection::server::Builder<'a> {
+        let mut b = b
+            .register_encoded_file_descriptor_set(strata_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for set in descriptor_sets {
+            b = b.register_encoded_file_descriptor_set(set);
+        }
+        for name in services.iter().copied().chain([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]) {
+            b = b.with_service_name(name);
+        }
+        b.include_reflection_service(true)
+    }
+    let v1 = reflection(
+        tonic_reflection::server::Builder::configure(),
+        services,
+        descriptor_sets,
+    )
+    .build_v1()?;
+    let v1alpha = reflection(
+        tonic_reflection::server::Builder::configure(),
+        services,
+        descriptor_sets,
+    )
+    .build_v1alpha()?;
+    let routes = routes
+        .add_service(health)
+        .add_service(v1)
+        .add_service(v1alpha);
+
+    let mut builder = Server::builder()
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20))
+        .tcp_nodelay(true);
+    let router = builder.add_routes(routes);
+
+    match address {
+        Address::Unix(path) => {
+            let listener = prepare_unix(path)?;
+            tracing::info!(address = %address, "serving");
+            notify_ready();
+            let result = router
+                .serve_with_incoming_shutdown(
+                    UnixListenerStream::new(listener)
+                        .map(|conn| conn.map(crate::authority::FixAuthority::new)),
+                    shutdown_signal(),
+                )
+                .await;
+            let _ = std::fs::remove_file(path);
+            result?;
+        }
+        Address::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    address: addr.to_string(),
+                    source,
+                })?;
+            tracing::info!(address = %address, "serving");
+            notify_ready();
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+                .await?;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
