@@ -184,12 +184,10 @@ pub async fn write_blob<S: ContentStore>(
     };
     let mut offset = w.status().await?.offset;
     if offset > size {
-        offset = 0;
-    }
-    let mut pos = usize::try_from(offset).unwrap_or(0);
-    if pos == 0 {
+        // Longer than the blob: not a prefix of it, start over.
         offset = w.write(0, Bytes::new()).await?;
     }
+    let mut pos = usize::try_from(offset).unwrap_or(0);
     while pos < data.len() {
         let end = (pos + (1 << 20)).min(data.len());
         offset = w

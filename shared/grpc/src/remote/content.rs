@@ -58,6 +58,9 @@ pub struct RemoteWriter {
     tx: mpsc::Sender<pb::WriteContentRequest>,
     rx: Streaming<pb::WriteContentResponse>,
     total: u64,
+    /// The server's offset after the last answer: a COMMIT must carry it, since offset 0 means
+    /// "start over".
+    offset: u64,
     digest: Option<Digest>,
 }
 
@@ -71,6 +74,7 @@ impl RemoteWriter {
         self.tx.send(req).await.map_err(|_| closed())?;
         match self.rx.message().await {
             Ok(Some(resp)) => {
+                self.offset = u64::try_from(resp.offset).unwrap_or(0);
                 if let Ok(Some(d)) = crate::convert::opt_digest(&resp.digest) {
                     self.digest = Some(d);
                 }
@@ -120,6 +124,7 @@ impl ContentWriter for RemoteWriter {
             .round_trip(pb::WriteContentRequest {
                 action: pb::WriteAction::Commit.into(),
                 r#ref: self.reference.clone(),
+                offset: wire_size(self.offset),
                 total: wire_size(opts.size),
                 expected: opts.expected.map(|d| d.to_string()).unwrap_or_default(),
                 labels: opts.labels,
@@ -304,6 +309,7 @@ impl ContentStore for RemoteContentStore {
             tx,
             rx: stream,
             total: opts.total,
+            offset: u64::try_from(resp.offset).unwrap_or(0),
             digest: crate::convert::opt_digest(&resp.digest).ok().flatten(),
         })
     }

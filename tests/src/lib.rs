@@ -1,0 +1,172 @@
+//! Fixtures for tests that run the real thing: service binaries on temporary unix sockets,
+//! killed with SIGKILL and restarted, and external clients (ctr, grpcurl) pointed at them.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Upper bound for a service to come up; only a liveness guard, never a speed assertion.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// A service binary running on a socket in a temporary directory.
+pub struct Service {
+    bin: PathBuf,
+    pub name: String,
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub log: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Service {
+    /// Starts `bin` with `--address <dir>/<name>.sock --root <dir>/<name>` and waits until its
+    /// socket accepts connections.
+    pub fn start(bin: impl AsRef<Path>, dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let mut s = Self {
+            bin: bin.as_ref().to_owned(),
+            name: name.to_owned(),
+            socket: dir.join(format!("{name}.sock")),
+            root: dir.join(name),
+            log: dir.join(format!("{name}.log")),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&self.bin)
+            .arg("--address")
+            .arg(&self.socket)
+            .arg("--root")
+            .arg(&self.root)
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + START_LIMIT;
+        while UnixStream::connect(&self.socket).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "{} exited with {status} before listening; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen on {} in time; log:\n{}",
+                self.name,
+                self.socket.display(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, as a crash: no cleanup runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let pid = Pid::from_raw(i32::try_from(c.id()).unwrap());
+        kill(pid, Signal::SIGTERM).unwrap();
+        c.wait().unwrap().success()
+    }
+
+    /// Starts the same binary again with the same socket and root.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn address(&self) -> String {
+        self.socket.display().to_string()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The path of an external tool the tests need; fails with what to install when it is missing.
+pub fn tool(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: install {package} (.ci/run does)");
+}
+
+/// Runs a command, returning its output; stdin is `input` when given.
+pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Output {
+    use std::io::Write as _;
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    if let Some(data) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(data).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn ok(cmd: &mut Command, input: Option<&[u8]>) -> String {
+    let desc = format!("{cmd:?}");
+    let out = run(cmd, input);
+    assert!(
+        out.status.success(),
+        "{desc} failed with {}:\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A temporary directory for sockets and roots.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("strata-test").tempdir().unwrap()
+}
