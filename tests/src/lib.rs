@@ -144,7 +144,9 @@ pub fn run(cmd: &mut Command, input: Option<&[u8]>) -> Output {
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     if let Some(data) = input {
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(data).unwrap();
@@ -168,5 +170,8 @@ pub fn ok(cmd: &mut Command, input: Option<&[u8]>) -> String {
 
 /// A temporary directory for sockets and roots.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("strata-test").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("strata-test")
+        .tempdir()
+        .unwrap()
 }

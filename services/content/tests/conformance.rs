@@ -1,6 +1,6 @@
 //! One conformance suite for the `ContentStore` trait, run against the local store and against
 //! the remote (gRPC client) store talking to the real `strata-content` binary.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
 
 mod suite {
     use bytes::Bytes;
@@ -153,7 +153,12 @@ mod suite {
             .await
             .unwrap();
         use strata_core::content::futures_like::ChunkStream as _;
-        for (offset, size) in [(0u64, 10u64), (1_000_000, 1_200_000), (2_499_999, 0), (2_500_000, 0)] {
+        for (offset, size) in [
+            (0u64, 10u64),
+            (1_000_000, 1_200_000),
+            (2_499_999, 0),
+            (2_500_000, 0),
+        ] {
             let mut r = s.read(NS, &d, offset, size).await.unwrap();
             let mut got = Vec::new();
             let mut next = offset;
@@ -163,7 +168,11 @@ mod suite {
                 next += bytes.len() as u64;
                 got.extend_from_slice(&bytes);
             }
-            let end = if size == 0 { blob.len() } else { (offset + size) as usize };
+            let end = if size == 0 {
+                blob.len()
+            } else {
+                (offset + size) as usize
+            };
             assert_eq!(got, &blob[offset as usize..end], "read {offset}+{size}");
         }
         // Size past the end is cut at the end.
@@ -202,10 +211,7 @@ mod suite {
         assert_eq!(w.status().await.unwrap().offset, 1_234_567);
         // Writing anywhere but the current offset (or 0) is refused (and, over gRPC, ends the
         // stream as containerd's server does); the ingest is untouched.
-        let err = w
-            .write(5, Bytes::from_static(b"x"))
-            .await
-            .unwrap_err();
+        let err = w.write(5, Bytes::from_static(b"x")).await.unwrap_err();
         assert_eq!(err.kind(), Kind::OutOfRange, "{err}");
         drop(w);
         let mut w = open_retry(s, "resume", opts).await;
@@ -226,8 +232,13 @@ mod suite {
     }
 
     pub async fn restart_from_zero<S: ContentStore>(s: &S) {
-        let mut w = s.writer(NS, "again", WriterOptions::default()).await.unwrap();
-        w.write(0, Bytes::from_static(b"garbage garbage")).await.unwrap();
+        let mut w = s
+            .writer(NS, "again", WriterOptions::default())
+            .await
+            .unwrap();
+        w.write(0, Bytes::from_static(b"garbage garbage"))
+            .await
+            .unwrap();
         // Offset 0 truncates and starts over.
         let off = w.write(0, Bytes::from_static(b"good")).await.unwrap();
         assert_eq!(off, 4);
@@ -236,7 +247,10 @@ mod suite {
     }
 
     pub async fn one_writer_per_ref<S: ContentStore>(s: &S) {
-        let w = s.writer(NS, "busy", WriterOptions::default()).await.unwrap();
+        let w = s
+            .writer(NS, "busy", WriterOptions::default())
+            .await
+            .unwrap();
         let Err(err) = s.writer(NS, "busy", WriterOptions::default()).await else {
             panic!("a second writer on a busy ref must be refused");
         };
@@ -245,7 +259,10 @@ mod suite {
         let err = s.abort(NS, "busy").await.unwrap_err();
         assert_eq!(err.kind(), Kind::Unavailable, "{err}");
         // The same ref in another namespace is another ingest.
-        let other = s.writer("other", "busy", WriterOptions::default()).await.unwrap();
+        let other = s
+            .writer("other", "busy", WriterOptions::default())
+            .await
+            .unwrap();
         drop(other);
         drop(w);
         // Released: the remote side notices the closed stream asynchronously.
@@ -253,7 +270,10 @@ mod suite {
     }
 
     pub async fn abort_removes_ingest<S: ContentStore>(s: &S) {
-        let mut w = s.writer(NS, "gone", WriterOptions::default()).await.unwrap();
+        let mut w = s
+            .writer(NS, "gone", WriterOptions::default())
+            .await
+            .unwrap();
         w.write(0, Bytes::from_static(b"partial")).await.unwrap();
         drop(w);
         let mut tries = 0;
@@ -275,9 +295,16 @@ mod suite {
     }
 
     pub async fn labels_update<S: ContentStore>(s: &S) {
-        let d = write_blob(s, NS, "l", b"labelled", None, labels(&[("a", "1"), ("b", "2")]))
-            .await
-            .unwrap();
+        let d = write_blob(
+            s,
+            NS,
+            "l",
+            b"labelled",
+            None,
+            labels(&[("a", "1"), ("b", "2")]),
+        )
+        .await
+        .unwrap();
         let mut info = s.info(NS, &d).await.unwrap();
         info.labels = labels(&[("b", "20"), ("c", "3")]);
         // Only the named paths change: b set, a removed (absent from the update), c untouched.
@@ -288,22 +315,35 @@ mod suite {
         assert_eq!(got.labels, labels(&[("b", "20")]));
         let got = s.update(NS, info.clone(), &[]).await.unwrap();
         assert_eq!(got.labels, labels(&[("b", "20"), ("c", "3")]));
-        let err = s.update(NS, info.clone(), &["size".into()]).await.unwrap_err();
+        let err = s
+            .update(NS, info.clone(), &["size".into()])
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), Kind::InvalidArgument, "{err}");
         assert!(err.message().contains("size"), "{err}");
         info.labels = labels(&[("k", &"v".repeat(5000))]);
         let err = s.update(NS, info, &[]).await.unwrap_err();
         assert_eq!(err.kind(), Kind::InvalidArgument, "{err}");
-        assert_eq!(s.info(NS, &d).await.unwrap().labels, labels(&[("b", "20"), ("c", "3")]));
+        assert_eq!(
+            s.info(NS, &d).await.unwrap().labels,
+            labels(&[("b", "20"), ("c", "3")])
+        );
     }
 
     pub async fn list_filters<S: ContentStore>(s: &S) {
         let a = write_blob(s, NS, "fa", b"aaa", None, labels(&[("kind", "layer")]))
             .await
             .unwrap();
-        let b = write_blob(s, NS, "fb", b"bbb", None, labels(&[("kind", "config"), ("x.y/z", "1")]))
-            .await
-            .unwrap();
+        let b = write_blob(
+            s,
+            NS,
+            "fb",
+            b"bbb",
+            None,
+            labels(&[("kind", "config"), ("x.y/z", "1")]),
+        )
+        .await
+        .unwrap();
         let names = |v: Vec<strata_core::content::Info>| {
             let mut v: Vec<_> = v.into_iter().map(|i| i.digest).collect();
             v.sort();
@@ -312,14 +352,33 @@ mod suite {
         let mut both = vec![a.clone(), b.clone()];
         both.sort();
         assert_eq!(names(s.list(NS, &[]).await.unwrap()), both);
-        assert_eq!(names(s.list(NS, &["labels.kind==layer".into()]).await.unwrap()), vec![a.clone()]);
-        assert_eq!(names(s.list(NS, &[format!("digest=={b}")]).await.unwrap()), vec![b.clone()]);
-        assert_eq!(names(s.list(NS, &["labels.\"x.y/z\"".into()]).await.unwrap()), vec![b.clone()]);
         assert_eq!(
-            names(s.list(NS, &["labels.kind==layer".into(), "labels.kind==config".into()]).await.unwrap()),
+            names(s.list(NS, &["labels.kind==layer".into()]).await.unwrap()),
+            vec![a.clone()]
+        );
+        assert_eq!(
+            names(s.list(NS, &[format!("digest=={b}")]).await.unwrap()),
+            vec![b.clone()]
+        );
+        assert_eq!(
+            names(s.list(NS, &["labels.\"x.y/z\"".into()]).await.unwrap()),
+            vec![b.clone()]
+        );
+        assert_eq!(
+            names(
+                s.list(
+                    NS,
+                    &["labels.kind==layer".into(), "labels.kind==config".into()]
+                )
+                .await
+                .unwrap()
+            ),
             both
         );
-        assert_eq!(names(s.list(NS, &["labels.kind~=^c".into()]).await.unwrap()), vec![b]);
+        assert_eq!(
+            names(s.list(NS, &["labels.kind~=^c".into()]).await.unwrap()),
+            vec![b]
+        );
         let err = s.list(NS, &["labels.kind=~x".into()]).await.unwrap_err();
         assert_eq!(err.kind(), Kind::InvalidArgument, "{err}");
     }
@@ -353,7 +412,10 @@ mod suite {
             .await
             .unwrap();
         assert_eq!(got, d);
-        assert_eq!(s.info("ns-b", &d).await.unwrap().labels, labels(&[("b", "yes")]));
+        assert_eq!(
+            s.info("ns-b", &d).await.unwrap().labels,
+            labels(&[("b", "yes")])
+        );
         assert!(s.info("ns-a", &d).await.unwrap().labels.is_empty());
         // Deleting it from one namespace leaves the other's intact.
         s.delete("ns-a", &d).await.unwrap();
