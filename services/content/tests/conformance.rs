@@ -1,6 +1,10 @@
 //! One conformance suite for the `ContentStore` trait, run against the local store and against
 //! the remote (gRPC client) store talking to the real `strata-content` binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 mod suite {
     use bytes::Bytes;

@@ -1,6 +1,10 @@
 //! Crash safety of the real binary: SIGKILL at any point loses nothing committed, never exposes a
 //! partial or wrong blob, and leaves interrupted ingests resumable.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};

@@ -38,6 +38,8 @@ pub enum ServeError {
         address: String,
         source: std::io::Error,
     },
+    #[error("installing signal handlers: {source}")]
+    Signal { source: std::io::Error },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("serving: {0}")]
@@ -187,23 +189,19 @@ pub fn notify_ready() {
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (before readiness is announced, so an early
+/// SIGTERM is never lost to the default action) and returns a future that ends on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, ServeError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    let err = |source| ServeError::Signal { source };
+    let mut term = signal(SignalKind::terminate()).map_err(err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term => tracing::info!("SIGTERM received, shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-    }
+    })
 }
 
 fn prepare_unix(path: &Path) -> Result<UnixListener, ServeError> {
@@ -300,6 +298,7 @@ pub async fn serve(
         .tcp_nodelay(true);
     let router = builder.add_routes(routes);
 
+    let shutdown = shutdown_signal()?;
     match address {
         Address::Unix(path) => {
             let listener = prepare_unix(path)?;
@@ -309,7 +308,7 @@ pub async fn serve(
                 .serve_with_incoming_shutdown(
                     UnixListenerStream::new(listener)
                         .map(|conn| conn.map(crate::authority::FixAuthority::new)),
-                    shutdown_signal(),
+                    shutdown,
                 )
                 .await;
             let _ = std::fs::remove_file(path);
@@ -325,7 +324,7 @@ pub async fn serve(
             tracing::info!(address = %address, "serving");
             notify_ready();
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
                 .await?;
         }
     }
