@@ -1,0 +1,53 @@
+# strata: one command for the main job, one for the tests.
+#   make up     build (release), start the stack on /run/strata, store and read back a blob
+#   make down   stop the stack started by `make up`
+#   make test   formatting, lints and every test (needs containerd's ctr, grpcurl, systemd-analyze)
+#   make bench  side-by-side benchmarks against containerd
+
+CARGO   ?= cargo
+PREFIX  ?= /usr/local
+RUN     ?= /run/strata
+STATE   ?= /var/lib/strata
+SERVICES = content
+
+.PHONY: all build release test lint fmt up down install bench clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --bins
+
+release:
+	$(CARGO) build --release --workspace --bins
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Service binaries are built first: integration tests start them on temporary sockets.
+test: lint build
+	$(CARGO) test --workspace -- --test-threads=2
+
+up: release
+	RUN=$(RUN) STATE=$(STATE) BIN=$(CURDIR)/target/release deploy/scripts/stack.sh up $(SERVICES)
+	deploy/scripts/stack.sh demo
+
+down:
+	RUN=$(RUN) deploy/scripts/stack.sh down $(SERVICES)
+
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/strata $(DESTDIR)/etc/systemd/system
+	for s in $(SERVICES); do \
+	  install -m 0755 target/release/strata-$$s $(DESTDIR)$(PREFIX)/bin/; \
+	  install -m 0644 deploy/systemd/strata-$$s.service $(DESTDIR)/etc/systemd/system/; \
+	  [ -e $(DESTDIR)/etc/strata/$$s.toml ] || install -m 0644 deploy/config/$$s.toml $(DESTDIR)/etc/strata/; \
+	done
+
+bench: release
+	bench/run.sh
+
+clean:
+	$(CARGO) clean
