@@ -4,6 +4,7 @@
 #   make test   formatting, lints and every test (needs containerd's ctr, grpcurl, systemd-analyze)
 #   make bench  side-by-side benchmarks against containerd
 
+SHELL   := /bin/bash
 CARGO   ?= cargo
 PREFIX  ?= /usr/local
 RUN     ?= /run/strata
@@ -28,8 +29,10 @@ fmt:
 	$(CARGO) fmt --all
 
 # Service binaries are built first: integration tests start them on temporary sockets.
+# The last line sums every test binary's result ("N passed, N failed").
 test: lint build
-	$(CARGO) test --workspace -- --test-threads=2
+	set -o pipefail; $(CARGO) test --workspace --lib --bins --tests -- --test-threads=2 2>&1 | tee target/test.log
+	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
 
 up: release
 	RUN=$(RUN) STATE=$(STATE) BIN=$(CURDIR)/target/release deploy/scripts/stack.sh up $(SERVICES)

@@ -259,7 +259,11 @@ mod tests {
     fn errors_name_the_filter() {
         for bad in ["==x", "labels.", "a=b", "a~=(", "a==\"x", "a==b c"] {
             let err = Filter::parse_all(&[bad]).expect_err(bad);
-            assert!(err.message().contains(bad), "{}", err.message());
+            assert!(
+                err.message().contains(&format!("{bad:?}")),
+                "{}",
+                err.message()
+            );
         }
     }
 }
