@@ -7,6 +7,8 @@ pub mod errdefs;
 pub mod filters;
 pub mod identifiers;
 pub mod labels;
+pub mod mount;
+pub mod snapshots;
 
 pub use digest::Digest;
 pub use errdefs::{Error, Kind, Result};

@@ -80,3 +80,83 @@ pub fn status_from_pb(st: pb::Status) -> Result<Status, Error> {
         updated_at: system_time(st.updated_at),
     })
 }
+
+pub mod mounts {
+    //! `containerd.types.Mount` ⇄ [`strata_core::mount::Mount`].
+    use strata_api::containerd::types as pb;
+    use strata_core::mount::Mount;
+
+    pub fn to_pb(m: Mount) -> pb::Mount {
+        pb::Mount {
+            r#type: m.kind,
+            source: m.source,
+            target: m.target,
+            options: m.options,
+        }
+    }
+
+    pub fn from_pb(m: pb::Mount) -> Mount {
+        Mount {
+            kind: m.r#type,
+            source: m.source,
+            target: m.target,
+            options: m.options,
+        }
+    }
+
+    pub fn all_to_pb(ms: Vec<Mount>) -> Vec<pb::Mount> {
+        ms.into_iter().map(to_pb).collect()
+    }
+
+    pub fn all_from_pb(ms: Vec<pb::Mount>) -> Vec<Mount> {
+        ms.into_iter().map(from_pb).collect()
+    }
+}
+
+pub mod snapshots {
+    //! Snapshot info and kinds.
+    use super::{system_time, timestamp};
+    use strata_api::containerd::services::snapshots::v1 as pb;
+    use strata_core::Error;
+    use strata_core::snapshots::{Info, Kind};
+
+    pub fn kind_to_pb(k: Kind) -> pb::Kind {
+        match k {
+            Kind::View => pb::Kind::View,
+            Kind::Active => pb::Kind::Active,
+            Kind::Committed => pb::Kind::Committed,
+        }
+    }
+
+    pub fn kind_from_pb(v: i32) -> Result<Kind, Error> {
+        match pb::Kind::try_from(v) {
+            Ok(pb::Kind::View) => Ok(Kind::View),
+            Ok(pb::Kind::Active) => Ok(Kind::Active),
+            Ok(pb::Kind::Committed) => Ok(Kind::Committed),
+            _ => Err(Error::invalid_argument(format!("unknown snapshot kind {v}"))),
+        }
+    }
+
+    pub fn info_to_pb(i: Info) -> pb::Info {
+        pb::Info {
+            name: i.name,
+            parent: i.parent,
+            kind: kind_to_pb(i.kind).into(),
+            created_at: Some(timestamp(i.created_at)),
+            updated_at: Some(timestamp(i.updated_at)),
+            labels: i.labels,
+        }
+    }
+
+    /// For updates the kind is irrelevant: an unknown kind is taken as active.
+    pub fn info_from_pb(i: pb::Info) -> Info {
+        Info {
+            name: i.name,
+            parent: i.parent,
+            kind: kind_from_pb(i.kind).unwrap_or(Kind::Active),
+            created_at: system_time(i.created_at),
+            updated_at: system_time(i.updated_at),
+            labels: i.labels,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! strata-snapshotter: serves containerd's Snapshots API (overlayfs and native) and Diff API.
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use std::sync::Arc;
+use strata_grpc::server::{self, CommonArgs};
+use strata_snapshotter::grpc::SnapshotsService;
+use strata_snapshotter::{Backend, LocalSnapshots, store};
+
+/// strata's snapshotter service: overlayfs and native snapshots, layer apply and diff.
+#[derive(Debug, Parser)]
+#[command(name = "strata-snapshotter", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Snapshotters to serve, comma separated (config key `snapshotters`)
+    /// [default: overlayfs,native where overlay is available, else native]
+    #[arg(long, value_delimiter = ',')]
+    snapshotters: Option<Vec<String>>,
+    /// Snapshotter for requests that name none (config key `default_snapshotter`)
+    /// [default: the first one served]
+    #[arg(long)]
+    default_snapshotter: Option<String>,
+    /// The content service, for reading layer blobs (config key `content`)
+    #[arg(long)]
+    content: Option<String>,
+}
+
+fn backend(name: &str) -> anyhow::Result<Backend> {
+    match name {
+        "overlayfs" => Ok(Backend::Overlay),
+        "native" => Ok(Backend::Native),
+        other => bail!("unknown snapshotter {other:?} (overlayfs or native)"),
+    }
+}
+
+fn config_str(extra: &toml::Table, key: &str) -> anyhow::Result<Option<String>> {
+    match extra.get(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => bail!("config key {key} must be a string, not {}", v.type_str()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = cli.common.resolve("snapshotter")?;
+    server::init_logging(settings.log_format);
+
+    let names = match cli.snapshotters {
+        Some(n) => n,
+        None => match settings.extra.get("snapshotters") {
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .context("config key snapshotters must list strings")
+                })
+                .collect::<anyhow::Result<_>>()?,
+            Some(v) => bail!("config key snapshotters must be a list, not {}", v.type_str()),
+            None if store::overlay_supported() => vec!["overlayfs".into(), "native".into()],
+            None => vec!["native".into()],
+        },
+    };
+    let backends = names
+        .iter()
+        .map(|n| backend(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if backends.is_empty() {
+        bail!("no snapshotter to serve");
+    }
+    if backends.contains(&Backend::Overlay) && !store::overlay_supported() {
+        bail!("overlayfs requested but this kernel has no overlay file system; use native");
+    }
+    let default = match cli
+        .default_snapshotter
+        .or(config_str(&settings.extra, "default_snapshotter")?)
+    {
+        Some(d) => {
+            let b = backend(&d)?;
+            if !backends.contains(&b) {
+                bail!("default snapshotter {d:?} is not among those served");
+            }
+            d
+        }
+        None => backends[0].name().to_owned(),
+    };
+    let _content = cli
+        .content
+        .or(config_str(&settings.extra, "content")?)
+        .unwrap_or_else(|| "/run/strata/content.sock".to_owned());
+
+    let store = LocalSnapshots::open(&settings.root, &backends)
+        .with_context(|| format!("opening snapshots at {}", settings.root.display()))?;
+    tracing::info!(root = %settings.root.display(), snapshotters = ?names, default = %default, "snapshotter ready");
+    let routes = tonic::service::Routes::new(
+        SnapshotsService::new(Arc::new(store), default).into_server(),
+    );
+    server::serve(
+        &settings.address,
+        routes,
+        &["containerd.services.snapshots.v1.Snapshots"],
+        &[],
+    )
+    .await?;
+    Ok(())
+}
