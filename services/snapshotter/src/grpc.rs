@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 use strata_api::containerd::services::snapshots::v1 as pb;
-use strata_api::containerd::services::snapshots::v1::snapshots_server::{Snapshots, SnapshotsServer};
+use strata_api::containerd::services::snapshots::v1::snapshots_server::{
+    Snapshots, SnapshotsServer,
+};
 use strata_core::snapshots::SnapshotStore;
 use strata_grpc::convert::mounts;
 use strata_grpc::convert::snapshots::{info_from_pb, info_to_pb};
@@ -203,10 +205,7 @@ impl<S: SnapshotStore> Snapshots for SnapshotsService<S> {
         }))
     }
 
-    async fn cleanup(
-        &self,
-        request: Request<pb::CleanupRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn cleanup(&self, request: Request<pb::CleanupRequest>) -> Result<Response<()>, Status> {
         let r = request.into_inner();
         self.store
             .cleanup(self.name(&r.snapshotter))

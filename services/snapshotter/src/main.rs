@@ -59,7 +59,10 @@ async fn main() -> anyhow::Result<()> {
                         .context("config key snapshotters must list strings")
                 })
                 .collect::<anyhow::Result<_>>()?,
-            Some(v) => bail!("config key snapshotters must be a list, not {}", v.type_str()),
+            Some(v) => bail!(
+                "config key snapshotters must be a list, not {}",
+                v.type_str()
+            ),
             None if store::overlay_supported() => vec!["overlayfs".into(), "native".into()],
             None => vec!["native".into()],
         },
@@ -95,9 +98,8 @@ async fn main() -> anyhow::Result<()> {
     let store = LocalSnapshots::open(&settings.root, &backends)
         .with_context(|| format!("opening snapshots at {}", settings.root.display()))?;
     tracing::info!(root = %settings.root.display(), snapshotters = ?names, default = %default, "snapshotter ready");
-    let routes = tonic::service::Routes::new(
-        SnapshotsService::new(Arc::new(store), default).into_server(),
-    );
+    let routes =
+        tonic::service::Routes::new(SnapshotsService::new(Arc::new(store), default).into_server());
     server::serve(
         &settings.address,
         routes,

@@ -226,10 +226,9 @@ impl Inner {
             let rec = match v {
                 Some(v) => decode(&next, v.value())?,
                 None => {
-                    return Err(Error::not_found(format!(
-                        "parent snapshot {next:?}: not found"
-                    ))
-                    .into());
+                    return Err(
+                        Error::not_found(format!("parent snapshot {next:?}: not found")).into(),
+                    );
                 }
             };
             ids.push(rec.id);
@@ -310,11 +309,15 @@ impl Inner {
         }
         let check_parent = |rec: Option<SnapRecord>| -> Result<()> {
             match rec {
-                None => Err(Error::not_found(format!("parent snapshot {parent:?}: not found")).into()),
-                Some(r) if kind_from_i32(r.kind) != Kind::Committed => Err(Error::invalid_argument(
-                    format!("parent {parent:?} is not a committed snapshot"),
-                )
-                .into()),
+                None => {
+                    Err(Error::not_found(format!("parent snapshot {parent:?}: not found")).into())
+                }
+                Some(r) if kind_from_i32(r.kind) != Kind::Committed => {
+                    Err(Error::invalid_argument(format!(
+                        "parent {parent:?} is not a committed snapshot"
+                    ))
+                    .into())
+                }
                 Some(_) => Ok(()),
             }
         };
@@ -342,7 +345,10 @@ impl Inner {
         }
 
         let now = nanos(SystemTime::now());
-        let _dirs = self.dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _dirs = self
+            .dirs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let tx = self.db.begin_write()?;
         let id;
         {
@@ -412,15 +418,16 @@ impl Inner {
         labels: HashMap<String, String>,
     ) -> Result<()> {
         if name.is_empty() {
-            return Err(Error::invalid_argument("committed snapshot name must not be empty").into());
+            return Err(
+                Error::invalid_argument("committed snapshot name must not be empty").into(),
+            );
         }
         labels::validate(&labels)?;
         let rec = self.must_get(b, ns, key)?;
         if kind_from_i32(rec.kind) != Kind::Active {
-            return Err(Error::failed_precondition(format!(
-                "snapshot {key:?} is not active"
-            ))
-            .into());
+            return Err(
+                Error::failed_precondition(format!("snapshot {key:?} is not active")).into(),
+            );
         }
         // Usage of the layer is fixed from now on: measure it once.
         let fs_dir = self.fs_dir(b, rec.id);
@@ -505,13 +512,7 @@ impl Inner {
         Ok(())
     }
 
-    fn update(
-        &self,
-        b: Backend,
-        ns: &str,
-        info: Info,
-        fieldpaths: &[String],
-    ) -> Result<Info> {
+    fn update(&self, b: Backend, ns: &str, info: Info, fieldpaths: &[String]) -> Result<Info> {
         let key = info.name.clone();
         let tx = self.db.begin_write()?;
         let rec = {
@@ -589,7 +590,10 @@ impl Inner {
     /// At start-up that includes half-built `new-*` directories; later they belong to
     /// snapshots being created.
     fn cleanup(&self, b: Backend, startup: bool) -> Result<()> {
-        let _dirs = self.dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _dirs = self
+            .dirs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let tx = self.db.begin_read()?;
         let t = tx.open_table(SNAPSHOTS)?;
         let mut ids = std::collections::HashSet::new();

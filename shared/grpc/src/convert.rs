@@ -133,7 +133,9 @@ pub mod snapshots {
             Ok(pb::Kind::View) => Ok(Kind::View),
             Ok(pb::Kind::Active) => Ok(Kind::Active),
             Ok(pb::Kind::Committed) => Ok(Kind::Committed),
-            _ => Err(Error::invalid_argument(format!("unknown snapshot kind {v}"))),
+            _ => Err(Error::invalid_argument(format!(
+                "unknown snapshot kind {v}"
+            ))),
         }
     }
 

@@ -157,19 +157,11 @@ pub fn mount(m: &Mount, target: &Path) -> Result<(), MountError> {
             device: m.source.clone(),
         });
     }
-    nix::mount::mount(
-        Some(m.source.as_str()),
-        &target_full,
-        kind,
-        flags,
-        data_arg,
-    )
-    .map_err(fail)?;
+    nix::mount::mount(Some(m.source.as_str()), &target_full, kind, flags, data_arg)
+        .map_err(fail)?;
     // A bind mount ignores MS_RDONLY and friends until remounted.
-    let remount_bits = MsFlags::MS_RDONLY
-        | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV
-        | MsFlags::MS_NOEXEC;
+    let remount_bits =
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if flags.contains(MsFlags::MS_BIND) && flags.intersects(remount_bits) {
         nix::mount::mount(
             None::<&str>,
@@ -210,12 +202,12 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<(), MountError> {
 pub fn unmount(target: &Path) -> Result<(), MountError> {
     match nix::mount::umount2(target, MntFlags::empty()) {
         Ok(()) => Ok(()),
-        Err(nix::Error::EBUSY) => nix::mount::umount2(target, MntFlags::MNT_DETACH).map_err(
-            |errno| MountError::Unmount {
+        Err(nix::Error::EBUSY) => {
+            nix::mount::umount2(target, MntFlags::MNT_DETACH).map_err(|errno| MountError::Unmount {
                 target: target.to_owned(),
                 errno,
-            },
-        ),
+            })
+        }
         Err(errno) => Err(MountError::Unmount {
             target: target.to_owned(),
             errno,
@@ -272,7 +264,9 @@ mod tests {
     fn long_overlay_chains_mount() {
         let tmp = tempfile::tempdir().unwrap();
         // Long absolute paths, as a snapshotter under /var/lib makes them.
-        let base = tmp.path().join("a-rather-long-directory-name-for-snapshots/snapshots");
+        let base = tmp
+            .path()
+            .join("a-rather-long-directory-name-for-snapshots/snapshots");
         let mut lowers = Vec::new();
         for i in 0..128 {
             let fs = base.join(format!("{i}")).join("fs");
@@ -287,7 +281,10 @@ mod tests {
             target: String::new(),
             options: vec![format!("lowerdir={}", lowers.join(":"))],
         };
-        assert!(m.options[0].len() > 4096, "the chain must pass the page limit");
+        assert!(
+            m.options[0].len() > 4096,
+            "the chain must pass the page limit"
+        );
         let mnt = TempMount::new(&[m], tmp.path()).unwrap();
         for i in 0..128 {
             let got = std::fs::read_to_string(mnt.path().join(format!("file-{i}"))).unwrap();

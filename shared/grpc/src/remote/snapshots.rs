@@ -43,7 +43,9 @@ impl SnapshotStore for RemoteSnapshots {
             },
         )?;
         let resp = self.client.clone().stat(req).await.map_err(from_status)?;
-        Ok(info_from_pb(resp.into_inner().info.ok_or_else(|| missing("stat"))?))
+        Ok(info_from_pb(
+            resp.into_inner().info.ok_or_else(|| missing("stat"))?,
+        ))
     }
 
     async fn update(&self, sn: &str, ns: &str, info: Info, fieldpaths: &[String]) -> Result<Info> {
@@ -58,7 +60,9 @@ impl SnapshotStore for RemoteSnapshots {
             },
         )?;
         let resp = self.client.clone().update(req).await.map_err(from_status)?;
-        Ok(info_from_pb(resp.into_inner().info.ok_or_else(|| missing("update"))?))
+        Ok(info_from_pb(
+            resp.into_inner().info.ok_or_else(|| missing("update"))?,
+        ))
     }
 
     async fn usage(&self, sn: &str, ns: &str, key: &str) -> Result<Usage> {
@@ -111,7 +115,12 @@ impl SnapshotStore for RemoteSnapshots {
                 labels,
             },
         )?;
-        let resp = self.client.clone().prepare(req).await.map_err(from_status)?;
+        let resp = self
+            .client
+            .clone()
+            .prepare(req)
+            .await
+            .map_err(from_status)?;
         Ok(mounts::all_from_pb(resp.into_inner().mounts))
     }
 
@@ -200,7 +209,11 @@ impl SnapshotStore for RemoteSnapshots {
                 snapshotter: sn.to_owned(),
             },
         )?;
-        self.client.clone().cleanup(req).await.map_err(from_status)?;
+        self.client
+            .clone()
+            .cleanup(req)
+            .await
+            .map_err(from_status)?;
         Ok(())
     }
 }
