@@ -9,7 +9,7 @@ CARGO   ?= cargo
 PREFIX  ?= /usr/local
 RUN     ?= /run/strata
 STATE   ?= /var/lib/strata
-SERVICES = content
+SERVICES = content snapshotter
 
 .PHONY: all build release test lint fmt up down install bench clean
 
@@ -50,6 +50,7 @@ install: release
 	done
 
 bench: release
+	$(CARGO) build --release -p strata-bench
 	bench/run.sh
 
 clean:

@@ -3,8 +3,10 @@
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use std::sync::Arc;
+use strata_grpc::remote::RemoteContentStore;
 use strata_grpc::server::{self, CommonArgs};
-use strata_snapshotter::grpc::SnapshotsService;
+use strata_snapshotter::diff::Differ;
+use strata_snapshotter::grpc::{DiffService, SnapshotsService};
 use strata_snapshotter::{Backend, LocalSnapshots, store};
 
 /// strata's snapshotter service: overlayfs and native snapshots, layer apply and diff.
@@ -90,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => backends[0].name().to_owned(),
     };
-    let _content = cli
+    let content = cli
         .content
         .or(config_str(&settings.extra, "content")?)
         .unwrap_or_else(|| "/run/strata/content.sock".to_owned());
@@ -98,12 +100,33 @@ async fn main() -> anyhow::Result<()> {
     let store = LocalSnapshots::open(&settings.root, &backends)
         .with_context(|| format!("opening snapshots at {}", settings.root.display()))?;
     tracing::info!(root = %settings.root.display(), snapshotters = ?names, default = %default, "snapshotter ready");
+    // Temporary mount points for apply and diff live beside the snapshots. Leftovers of a crash
+    // are unmounted and removed; `remove_dir` (never recursive) cannot reach into a tree that is
+    // somehow still mounted.
+    let scratch = settings.root.join("tmp");
+    if scratch.exists() {
+        for entry in std::fs::read_dir(&scratch)? {
+            let path = entry?.path();
+            let _ = strata_mount::unmount(&path);
+            if let Err(e) = std::fs::remove_dir(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "leaving a scratch directory");
+            }
+        }
+    }
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let content_store = RemoteContentStore::connect(&content)
+        .with_context(|| format!("content service address {content}"))?;
+    let differ = Arc::new(Differ::new(content_store, scratch));
     let routes =
-        tonic::service::Routes::new(SnapshotsService::new(Arc::new(store), default).into_server());
+        tonic::service::Routes::new(SnapshotsService::new(Arc::new(store), default).into_server())
+            .add_service(DiffService::new(differ).into_server());
     server::serve(
         &settings.address,
         routes,
-        &["containerd.services.snapshots.v1.Snapshots"],
+        &[
+            "containerd.services.snapshots.v1.Snapshots",
+            "containerd.services.diff.v1.Diff",
+        ],
         &[],
     )
     .await?;

@@ -2,6 +2,7 @@
 //! [`errdefs::Kind`] to status codes once, in `strata-grpc`.
 
 pub mod content;
+pub mod descriptor;
 pub mod digest;
 pub mod errdefs;
 pub mod filters;

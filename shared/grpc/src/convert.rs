@@ -162,3 +162,28 @@ pub mod snapshots {
         }
     }
 }
+
+pub mod descriptors {
+    //! `containerd.types.Descriptor` ⇄ [`strata_core::descriptor::Descriptor`].
+    use strata_api::containerd::types as pb;
+    use strata_core::descriptor::Descriptor;
+    use strata_core::{Digest, Error};
+
+    pub fn to_pb(d: Descriptor) -> pb::Descriptor {
+        pb::Descriptor {
+            media_type: d.media_type,
+            digest: d.digest.to_string(),
+            size: super::wire_size(d.size),
+            annotations: d.annotations,
+        }
+    }
+
+    pub fn from_pb(d: pb::Descriptor) -> Result<Descriptor, Error> {
+        Ok(Descriptor {
+            digest: Digest::parse(&d.digest)?,
+            size: super::size("descriptor size", d.size)?,
+            media_type: d.media_type,
+            annotations: d.annotations,
+        })
+    }
+}

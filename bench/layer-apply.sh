@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Layer apply: one real ~50 MB gzip layer (a Debian minbase root file system made with
+# debootstrap, cached) applied with Diff.Apply onto a fresh overlayfs snapshot by strata and by
+# containerd, same client, same run, alternating; printed beside the machine's gzip-decompress and
+# disk-write speeds.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+
+ROUNDS=${ROUNDS:-5}
+BIN=${BIN:-$here/../target/release}
+CACHE=${CACHE:-/var/tmp/strata-bench-cache}
+WORK=${WORK:-$(mktemp -d /var/tmp/strata-bench.XXXXXX)}
+trap 'stop_pidfile "$WORK/snapshotter.pid"; stop_pidfile "$WORK/content.pid"; stop_pidfile "$WORK/pid"; rm -rf "$WORK"' EXIT
+
+layer=$CACHE/layer.tar.gz
+if [ ! -s "$layer" ]; then
+  mkdir -p "$CACHE"
+  if [ ! -x "$CACHE/rootfs/bin/sh" ]; then
+    command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
+    rm -rf "$CACHE/rootfs"
+    debootstrap --variant=minbase bookworm "$CACHE/rootfs" http://deb.debian.org/debian >"$CACHE/debootstrap.log"
+  fi
+  # As Debian's container images are made: without apt's package lists and caches.
+  tar -C "$CACHE/rootfs" --numeric-owner --xattrs --exclude='./var/lib/apt/lists/*' \
+    --exclude='./var/cache/apt/*' -cf - . | gzip -6 >"$layer.tmp"
+  mv "$layer.tmp" "$layer"
+fi
+diff_id=sha256:$(gzip -dc "$layer" | sha256sum | cut -d' ' -f1)
+size_mb=$(( $(stat -c %s "$layer") / 1000000 ))
+tar_mb=$(( $(gzip -dc "$layer" | wc -c) / 1000000 ))
+
+start_strata "$BIN/strata-content" content "$WORK"
+"$BIN/strata-snapshotter" --address "$WORK/snapshotter.sock" --root "$WORK/snapshotter" \
+  --content "$WORK/content.sock" >"$WORK/snapshotter.log" 2>&1 &
+echo $! >"$WORK/snapshotter.pid"
+wait_socket "$WORK/snapshotter.sock"
+start_containerd "$WORK"
+
+t0=$(now); gzip -dc "$layer" >/dev/null; t1=$(now)
+gz=$(echo "$t1 - $t0" | bc -l)
+t0=$(now); dd if=/dev/zero of="$WORK/ddtest" bs=1M count=256 conv=fsync status=none; t1=$(now)
+disk=$(echo "256 / ($t1 - $t0)" | bc -l); rm -f "$WORK/ddtest"
+
+out=$("$BIN/layer-apply" --layer "$layer" --diff-id "$diff_id" --rounds "$ROUNDS" \
+  --strata-content "$WORK/content.sock" --strata-snapshotter "$WORK/snapshotter.sock" \
+  --containerd "$WORK/containerd.sock")
+s=$(echo "$out" | awk '$1=="strata"{print $2}')
+c=$(echo "$out" | awk '$1=="containerd"{print $2}')
+printf 'layer apply: %s MB gzip layer (%s MB tar, Debian minbase), Diff.Apply onto overlayfs, median of %s\n' "$size_mb" "$tar_mb" "$ROUNDS"
+printf '  %-26s %8.3f s\n' "gzip -dc (decompress only)" "$gz"
+printf '  %-26s %8.0f MiB/s\n' "disk write (dd, fsync)" "$disk"
+printf '  %-26s %8.3f s\n' "strata-snapshotter" "$s"
+printf '  %-26s %8.3f s\n' "containerd $(containerd --version | awk '{print $3}')" "$c"
+printf '  ratio strata/containerd time: %.2f (goal: <= 0.50)\n' "$(echo "$s / $c" | bc -l)"
+printf 'RESULT layer_apply_ratio %.3f\n' "$(echo "$s / $c" | bc -l)"
