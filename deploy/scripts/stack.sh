@@ -69,6 +69,18 @@ demo() {
   echo "stored sha256:$digest; content ls:"
   ctr --address "$sock" content ls
   echo "read back: $(ctr --address "$sock" content get "sha256:$digest")"
+  local snap="$RUN/snapshotter.sock"
+  [ -S "$snap" ] || return 0
+  local s="ctr --address $snap snapshots --snapshotter overlayfs"
+  local tag="demo-$$"
+  $s prepare "$tag-base-key" "" >/dev/null
+  $s commit "$tag-base" "$tag-base-key"
+  $s prepare "$tag-container" "$tag-base" >/dev/null
+  echo "an overlay snapshot over a committed one; mount it with:"
+  $s mounts /mnt "$tag-container"
+  $s ls
+  $s rm "$tag-container"
+  $s rm "$tag-base"
 }
 
 cmd=${1:-}

@@ -65,10 +65,8 @@ async fn apply_once(t: &Target, key: &str, desc: &dpb::ApplyRequest) -> anyhow::
     if resp.into_inner().applied.is_none() {
         bail!("{}: apply returned no descriptor", t.name);
     }
-    t.snapshots
-        .remove("overlayfs", NS, key)
-        .await
-        .with_context(|| format!("{}: remove", t.name))?;
+    // Snapshots are removed after the last round: a removal sets off containerd's garbage
+    // collector, which would take the unreferenced layer blob.
     Ok(secs)
 }
 
@@ -129,6 +127,17 @@ async fn main() -> anyhow::Result<()> {
             let secs = apply_once(t, &format!("bench-apply-{round}"), &req).await?;
             times.entry(t.name).or_default().push(secs);
         }
+    }
+    for t in &targets {
+        for round in 0..args.rounds {
+            t.snapshots
+                .remove("overlayfs", NS, &format!("bench-apply-{round}"))
+                .await
+                .with_context(|| format!("{}: remove", t.name))?;
+        }
+    }
+    if args.rounds == 0 {
+        return Ok(());
     }
     let s = median(times.remove("strata").unwrap_or_default());
     let c = median(times.remove("containerd").unwrap_or_default());
