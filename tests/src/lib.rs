@@ -2,6 +2,8 @@
 //! killed with SIGKILL and restarted, and external clients (ctr, grpcurl) pointed at them.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod registry;
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::os::unix::net::UnixStream;

@@ -121,6 +121,12 @@ pub struct Settings {
 impl CommonArgs {
     /// Merges flags, the config file and the defaults for `service`.
     pub fn resolve(&self, service: &str) -> Result<Settings, ServeError> {
+        self.resolve_with(service, service)
+    }
+
+    /// As [`resolve`](Self::resolve), for a service whose default socket is named otherwise
+    /// (the gateway listens on `/run/strata/strata.sock`, its state in `/var/lib/strata/gateway`).
+    pub fn resolve_with(&self, service: &str, socket: &str) -> Result<Settings, ServeError> {
         let file = match &self.config {
             Some(path) => {
                 let text =
@@ -139,7 +145,7 @@ impl CommonArgs {
             .address
             .clone()
             .or(file.address)
-            .unwrap_or_else(|| format!("/run/strata/{service}.sock"));
+            .unwrap_or_else(|| format!("/run/strata/{socket}.sock"));
         Ok(Settings {
             address: Address::parse(&address),
             root: self

@@ -1,0 +1,271 @@
+//! `strata`: the command-line client of the strata gateway.
+
+mod output;
+
+use anyhow::Context as _;
+use clap::{CommandFactory, Parser, Subcommand};
+use std::io::IsTerminal as _;
+use strata_api::strata::gateway::v1 as pb;
+use strata_api::strata::gateway::v1::gateway_client::GatewayClient;
+use tonic::transport::Channel;
+
+/// strata: pull, list and inspect images (and soon run containers) through the strata gateway.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, propagate_version = true)]
+struct Cli {
+    /// Gateway address: unix socket path or host:port
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_ADDRESS",
+        default_value = "/run/strata/strata.sock"
+    )]
+    address: String,
+    /// Namespace (the one ctr uses by default, so both see the same images)
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "STRATA_NAMESPACE",
+        default_value = "default"
+    )]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pull an image from a registry
+    Pull {
+        /// busybox, debian:bookworm, 127.0.0.1:5000/repo:tag, repo@sha256:…
+        reference: String,
+        /// os/arch[/variant] [default: this machine's]
+        #[arg(long)]
+        platform: Option<String>,
+        /// Use plain HTTP for this registry (loopback registries always are)
+        #[arg(long)]
+        plain_http: bool,
+        /// Print one line per event instead of progress bars
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List images
+    Images {
+        /// Only image IDs
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long)]
+        json: bool,
+        /// containerd filters, e.g. name~=busybox
+        #[arg(long, short)]
+        filter: Vec<String>,
+    },
+    /// Show an image's details as JSON
+    Inspect { image: String },
+    /// Show the layers and commands an image was built from
+    History {
+        image: String,
+        #[arg(long)]
+        json: bool,
+        /// Do not truncate commands
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Remove images
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Import an OCI image layout or `docker save` archive (tar)
+    Import {
+        file: std::path::PathBuf,
+        /// Name for an image whose archive names none
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// System information
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+    /// Version of this client and of the gateway
+    Version,
+    /// Print shell completions
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// Disk usage: images, layers shared between images, unique bytes
+    Df {
+        #[arg(long)]
+        json: bool,
+        /// One row per layer
+        #[arg(long, short)]
+        verbose: bool,
+    },
+}
+
+pub(crate) struct Ctx {
+    client: GatewayClient<Channel>,
+    namespace: String,
+}
+
+impl Ctx {
+    pub(crate) fn req<T>(&self, msg: T) -> anyhow::Result<tonic::Request<T>> {
+        Ok(strata_grpc::metadata::with_namespace(&self.namespace, msg)?)
+    }
+}
+
+/// A gRPC failure as a user reads it: the server's message, no stack trace.
+fn describe(status: &tonic::Status, address: &str) -> String {
+    match status.code() {
+        tonic::Code::Unavailable
+            if status.message().contains("transport") || status.message().contains("connect") =>
+        {
+            format!(
+                "cannot reach the strata gateway at {address}: is it running? ({})",
+                status.message()
+            )
+        }
+        _ => status.message().to_owned(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let address = cli.address.clone();
+    if let Err(e) = run(cli).await {
+        let msg = match e.downcast_ref::<tonic::Status>() {
+            Some(s) => describe(s, &address),
+            None => format!("{e:#}"),
+        };
+        eprintln!("Error: {msg}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
+        return Ok(());
+    }
+    let channel = strata_grpc::client::channel(&cli.address)?;
+    let ctx = Ctx {
+        client: GatewayClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20),
+        namespace: cli.namespace,
+    };
+    match cli.command {
+        Command::Pull {
+            reference,
+            platform,
+            plain_http,
+            quiet,
+        } => {
+            let req = ctx.req(pb::PullRequest {
+                reference,
+                platform: platform.unwrap_or_default(),
+                plain_http,
+                snapshotter: String::new(),
+            })?;
+            let stream = ctx.client.clone().pull(req).await?.into_inner();
+            output::progress(stream, quiet || !std::io::stdout().is_terminal()).await
+        }
+        Command::Import { file, name } => {
+            let f = tokio::fs::File::open(&file)
+                .await
+                .with_context(|| format!("opening {}", file.display()))?;
+            let stream = output::import_stream(f, name.unwrap_or_default());
+            let req = ctx.req(stream)?;
+            let progress = ctx.client.clone().import(req).await?.into_inner();
+            output::progress(progress, !std::io::stdout().is_terminal()).await
+        }
+        Command::Images {
+            quiet,
+            json,
+            filter,
+        } => {
+            let resp = ctx
+                .client
+                .clone()
+                .list_images(ctx.req(pb::ListImagesRequest { filters: filter })?)
+                .await?
+                .into_inner();
+            output::images(&resp.images, quiet, json)
+        }
+        Command::Inspect { image } => {
+            let resp = ctx
+                .client
+                .clone()
+                .inspect_image(ctx.req(pb::InspectImageRequest { name: image })?)
+                .await?
+                .into_inner();
+            println!("{}", resp.json);
+            Ok(())
+        }
+        Command::History {
+            image,
+            json,
+            no_trunc,
+        } => {
+            let resp = ctx
+                .client
+                .clone()
+                .image_history(ctx.req(pb::ImageHistoryRequest { name: image })?)
+                .await?
+                .into_inner();
+            output::history(&resp.entries, json, no_trunc)
+        }
+        Command::Rmi { images } => {
+            let mut failed = false;
+            for name in images {
+                match ctx
+                    .client
+                    .clone()
+                    .remove_image(ctx.req(pb::RemoveImageRequest {
+                        name: name.clone(),
+                        sync: false,
+                    })?)
+                    .await
+                {
+                    Ok(r) => println!("Untagged: {name}\nDeleted: {}", r.into_inner().digest),
+                    Err(s) => {
+                        eprintln!("Error: {}", s.message());
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                anyhow::bail!("some images could not be removed");
+            }
+            Ok(())
+        }
+        Command::System {
+            command: SystemCommand::Df { json, verbose },
+        } => {
+            let resp = ctx
+                .client
+                .clone()
+                .disk_usage(ctx.req(pb::DiskUsageRequest {})?)
+                .await?
+                .into_inner();
+            output::df(&resp, json, verbose)
+        }
+        Command::Version => {
+            println!("Client: strata {}", env!("CARGO_PKG_VERSION"));
+            let v = ctx
+                .client
+                .clone()
+                .version(ctx.req(pb::VersionRequest {})?)
+                .await?
+                .into_inner();
+            println!("Server: strata-gateway {} {}", v.version, v.revision);
+            Ok(())
+        }
+        Command::Completions { .. } => Ok(()),
+    }
+}

@@ -1,0 +1,427 @@
+//! `strata.gateway.v1.Gateway`: converts requests, calls the gateway's composition code.
+
+use crate::Backends;
+use crate::image::{ImageDetails, details};
+use std::collections::HashMap;
+use std::sync::Arc;
+use strata_api::containerd::services::images::v1 as ipb;
+use strata_api::strata::gateway::v1 as pb;
+use strata_api::strata::gateway::v1::gateway_server::{Gateway, GatewayServer};
+use strata_core::snapshots::SnapshotStore;
+use strata_core::{Error, Result};
+use strata_grpc::metadata::{namespace, with_namespace};
+use strata_grpc::{from_status, to_status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct GatewayService {
+    b: Arc<Backends>,
+}
+
+impl GatewayService {
+    pub fn new(b: Arc<Backends>) -> Self {
+        Self { b }
+    }
+
+    pub fn into_server(self) -> GatewayServer<Self> {
+        GatewayServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+}
+
+async fn list_images(b: &Backends, ns: &str, filters: Vec<String>) -> Result<Vec<ipb::Image>> {
+    let resp = b
+        .images
+        .clone()
+        .list(with_namespace(ns, ipb::ListImagesRequest { filters })?)
+        .await
+        .map_err(from_status)?;
+    Ok(resp.into_inner().images)
+}
+
+/// Finds an image by name (as given, or normalized like `busybox` → docker.io/library/busybox:latest)
+/// or by a prefix of its ID (the config digest).
+pub async fn find_image(b: &Backends, ns: &str, name: &str) -> Result<ipb::Image> {
+    let mut candidates = vec![name.to_owned()];
+    if let Ok(r) = strata_registry::Reference::parse(name) {
+        candidates.push(r.to_string());
+    }
+    for c in &candidates {
+        match b
+            .images
+            .clone()
+            .get(with_namespace(
+                ns,
+                ipb::GetImageRequest { name: c.clone() },
+            )?)
+            .await
+        {
+            Ok(resp) => {
+                if let Some(img) = resp.into_inner().image {
+                    return Ok(img);
+                }
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(from_status(s)),
+        }
+    }
+    let prefix = name.strip_prefix("sha256:").unwrap_or(name);
+    if prefix.len() >= 4 && prefix.bytes().all(|c| c.is_ascii_hexdigit()) {
+        for img in list_images(b, ns, Vec::new()).await? {
+            let Ok(d) = details(b, ns, img.clone()).await else {
+                continue;
+            };
+            if d.config_digest.hex().starts_with(prefix) {
+                return Ok(img);
+            }
+        }
+    }
+    Err(Error::not_found(format!("image {name:?}: not found")))
+}
+
+/// Unpacked size of each chain ID (a committed snapshot's own layer).
+async fn layer_sizes(
+    b: &Backends,
+    ns: &str,
+    images: &[ImageDetails],
+) -> Result<HashMap<String, u64>> {
+    let mut sizes = HashMap::new();
+    for img in images {
+        for c in &img.chain_ids {
+            let key = c.to_string();
+            if sizes.contains_key(&key) {
+                continue;
+            }
+            let size = match b.snapshots.usage(&b.snapshotter, ns, &key).await {
+                Ok(u) => u.size,
+                Err(e) if e.is(strata_core::Kind::NotFound) => 0,
+                Err(e) => return Err(e),
+            };
+            sizes.insert(key, size);
+        }
+    }
+    Ok(sizes)
+}
+
+async fn all_details(b: &Backends, ns: &str, images: Vec<ipb::Image>) -> Vec<ImageDetails> {
+    let mut out = Vec::new();
+    for img in images {
+        let name = img.name.clone();
+        match details(b, ns, img).await {
+            Ok(d) => out.push(d),
+            Err(e) => {
+                tracing::warn!(image = %name, error = %e, "skipping an image whose content is incomplete")
+            }
+        }
+    }
+    out
+}
+
+fn created(d: &ImageDetails) -> Option<prost_types::Timestamp> {
+    d.config
+        .created
+        .as_deref()
+        .and_then(parse_time)
+        .or(d.created_at)
+}
+
+/// Parses an RFC 3339 timestamp (`2024-01-02T03:04:05.123Z` or with an offset) to seconds.
+fn parse_time(s: &str) -> Option<prost_types::Timestamp> {
+    s.parse::<prost_types::Timestamp>().ok()
+}
+
+fn usage_counts(images: &[ImageDetails]) -> HashMap<String, u64> {
+    let mut counts = HashMap::new();
+    for img in images {
+        for c in &img.chain_ids {
+            *counts.entry(c.to_string()).or_insert(0u64) += 1;
+        }
+    }
+    counts
+}
+
+fn wire(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn inspect_json(d: &ImageDetails, size: u64) -> Result<String> {
+    let repo = d.name.split('@').next().unwrap_or(&d.name);
+    let repo = match repo.rfind(':') {
+        Some(i) if !repo[i..].contains('/') => &repo[..i],
+        _ => repo,
+    };
+    let doc = serde_json::json!({
+        "Id": d.config_digest.to_string(),
+        "RepoTags": [d.name],
+        "RepoDigests": [format!("{repo}@{}", d.target.digest)],
+        "Created": d.config.created,
+        "Author": d.config.author,
+        "Architecture": d.config.architecture,
+        "Variant": d.config.variant,
+        "Os": d.config.os,
+        "Config": d.config.config,
+        "RootFS": {
+            "Type": "layers",
+            "Layers": d.diff_ids().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        },
+        "Size": size,
+        "Manifest": {
+            "Digest": d.manifest_digest.to_string(),
+            "MediaType": d.target.media_type,
+            "Layers": d.manifest.layers.iter().map(|l| serde_json::json!({
+                "Digest": l.digest.to_string(),
+                "MediaType": l.media_type,
+                "Size": l.size,
+            })).collect::<Vec<_>>(),
+        },
+        "ChainIDs": d.chain_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "Labels": d.labels,
+    });
+    serde_json::to_string_pretty(&[doc]).map_err(|e| Error::internal(format!("inspect: {e}")))
+}
+
+#[tonic::async_trait]
+impl Gateway for GatewayService {
+    type PullStream = ReceiverStream<Result<pb::PullProgress, Status>>;
+
+    async fn pull(
+        &self,
+        request: Request<pb::PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let ns = namespace(&request)?;
+        let req = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let b = self.b.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::pull::pull(&b, &ns, &req, tx.clone()).await {
+                let _ = tx.send(Err(to_status(e))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type ImportStream = ReceiverStream<Result<pb::PullProgress, Status>>;
+
+    async fn import(
+        &self,
+        request: Request<Streaming<pb::ImportRequest>>,
+    ) -> Result<Response<Self::ImportStream>, Status> {
+        let ns = namespace(&request)?;
+        let stream = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let b = self.b.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::import::import(&b, &ns, stream, tx.clone()).await {
+                let _ = tx.send(Err(to_status(e))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_images(
+        &self,
+        request: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let ns = namespace(&request)?;
+        let b = &self.b;
+        let filters = request.into_inner().filters;
+        let records = list_images(b, &ns, filters).await.map_err(to_status)?;
+        // Sharing counts over every image of the namespace, not only the listed ones.
+        let all = all_details(
+            b,
+            &ns,
+            list_images(b, &ns, Vec::new()).await.map_err(to_status)?,
+        )
+        .await;
+        let counts = usage_counts(&all);
+        let sizes = layer_sizes(b, &ns, &all).await.map_err(to_status)?;
+        let by_name: HashMap<&str, &ImageDetails> =
+            all.iter().map(|d| (d.name.as_str(), d)).collect();
+        let mut out = Vec::new();
+        for r in records {
+            let Some(d) = by_name.get(r.name.as_str()) else {
+                continue;
+            };
+            let (mut size, mut shared) = (0, 0);
+            for c in &d.chain_ids {
+                let s = sizes.get(&c.to_string()).copied().unwrap_or(0);
+                size += s;
+                if counts.get(&c.to_string()).copied().unwrap_or(0) > 1 {
+                    shared += s;
+                }
+            }
+            out.push(pb::ImageSummary {
+                name: d.name.clone(),
+                digest: d.target.digest.to_string(),
+                config_digest: d.config_digest.to_string(),
+                created: created(d),
+                size: wire(size),
+                shared_size: wire(shared),
+                labels: d.labels.clone(),
+            });
+        }
+        out.sort_by(|a, b| {
+            b.created
+                .as_ref()
+                .map(|t| t.seconds)
+                .cmp(&a.created.as_ref().map(|t| t.seconds))
+                .then(a.name.cmp(&b.name))
+        });
+        Ok(Response::new(pb::ListImagesResponse { images: out }))
+    }
+
+    async fn inspect_image(
+        &self,
+        request: Request<pb::InspectImageRequest>,
+    ) -> Result<Response<pb::InspectImageResponse>, Status> {
+        let ns = namespace(&request)?;
+        let name = request.into_inner().name;
+        let b = &self.b;
+        let img = find_image(b, &ns, &name).await.map_err(to_status)?;
+        let d = details(b, &ns, img).await.map_err(to_status)?;
+        let sizes = layer_sizes(b, &ns, std::slice::from_ref(&d))
+            .await
+            .map_err(to_status)?;
+        let json = inspect_json(&d, sizes.values().sum()).map_err(to_status)?;
+        Ok(Response::new(pb::InspectImageResponse { json }))
+    }
+
+    async fn image_history(
+        &self,
+        request: Request<pb::ImageHistoryRequest>,
+    ) -> Result<Response<pb::ImageHistoryResponse>, Status> {
+        let ns = namespace(&request)?;
+        let name = request.into_inner().name;
+        let b = &self.b;
+        let img = find_image(b, &ns, &name).await.map_err(to_status)?;
+        let d = details(b, &ns, img).await.map_err(to_status)?;
+        let sizes = layer_sizes(b, &ns, std::slice::from_ref(&d))
+            .await
+            .map_err(to_status)?;
+        let mut layer = 0usize;
+        let mut entries = Vec::new();
+        for h in &d.config.history {
+            let empty = h.empty_layer;
+            let size = if empty {
+                0
+            } else {
+                let s = d
+                    .chain_ids
+                    .get(layer)
+                    .and_then(|c| sizes.get(&c.to_string()))
+                    .copied()
+                    .unwrap_or(0);
+                layer += 1;
+                s
+            };
+            entries.push(pb::HistoryEntry {
+                created: h.created.as_deref().and_then(parse_time),
+                created_by: h.created_by.clone().unwrap_or_default(),
+                size: wire(size),
+                empty_layer: empty,
+                comment: h.comment.clone().unwrap_or_default(),
+            });
+        }
+        // Layers the history does not describe still count.
+        while layer < d.chain_ids.len() {
+            let s = sizes
+                .get(&d.chain_ids[layer].to_string())
+                .copied()
+                .unwrap_or(0);
+            entries.push(pb::HistoryEntry {
+                created: None,
+                created_by: String::new(),
+                size: wire(s),
+                empty_layer: false,
+                comment: format!("layer {}", d.diff_ids()[layer]),
+            });
+            layer += 1;
+        }
+        entries.reverse();
+        Ok(Response::new(pb::ImageHistoryResponse { entries }))
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<pb::RemoveImageRequest>,
+    ) -> Result<Response<pb::RemoveImageResponse>, Status> {
+        let ns = namespace(&request)?;
+        let req = request.into_inner();
+        let b = &self.b;
+        let img = find_image(b, &ns, &req.name).await.map_err(to_status)?;
+        let digest = img
+            .target
+            .as_ref()
+            .map(|t| t.digest.clone())
+            .unwrap_or_default();
+        b.images
+            .clone()
+            .delete(
+                with_namespace(
+                    &ns,
+                    ipb::DeleteImageRequest {
+                        name: img.name,
+                        sync: req.sync,
+                        target: None,
+                    },
+                )
+                .map_err(to_status)?,
+            )
+            .await?;
+        Ok(Response::new(pb::RemoveImageResponse { digest }))
+    }
+
+    async fn disk_usage(
+        &self,
+        request: Request<pb::DiskUsageRequest>,
+    ) -> Result<Response<pb::DiskUsageResponse>, Status> {
+        use strata_core::content::ContentStore;
+        let ns = namespace(&request)?;
+        let b = &self.b;
+        let all = all_details(
+            b,
+            &ns,
+            list_images(b, &ns, Vec::new()).await.map_err(to_status)?,
+        )
+        .await;
+        let counts = usage_counts(&all);
+        let sizes = layer_sizes(b, &ns, &all).await.map_err(to_status)?;
+        let mut resp = pb::DiskUsageResponse {
+            images: wire(all.len() as u64),
+            layers: wire(counts.len() as u64),
+            ..Default::default()
+        };
+        let mut layers: Vec<_> = counts.iter().collect();
+        layers.sort();
+        for (chain, n) in layers {
+            let size = sizes.get(chain).copied().unwrap_or(0);
+            if *n > 1 {
+                resp.shared_layers += 1;
+                resp.shared_bytes += wire(size);
+            } else {
+                resp.unique_bytes += wire(size);
+            }
+            resp.total_bytes += wire(size);
+            resp.layer_usage.push(pb::LayerUsage {
+                chain_id: chain.clone(),
+                size: wire(size),
+                images: wire(*n),
+            });
+        }
+        let content = b.content.list(&ns, &[]).await.map_err(to_status)?;
+        resp.content_bytes = wire(content.iter().map(|i| i.size).sum());
+        Ok(Response::new(resp))
+    }
+
+    async fn version(
+        &self,
+        _request: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionInfo>, Status> {
+        Ok(Response::new(pb::VersionInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            revision: option_env!("STRATA_REVISION").unwrap_or("").to_owned(),
+        }))
+    }
+}

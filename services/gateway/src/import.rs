@@ -1,0 +1,411 @@
+//! Import of an image archive streamed by the client, the way in for offline hosts: an OCI image
+//! layout in a tar (`oci-layout`, `index.json`, `blobs/sha256/…`, as `docker save` also writes
+//! since Docker 25), or a classic `docker save` archive (`manifest.json`, `<id>/layer.tar`).
+//!
+//! One pass over the stream: every file goes into the content store as it arrives (a file under
+//! `blobs/sha256/` must match its name); the small index files are kept in memory; at the end the
+//! images they name are unpacked and recorded, exactly as a pull would.
+
+use crate::Backends;
+use crate::image::chain_ids;
+use crate::pull::{Events, Pull};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::io::Read;
+use strata_api::strata::gateway::v1 as pb;
+use strata_api::strata::gateway::v1::layer_progress::State;
+use strata_core::content::{CommitOptions, ContentStore, ContentWriter, WriterOptions, read_all};
+use strata_core::descriptor::{Descriptor, UNCOMPRESSED_LABEL};
+use strata_core::{Digest, Error, Kind, Result};
+use strata_registry::{ImageConfig, ImageIndex, ImageManifest, media_types};
+use strata_registry::{Platform, select as select_platform};
+use tokio::sync::mpsc;
+use tonic::Streaming;
+
+/// Files kept in memory (index files), up to this size.
+const SMALL_FILE: u64 = 4 << 20;
+
+enum Item {
+    Begin { path: String, size: u64 },
+    Data(Bytes),
+    End,
+}
+
+/// A `Read` over the request stream's data chunks.
+struct StreamReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(b) => self.current = b,
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Parses the tar on a blocking thread, handing files over in chunks.
+fn parse_tar(input: StreamReader, out: mpsc::Sender<Item>) -> Result<()> {
+    let bad = |e: std::io::Error| Error::invalid_argument(format!("image archive: {e}"));
+    let mut archive = tar::Archive::new(input);
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry
+            .path()
+            .map_err(bad)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_owned();
+        let size = entry.size();
+        if out.blocking_send(Item::Begin { path, size }).is_err() {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = entry.read(&mut buf).map_err(bad)?;
+            if n == 0 {
+                break;
+            }
+            if out
+                .blocking_send(Item::Data(Bytes::copy_from_slice(&buf[..n])))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        if out.blocking_send(Item::End).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct DockerSaveEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+pub async fn import(
+    b: &Backends,
+    ns: &str,
+    mut stream: Streaming<pb::ImportRequest>,
+    events: Events,
+) -> Result<()> {
+    let first = stream
+        .message()
+        .await
+        .map_err(strata_grpc::from_status)?
+        .ok_or_else(|| Error::invalid_argument("import stream closed before any data"))?;
+    let given_name = first.name.clone();
+    let snapshotter = if first.snapshotter.is_empty() {
+        b.snapshotter.clone()
+    } else {
+        first.snapshotter.clone()
+    };
+    let p = Pull::start(b, ns, None, snapshotter, events).await?;
+    let result = run(&p, first, stream, &given_name).await;
+    p.end().await;
+    result
+}
+
+async fn run(
+    p: &Pull<'_>,
+    first: pb::ImportRequest,
+    mut stream: Streaming<pb::ImportRequest>,
+    given_name: &str,
+) -> Result<()> {
+    let (data_tx, data_rx) = mpsc::channel::<Bytes>(8);
+    let (item_tx, mut item_rx) = mpsc::channel::<Item>(8);
+    let feeder = tokio::spawn(async move {
+        if !first.data.is_empty() && data_tx.send(first.data).await.is_err() {
+            return;
+        }
+        while let Ok(Some(msg)) = stream.message().await {
+            if data_tx.send(msg.data).await.is_err() {
+                return;
+            }
+        }
+    });
+    let parser = tokio::task::spawn_blocking(move || {
+        parse_tar(
+            StreamReader {
+                rx: data_rx,
+                current: Bytes::new(),
+            },
+            item_tx,
+        )
+    });
+
+    // Path in the archive → (digest, size); small files also by content.
+    let mut files: HashMap<String, (Digest, u64)> = HashMap::new();
+    let mut small: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut n = 0u64;
+    while let Some(item) = item_rx.recv().await {
+        let Item::Begin { path, size } = item else {
+            return Err(Error::internal(
+                "image archive: entry data without a header",
+            ));
+        };
+        n += 1;
+        let expected = path
+            .strip_prefix("blobs/sha256/")
+            .map(|hex| Digest::parse(&format!("sha256:{hex}")))
+            .transpose()
+            .map_err(|e| e.context(format!("archive entry {path:?}")))?;
+        let keep = size <= SMALL_FILE;
+        let reference = format!("import-{}-{n}", std::process::id());
+        p.lease_add_ingest(&reference).await?;
+        let mut w = match p
+            .b
+            .content
+            .writer(
+                &p.ns,
+                &reference,
+                WriterOptions {
+                    total: size,
+                    expected: None,
+                },
+            )
+            .await
+        {
+            Ok(w) => w,
+            Err(e) => return Err(e),
+        };
+        let mut offset = w.status().await?.offset;
+        if offset > 0 {
+            offset = w.write(0, Bytes::new()).await?;
+        }
+        let mut kept = Vec::new();
+        loop {
+            match item_rx.recv().await {
+                Some(Item::Data(d)) => {
+                    if keep {
+                        kept.extend_from_slice(&d);
+                    }
+                    offset = w.write(offset, d).await?;
+                }
+                Some(Item::End) => break,
+                _ => {
+                    return Err(Error::invalid_argument(format!(
+                        "image archive ends inside {path:?}"
+                    )));
+                }
+            }
+        }
+        let digest = w.digest();
+        if let Some(want) = &expected
+            && *want != digest
+        {
+            return Err(Error::invalid_argument(format!(
+                "archive entry {path:?} has digest {digest}, its name says {want}"
+            )));
+        }
+        p.lease_add_content(&digest).await?;
+        match w
+            .commit(CommitOptions {
+                size,
+                expected: Some(digest.clone()),
+                labels: HashMap::new(),
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.is(Kind::AlreadyExists) => {}
+            Err(e) => return Err(e.context(format!("archive entry {path:?}"))),
+        }
+        files.insert(path.clone(), (digest, size));
+        if keep {
+            small.insert(path, kept);
+        }
+    }
+    parser
+        .await
+        .map_err(|e| Error::internal(format!("reading the archive: {e}")))??;
+    feeder.abort();
+
+    let mut roots: Vec<(String, Descriptor)> = Vec::new();
+    if let Some(index) = small.get("index.json") {
+        let index = ImageIndex::from_slice(index)?;
+        for m in &index.manifests {
+            let name = m
+                .annotations
+                .get("io.containerd.image.name")
+                .cloned()
+                .or_else(|| {
+                    m.annotations
+                        .get("org.opencontainers.image.ref.name")
+                        .map(|r| full_name(r, given_name))
+                })
+                .or_else(|| (!given_name.is_empty()).then(|| given_name.to_owned()))
+                .ok_or_else(|| {
+                    Error::invalid_argument(
+                        "the archive names no image: give one (strata import --name)",
+                    )
+                })?;
+            roots.push((normalize(&name)?, m.to_core()));
+        }
+    } else if let Some(manifest) = small.get("manifest.json") {
+        let entries: Vec<DockerSaveEntry> = serde_json::from_slice(manifest)
+            .map_err(|e| Error::invalid_argument(format!("manifest.json: {e}")))?;
+        for e in entries {
+            let root = docker_save_manifest(p, &files, &e).await?;
+            let tags = e.repo_tags.unwrap_or_default();
+            if tags.is_empty() {
+                if given_name.is_empty() {
+                    return Err(Error::invalid_argument(
+                        "the archive names no image: give one (strata import --name)",
+                    ));
+                }
+                roots.push((normalize(given_name)?, root.clone()));
+            }
+            for t in tags {
+                roots.push((normalize(&t)?, root.clone()));
+            }
+        }
+    } else {
+        return Err(Error::invalid_argument(
+            "not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)",
+        ));
+    }
+    if roots.is_empty() {
+        return Err(Error::invalid_argument("the archive holds no image"));
+    }
+    for (name, root) in roots {
+        unpack_image(p, &name, root).await?;
+    }
+    Ok(())
+}
+
+fn full_name(ref_name: &str, given: &str) -> String {
+    if ref_name.contains('/') || ref_name.contains(':') {
+        ref_name.to_owned()
+    } else if !given.is_empty() {
+        let base = given
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .map_or(given, |(b, _)| b);
+        format!("{base}:{ref_name}")
+    } else {
+        ref_name.to_owned()
+    }
+}
+
+fn normalize(name: &str) -> Result<String> {
+    Ok(strata_registry::Reference::parse(name)?.to_string())
+}
+
+/// Builds (and stores) a Docker schema 2 manifest for a classic `docker save` entry.
+async fn docker_save_manifest(
+    p: &Pull<'_>,
+    files: &HashMap<String, (Digest, u64)>,
+    e: &DockerSaveEntry,
+) -> Result<Descriptor> {
+    let find = |path: &str| {
+        files.get(path).cloned().ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "manifest.json names {path:?}, which the archive lacks"
+            ))
+        })
+    };
+    let (config_digest, config_size) = find(&e.config)?;
+    let mut layers = Vec::new();
+    for l in &e.layers {
+        let (digest, size) = find(l)?;
+        layers.push(serde_json::json!({
+            "mediaType": media_types::DOCKER_LAYER,
+            "digest": digest.to_string(),
+            "size": size,
+        }));
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::DOCKER_MANIFEST,
+        "config": {
+            "mediaType": media_types::DOCKER_CONFIG,
+            "digest": config_digest.to_string(),
+            "size": config_size,
+        },
+        "layers": layers,
+    });
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::internal(e.to_string()))?;
+    let desc = Descriptor {
+        media_type: media_types::DOCKER_MANIFEST.to_owned(),
+        digest: Digest::of(&bytes),
+        size: bytes.len() as u64,
+        annotations: HashMap::new(),
+    };
+    p.store_small(&desc, &bytes, HashMap::new()).await?;
+    Ok(desc)
+}
+
+/// Unpacks an imported image whose blobs are all in the content store, then records it.
+async fn unpack_image(p: &Pull<'_>, name: &str, root: Descriptor) -> Result<()> {
+    let ns = p.ns.clone();
+    let root_bytes = read_all(&p.b.content, &ns, &root.digest).await?;
+    let mut index = None;
+    let (manifest_desc, manifest_bytes) = if media_types::is_index(&root.media_type) {
+        let idx = ImageIndex::from_slice(&root_bytes)?;
+        let host = Platform::host();
+        let chosen = select_platform(&idx, &host)
+            .ok_or_else(|| Error::not_found(format!("{name} has no image for platform {host}")))?
+            .to_core();
+        let bytes = read_all(&p.b.content, &ns, &chosen.digest).await?;
+        index = Some(idx);
+        (chosen, bytes)
+    } else {
+        (root.clone(), root_bytes.clone())
+    };
+    let manifest = ImageManifest::from_slice(&manifest_bytes)?;
+    let config_desc = manifest.config.to_core();
+    let config_bytes = read_all(&p.b.content, &ns, &config_desc.digest).await?;
+    let config = ImageConfig::from_slice(&config_bytes)?;
+    let diff_ids = &config.rootfs.diff_ids;
+    let layers: Vec<Descriptor> = manifest.layers.iter().map(|l| l.to_core()).collect();
+    if diff_ids.len() != layers.len() {
+        return Err(Error::failed_precondition(format!(
+            "{name}: the manifest lists {} layers, the config {} diff IDs",
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chains = chain_ids(diff_ids);
+    p.resolved_event(name, &root, &layers).await;
+    for (i, l) in layers.iter().enumerate() {
+        p.add_labels(
+            &l.digest,
+            HashMap::from([(UNCOMPRESSED_LABEL.to_owned(), diff_ids[i].to_string())]),
+        )
+        .await?;
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            chains[i - 1].to_string()
+        };
+        p.unpack(l, &diff_ids[i], &chains[i], &parent).await?;
+        p.layer_event(&l.digest, State::Done, l.size, l.size).await;
+    }
+    p.finish(
+        name,
+        &root,
+        index.as_ref().map(|idx| (root_bytes.as_slice(), idx)),
+        (&manifest_desc, &manifest_bytes, &manifest),
+        (&config_desc, &config_bytes),
+        &chains,
+    )
+    .await
+}

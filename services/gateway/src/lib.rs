@@ -1,0 +1,63 @@
+//! strata-gateway: the one socket users and the CLI talk to. It routes containerd's services to
+//! the strata service that owns each ([`router`]) and serves `strata.gateway.v1` ([`api`]):
+//! server-side pull ([`pull`]) and import, image listing with sizes, inspect, history, disk use.
+
+pub mod api;
+pub mod image;
+pub mod import;
+pub mod pull;
+pub mod router;
+
+use std::path::PathBuf;
+use strata_api::containerd::services::diff::v1::diff_client::DiffClient;
+use strata_api::containerd::services::images::v1::images_client::ImagesClient;
+use strata_api::containerd::services::leases::v1::leases_client::LeasesClient;
+use strata_grpc::remote::{RemoteContentStore, RemoteSnapshots};
+use tonic::transport::Channel;
+
+/// Largest message exchanged with the backends (manifests and configs are small; content
+/// reads come in 1 MiB chunks).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// The services the gateway composes.
+pub struct Backends {
+    pub content: RemoteContentStore,
+    pub snapshots: RemoteSnapshots,
+    pub diff: DiffClient<Channel>,
+    pub images: ImagesClient<Channel>,
+    pub leases: LeasesClient<Channel>,
+    /// Registries reached over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+    /// The gateway's own state directory.
+    pub root: PathBuf,
+    /// Snapshotter used when a request names none.
+    pub snapshotter: String,
+    /// Blobs and unpacks in flight, shared by concurrent pulls.
+    pub flights: std::sync::Arc<pull::Flights>,
+}
+
+impl Backends {
+    pub fn new(
+        content: Channel,
+        snapshotter: Channel,
+        images: Channel,
+        insecure_registries: Vec<String>,
+        root: PathBuf,
+    ) -> Result<Self, strata_core::Error> {
+        Ok(Self {
+            content: RemoteContentStore::new(content),
+            snapshots: RemoteSnapshots::new(snapshotter.clone()),
+            diff: DiffClient::new(snapshotter)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            images: ImagesClient::new(images.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            leases: LeasesClient::new(images),
+            insecure_registries,
+            root,
+            snapshotter: "overlayfs".to_owned(),
+            flights: std::sync::Arc::default(),
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! strata-gateway: one socket for every containerd service strata serves, and strata's own API.
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use std::sync::Arc;
+use strata_gateway::router::{self, Forward, ServiceName as _};
+use strata_gateway::{Backends, api::GatewayService};
+use strata_grpc::server::{self, CommonArgs};
+
+/// strata's gateway: routes containerd's services and serves strata.gateway.v1.
+#[derive(Debug, Parser)]
+#[command(name = "strata-gateway", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The content service (config key `content`) [default: /run/strata/content.sock]
+    #[arg(long)]
+    content: Option<String>,
+    /// The snapshotter service (config key `snapshotter`) [default: /run/strata/snapshotter.sock]
+    #[arg(long)]
+    snapshotter: Option<String>,
+    /// The images service (config key `images`) [default: /run/strata/images.sock]
+    #[arg(long)]
+    images: Option<String>,
+    /// The tasks service (config key `tasks`) [default: /run/strata/tasks.sock]
+    #[arg(long)]
+    tasks: Option<String>,
+    /// Registries reached over plain HTTP besides loopback ones, comma separated (config key
+    /// `insecure_registries`)
+    #[arg(long, value_delimiter = ',')]
+    insecure_registries: Option<Vec<String>>,
+}
+
+fn config_str(extra: &toml::Table, key: &str) -> anyhow::Result<Option<String>> {
+    match extra.get(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => bail!("config key {key} must be a string, not {}", v.type_str()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = cli.common.resolve_with("gateway", "strata")?;
+    server::init_logging(settings.log_format);
+    let extra = &settings.extra;
+    let addr = |flag: Option<String>, key: &str, default: &str| -> anyhow::Result<String> {
+        Ok(flag
+            .or(config_str(extra, key)?)
+            .unwrap_or_else(|| format!("/run/strata/{default}.sock")))
+    };
+    let content = addr(cli.content, "content", "content")?;
+    let snapshotter = addr(cli.snapshotter, "snapshotter", "snapshotter")?;
+    let images = addr(cli.images, "images", "images")?;
+    let _tasks = addr(cli.tasks, "tasks", "tasks")?;
+    let insecure = match cli.insecure_registries {
+        Some(v) => v,
+        None => match extra.get("insecure_registries") {
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .context("insecure_registries must list strings")
+                })
+                .collect::<anyhow::Result<_>>()?,
+            Some(v) => bail!("insecure_registries must be a list, not {}", v.type_str()),
+            None => Vec::new(),
+        },
+    };
+
+    let channel = |a: &str| strata_grpc::client::channel(a).with_context(|| format!("address {a}"));
+    let (content_ch, snap_ch, images_ch) = (
+        channel(&content)?,
+        channel(&snapshotter)?,
+        channel(&images)?,
+    );
+    std::fs::create_dir_all(&settings.root)
+        .with_context(|| format!("creating {}", settings.root.display()))?;
+    let backends = Arc::new(Backends::new(
+        content_ch.clone(),
+        snap_ch.clone(),
+        images_ch.clone(),
+        insecure,
+        settings.root.clone(),
+    )?);
+    tracing::info!(%content, %snapshotter, %images, "gateway backends");
+
+    let routes = tonic::service::Routes::new(GatewayService::new(backends).into_server())
+        .add_service(Forward::<router::Content>::new(content_ch))
+        .add_service(Forward::<router::Snapshots>::new(snap_ch.clone()))
+        .add_service(Forward::<router::Diff>::new(snap_ch))
+        .add_service(Forward::<router::Images>::new(images_ch.clone()))
+        .add_service(Forward::<router::Leases>::new(images_ch.clone()))
+        .add_service(Forward::<router::Namespaces>::new(images_ch.clone()))
+        .add_service(Forward::<router::GarbageCollector>::new(images_ch));
+    server::serve(
+        &settings.address,
+        routes,
+        &[
+            "strata.gateway.v1.Gateway",
+            router::Content::NAME,
+            router::Snapshots::NAME,
+            router::Diff::NAME,
+            router::Images::NAME,
+            router::Leases::NAME,
+            router::Namespaces::NAME,
+            router::GarbageCollector::NAME,
+        ],
+        &[],
+    )
+    .await?;
+    Ok(())
+}

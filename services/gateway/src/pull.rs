@@ -1,0 +1,806 @@
+//! Server-side pull: resolve → manifest (platform from an index) → config → layers fetched in
+//! parallel (bounded), each unpacked as soon as it and its parent are ready → image record.
+//!
+//! - A blob already in the content store is not fetched again; two pulls sharing a layer fetch
+//!   it once ([`Flights`]); a partial blob left by an interrupted pull is resumed from its
+//!   ingest's offset with an HTTP range request.
+//! - Every byte is verified: the content store commits a blob only when its digest matches.
+//! - Unpacked layers are committed as snapshots named by chain ID, so a layer another image
+//!   already unpacked is not unpacked again.
+//! - A lease holds everything the pull writes until the image record exists, so garbage
+//!   collection never races the pull; resources are added to the lease before they are written.
+
+use crate::Backends;
+use crate::image::chain_ids;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use strata_api::containerd::services::diff::v1 as dpb;
+use strata_api::containerd::services::images::v1 as ipb;
+use strata_api::containerd::services::leases::v1 as lpb;
+use strata_api::strata::gateway::v1 as pb;
+use strata_api::strata::gateway::v1::layer_progress::State;
+use strata_core::content::{CommitOptions, ContentStore, ContentWriter, WriterOptions};
+use strata_core::descriptor::{Descriptor, UNCOMPRESSED_LABEL};
+use strata_core::snapshots::SnapshotStore;
+use strata_core::{Digest, Error, Kind, Result};
+use strata_grpc::convert::{descriptors, mounts};
+use strata_grpc::from_status;
+use strata_grpc::metadata::with_namespace;
+use strata_registry::{Client, ClientConfig, Reference};
+use strata_registry::{ImageConfig, ImageIndex, ImageManifest, media_types};
+use strata_registry::{Platform, select as select_platform};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// Layers downloaded at the same time by one pull.
+const PARALLEL_DOWNLOADS: usize = 3;
+/// How long a pull's lease lives if the gateway dies mid-pull.
+const LEASE_TTL: Duration = Duration::from_secs(3600);
+/// At most one progress event per layer this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+pub type Events = mpsc::Sender<std::result::Result<pb::PullProgress, tonic::Status>>;
+
+/// Work in flight in this gateway, shared by concurrent pulls: a blob (or an unpack) is done
+/// by the first pull that needs it; the others wait for its outcome.
+#[derive(Default)]
+pub struct Flights {
+    map: Mutex<HashMap<String, watch::Receiver<Option<std::result::Result<(), String>>>>>,
+}
+
+enum Flight {
+    /// This caller does the work and must report through the sender.
+    Lead(FlightGuard),
+    /// Another caller is doing it: wait for its outcome.
+    Follow(watch::Receiver<Option<std::result::Result<(), String>>>),
+}
+
+struct FlightGuard {
+    flights: Arc<Flights>,
+    key: String,
+    tx: watch::Sender<Option<std::result::Result<(), String>>>,
+}
+
+impl FlightGuard {
+    fn finish(self, r: &Result<()>) {
+        let _ = self
+            .tx
+            .send(Some(r.as_ref().map(|_| ()).map_err(ToString::to_string)));
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        let mut map = self.flights.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&self.key);
+        // Followers of a leader that vanished without a word retry on their own.
+        self.tx.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(Err("the pull fetching it stopped".into()));
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+impl Flights {
+    fn join(self: &Arc<Self>, key: String) -> Flight {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = map.get(&key) {
+            return Flight::Follow(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.clone(), rx);
+        Flight::Lead(FlightGuard {
+            flights: self.clone(),
+            key,
+            tx,
+        })
+    }
+}
+
+async fn wait_flight(
+    mut rx: watch::Receiver<Option<std::result::Result<(), String>>>,
+) -> Result<()> {
+    loop {
+        if let Some(r) = rx.borrow().clone() {
+            return r.map_err(Error::internal);
+        }
+        if rx.changed().await.is_err() {
+            return Err(Error::internal("the pull fetching it stopped"));
+        }
+    }
+}
+
+/// One pull (or import) in progress: where it writes, its lease, its progress and counters.
+pub(crate) struct Pull<'a> {
+    pub(crate) b: &'a Backends,
+    pub(crate) ns: String,
+    /// The registry to fetch from; `None` for an import, whose blobs are already stored.
+    source: Option<(Client, Reference)>,
+    lease: String,
+    pub(crate) snapshotter: String,
+    events: Events,
+    fetched: AtomicU64,
+    reused: AtomicU64,
+    layers_fetched: AtomicU64,
+    layers_reused: AtomicU64,
+    layers_unpacked: AtomicU64,
+}
+
+fn event(e: pb::pull_progress::Event) -> std::result::Result<pb::PullProgress, tonic::Status> {
+    Ok(pb::PullProgress { event: Some(e) })
+}
+
+fn wire(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let ts = strata_grpc::convert::timestamp(t);
+    ts.to_string()
+}
+
+impl Pull<'_> {
+    fn source(&self) -> Result<(&Client, &Reference)> {
+        self.source
+            .as_ref()
+            .map(|(c, r)| (c, r))
+            .ok_or_else(|| Error::internal("no registry to fetch from"))
+    }
+
+    pub(crate) async fn layer_event(
+        &self,
+        digest: &Digest,
+        state: State,
+        current: u64,
+        total: u64,
+    ) {
+        let _ = self
+            .events
+            .send(event(pb::pull_progress::Event::Layer(pb::LayerProgress {
+                digest: digest.to_string(),
+                state: state.into(),
+                current: wire(current),
+                total: wire(total),
+            })))
+            .await;
+    }
+
+    pub(crate) async fn lease_add_content(&self, digest: &Digest) -> Result<()> {
+        self.lease_add("content", &digest.to_string()).await
+    }
+
+    pub(crate) async fn lease_add_ingest(&self, reference: &str) -> Result<()> {
+        self.lease_add("ingests", reference).await
+    }
+
+    async fn lease_add(&self, kind: &str, id: &str) -> Result<()> {
+        let req = with_namespace(
+            &self.ns,
+            lpb::AddResourceRequest {
+                id: self.lease.clone(),
+                resource: Some(lpb::Resource {
+                    id: id.to_owned(),
+                    r#type: kind.to_owned(),
+                }),
+            },
+        )?;
+        self.b
+            .leases
+            .clone()
+            .add_resource(req)
+            .await
+            .map_err(from_status)?;
+        Ok(())
+    }
+
+    /// Makes sure the blob `desc` is in the content store with at least `labels`; fetches it
+    /// from the registry (resuming a partial ingest) when it is not. Returns whether it was
+    /// fetched by this call.
+    async fn ensure_blob(
+        &self,
+        desc: &Descriptor,
+        labels: HashMap<String, String>,
+        report: bool,
+    ) -> Result<bool> {
+        self.lease_add("content", &desc.digest.to_string()).await?;
+        if self.b.content.info(&self.ns, &desc.digest).await.is_ok() {
+            self.add_labels(&desc.digest, labels).await?;
+            return Ok(false);
+        }
+        let key = format!("blob/{}/{}", self.ns, desc.digest);
+        match self.b.flights.join(key) {
+            Flight::Follow(rx) => {
+                if report {
+                    self.layer_event(&desc.digest, State::Shared, 0, desc.size)
+                        .await;
+                }
+                // If the other pull failed, try on our own.
+                if wait_flight(rx).await.is_ok() {
+                    self.add_labels(&desc.digest, labels).await?;
+                    return Ok(false);
+                }
+                Box::pin(self.ensure_blob(desc, labels, report)).await
+            }
+            Flight::Lead(guard) => {
+                let r = self.fetch_blob(desc, labels, report).await;
+                guard.finish(&r);
+                r.map(|()| true)
+            }
+        }
+    }
+
+    pub(crate) async fn add_labels(
+        &self,
+        digest: &Digest,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let mut info = self.b.content.info(&self.ns, digest).await?;
+        if labels.iter().all(|(k, v)| info.labels.get(k) == Some(v)) {
+            return Ok(());
+        }
+        let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
+        info.labels = labels;
+        self.b.content.update(&self.ns, info, &paths).await?;
+        Ok(())
+    }
+
+    async fn fetch_blob(
+        &self,
+        desc: &Descriptor,
+        labels: HashMap<String, String>,
+        report: bool,
+    ) -> Result<()> {
+        let reference = format!("pull-{}", desc.digest);
+        let opts = WriterOptions {
+            total: desc.size,
+            expected: Some(desc.digest.clone()),
+        };
+        let mut w = match self.b.content.writer(&self.ns, &reference, opts).await {
+            Ok(w) => w,
+            Err(e) if e.is(Kind::AlreadyExists) => {
+                return self.add_labels(&desc.digest, labels).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut offset = w.status().await?.offset;
+        if offset > desc.size {
+            offset = w.write(0, Bytes::new()).await?;
+        }
+        let start = offset;
+        let (client, source) = self.source()?;
+        if offset < desc.size || desc.size == 0 {
+            let mut stream = client.fetch_blob(source, &desc.digest, offset).await?;
+            if offset > 0 && !stream.resumed() {
+                // The registry ignored the range: start over.
+                offset = w.write(0, Bytes::new()).await?;
+            }
+            let mut last = Instant::now();
+            while let Some(chunk) = stream.next_chunk().await {
+                let chunk = chunk?;
+                offset = w.write(offset, chunk).await?;
+                if report && last.elapsed() >= PROGRESS_EVERY {
+                    last = Instant::now();
+                    self.layer_event(&desc.digest, State::Downloading, offset, desc.size)
+                        .await;
+                }
+            }
+        }
+        let result = w
+            .commit(CommitOptions {
+                size: desc.size,
+                expected: Some(desc.digest.clone()),
+                labels: labels.clone(),
+            })
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if e.is(Kind::AlreadyExists) => {
+                self.add_labels(&desc.digest, labels).await?;
+            }
+            Err(e) => {
+                // Wrong bytes: drop the ingest so nothing of them stays.
+                drop(w);
+                if e.is(Kind::FailedPrecondition) {
+                    let _ = self.b.content.abort(&self.ns, &reference).await;
+                }
+                return Err(e.context(format!("fetching {} from {}", desc.digest, source.name())));
+            }
+        }
+        self.fetched
+            .fetch_add(desc.size - start.min(desc.size), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Unpacks layer `desc` (diff ID `diff_id`) as the committed snapshot `chain` over
+    /// `parent`, unless it already exists.
+    pub(crate) async fn unpack(
+        &self,
+        desc: &Descriptor,
+        diff_id: &Digest,
+        chain: &Digest,
+        parent: &str,
+    ) -> Result<()> {
+        let sn = &self.snapshotter;
+        let chain_s = chain.to_string();
+        self.lease_add(&format!("snapshots/{sn}"), &chain_s).await?;
+        if self.b.snapshots.stat(sn, &self.ns, &chain_s).await.is_ok() {
+            return Ok(());
+        }
+        let key = format!("unpack/{}/{sn}/{chain_s}", self.ns);
+        let guard = match self.b.flights.join(key) {
+            Flight::Follow(rx) => {
+                if wait_flight(rx).await.is_ok() {
+                    return Ok(());
+                }
+                return Box::pin(self.unpack(desc, diff_id, chain, parent)).await;
+            }
+            Flight::Lead(g) => g,
+        };
+        let r = self.unpack_lead(desc, diff_id, &chain_s, parent).await;
+        guard.finish(&r);
+        r
+    }
+
+    async fn unpack_lead(
+        &self,
+        desc: &Descriptor,
+        diff_id: &Digest,
+        chain: &str,
+        parent: &str,
+    ) -> Result<()> {
+        let sn = &self.snapshotter;
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let key = format!("extract-{nanos} {chain}");
+        self.lease_add(&format!("snapshots/{sn}"), &key).await?;
+        let labels = HashMap::from([("containerd.io/snapshot.ref".to_owned(), chain.to_owned())]);
+        let m = match self
+            .b
+            .snapshots
+            .prepare(sn, &self.ns, &key, parent, labels)
+            .await
+        {
+            Ok(m) => m,
+            // Unpacked meanwhile by someone else (another client of the snapshotter).
+            Err(e) if e.is(Kind::AlreadyExists) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.layer_event(&desc.digest, State::Extracting, 0, desc.size)
+            .await;
+        let mut apply_desc = desc.clone();
+        apply_desc
+            .annotations
+            .insert(UNCOMPRESSED_LABEL.to_owned(), diff_id.to_string());
+        let req = dpb::ApplyRequest {
+            diff: Some(descriptors::to_pb(apply_desc)),
+            mounts: mounts::all_to_pb(m),
+            payloads: HashMap::new(),
+            sync_fs: false,
+        };
+        let applied = self
+            .b
+            .diff
+            .clone()
+            .apply(with_namespace(&self.ns, req)?)
+            .await
+            .map_err(from_status);
+        let outcome = match applied {
+            Ok(resp) => match resp.into_inner().applied {
+                Some(a) if a.digest == diff_id.to_string() => {
+                    match self
+                        .b
+                        .snapshots
+                        .commit(sn, &self.ns, chain, &key, HashMap::new())
+                        .await
+                    {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.is(Kind::AlreadyExists) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                Some(a) => Err(Error::failed_precondition(format!(
+                    "layer {} unpacked to {}, the image config says {diff_id}",
+                    desc.digest, a.digest
+                ))),
+                None => Err(Error::internal("apply returned no descriptor")),
+            },
+            Err(e) => Err(e),
+        };
+        if outcome.is_err() || self.b.snapshots.stat(sn, &self.ns, &key).await.is_ok() {
+            let _ = self.b.snapshots.remove(sn, &self.ns, &key).await;
+        }
+        outcome?;
+        self.layers_unpacked.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Fetches a small blob (manifest, config) fully into memory, verified.
+    async fn small_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let (client, source) = self.source()?;
+        let mut stream = client.fetch_blob(source, digest, 0).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next_chunk().await {
+            out.extend_from_slice(&chunk?);
+        }
+        let got = Digest::of(&out);
+        if &got != digest {
+            return Err(Error::failed_precondition(format!(
+                "blob {digest} from {} has digest {got}",
+                source.name()
+            )));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn store_small(
+        &self,
+        desc: &Descriptor,
+        bytes: &[u8],
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        self.lease_add("content", &desc.digest.to_string()).await?;
+        strata_core::content::write_blob(
+            &self.b.content,
+            &self.ns,
+            &format!("pull-{}", desc.digest),
+            bytes,
+            Some(desc.digest.clone()),
+            labels.clone(),
+        )
+        .await?;
+        self.add_labels(&desc.digest, labels).await
+    }
+}
+
+/// Pulls `req.reference` into namespace `ns`, reporting progress on `events`.
+pub async fn pull(b: &Backends, ns: &str, req: &pb::PullRequest, events: Events) -> Result<()> {
+    let reference = Reference::parse(&req.reference)?;
+    let mut insecure = b.insecure_registries.clone();
+    if req.plain_http {
+        insecure.push(reference.registry().to_owned());
+    }
+    let client = Client::new(ClientConfig {
+        insecure_registries: insecure,
+        ..ClientConfig::default()
+    })?;
+    let platform = if req.platform.is_empty() {
+        Platform::host()
+    } else {
+        Platform::parse(&req.platform)?
+    };
+    let snapshotter = if req.snapshotter.is_empty() {
+        b.snapshotter.clone()
+    } else {
+        req.snapshotter.clone()
+    };
+
+    let resolved = client.resolve(&reference).await?;
+    let name = reference.to_string();
+
+    let p = Pull::start(b, ns, Some((client, reference)), snapshotter, events).await?;
+    let result = run(&p, &name, &platform, resolved).await;
+    p.end().await;
+    result
+}
+
+impl<'a> Pull<'a> {
+    /// Takes a lease for everything the pull will write.
+    pub(crate) async fn start(
+        b: &'a Backends,
+        ns: &str,
+        source: Option<(Client, Reference)>,
+        snapshotter: String,
+        events: Events,
+    ) -> Result<Pull<'a>> {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let lease = format!("strata-pull-{nanos}");
+        let expire = rfc3339(SystemTime::now() + LEASE_TTL);
+        b.leases
+            .clone()
+            .create(with_namespace(
+                ns,
+                lpb::CreateRequest {
+                    id: lease.clone(),
+                    labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
+                },
+            )?)
+            .await
+            .map_err(from_status)?;
+        Ok(Pull {
+            b,
+            ns: ns.to_owned(),
+            source,
+            lease,
+            snapshotter,
+            events,
+            fetched: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            layers_fetched: AtomicU64::new(0),
+            layers_reused: AtomicU64::new(0),
+            layers_unpacked: AtomicU64::new(0),
+        })
+    }
+
+    /// Drops the lease: the image record (or nothing, after a failure) now holds what it held.
+    pub(crate) async fn end(&self) {
+        let req = match with_namespace(
+            &self.ns,
+            lpb::DeleteRequest {
+                id: self.lease.clone(),
+                sync: false,
+            },
+        ) {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        if let Err(e) = self.b.leases.clone().delete(req).await {
+            tracing::warn!(lease = %self.lease, error = %e.message(), "could not drop the pull's lease");
+        }
+    }
+
+    /// Labels config, manifest and index with what they reference, creates (or updates) the
+    /// image record, and reports the end.
+    pub(crate) async fn finish(
+        &self,
+        name: &str,
+        root: &Descriptor,
+        index: Option<(&[u8], &ImageIndex)>,
+        manifest: (&Descriptor, &[u8], &ImageManifest),
+        config: (&Descriptor, &[u8]),
+        chains: &[Digest],
+    ) -> Result<()> {
+        let (manifest_desc, manifest_bytes, manifest) = manifest;
+        let (config_desc, config_bytes) = config;
+        let mut config_labels = HashMap::new();
+        if let Some(top) = chains.last() {
+            config_labels.insert(
+                format!("containerd.io/gc.ref.snapshot.{}", self.snapshotter),
+                top.to_string(),
+            );
+        }
+        self.store_small(config_desc, config_bytes, config_labels)
+            .await?;
+        let mut manifest_labels = HashMap::from([(
+            "containerd.io/gc.ref.content.config".to_owned(),
+            config_desc.digest.to_string(),
+        )]);
+        for (i, l) in manifest.layers.iter().enumerate() {
+            manifest_labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                l.digest.to_string(),
+            );
+        }
+        self.store_small(manifest_desc, manifest_bytes, manifest_labels)
+            .await?;
+        if let Some((bytes, idx)) = index {
+            let labels = idx
+                .manifests
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    (
+                        format!("containerd.io/gc.ref.content.m.{i}"),
+                        m.digest.to_string(),
+                    )
+                })
+                .collect();
+            self.store_small(root, bytes, labels).await?;
+        }
+        create_image(self, name, root).await?;
+        let _ = self
+            .events
+            .send(event(pb::pull_progress::Event::Done(pb::PullDone {
+                name: name.to_owned(),
+                digest: root.digest.to_string(),
+                fetched_bytes: wire(self.fetched.load(Ordering::Relaxed)),
+                reused_bytes: wire(self.reused.load(Ordering::Relaxed)),
+                layers_fetched: wire(self.layers_fetched.load(Ordering::Relaxed)),
+                layers_reused: wire(self.layers_reused.load(Ordering::Relaxed)),
+                layers_unpacked: wire(self.layers_unpacked.load(Ordering::Relaxed)),
+            })))
+            .await;
+        Ok(())
+    }
+
+    pub(crate) async fn resolved_event(
+        &self,
+        name: &str,
+        root: &Descriptor,
+        layers: &[Descriptor],
+    ) {
+        let _ = self
+            .events
+            .send(event(pb::pull_progress::Event::Resolved(pb::Resolved {
+                name: name.to_owned(),
+                digest: root.digest.to_string(),
+                layers: layers
+                    .iter()
+                    .map(|l| pb::LayerInfo {
+                        digest: l.digest.to_string(),
+                        size: wire(l.size),
+                        media_type: l.media_type.clone(),
+                    })
+                    .collect(),
+            })))
+            .await;
+    }
+}
+
+/// The image record appears only once all its content and snapshots exist.
+async fn create_image(p: &Pull<'_>, name: &str, root: &Descriptor) -> Result<()> {
+    let image = ipb::Image {
+        name: name.to_owned(),
+        labels: HashMap::new(),
+        target: Some(descriptors::to_pb(root.clone())),
+        created_at: None,
+        updated_at: None,
+    };
+    let created =
+        p.b.images
+            .clone()
+            .create(with_namespace(
+                &p.ns,
+                ipb::CreateImageRequest {
+                    image: Some(image.clone()),
+                    source_date_epoch: None,
+                },
+            )?)
+            .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            p.b.images
+                .clone()
+                .update(with_namespace(
+                    &p.ns,
+                    ipb::UpdateImageRequest {
+                        image: Some(image),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["target".to_owned()],
+                        }),
+                        source_date_epoch: None,
+                    },
+                )?)
+                .await
+                .map_err(from_status)?;
+            Ok(())
+        }
+        Err(s) => Err(from_status(s)),
+    }
+}
+
+async fn run(
+    p: &Pull<'_>,
+    name: &str,
+    platform: &Platform,
+    resolved: strata_registry::Resolved,
+) -> Result<()> {
+    let root = Descriptor {
+        media_type: resolved.media_type.clone(),
+        digest: resolved.digest.clone(),
+        size: resolved.size,
+        annotations: HashMap::new(),
+    };
+    let mut index: Option<(Descriptor, Vec<u8>, ImageIndex)> = None;
+    let (manifest_desc, manifest_bytes) = if media_types::is_index(&resolved.media_type) {
+        let idx = ImageIndex::from_slice(&resolved.bytes)?;
+        let chosen = select_platform(&idx, platform).ok_or_else(|| {
+            Error::not_found(format!("{name} has no image for platform {platform}"))
+        })?;
+        let desc = chosen.to_core();
+        let (client, source) = p.source()?;
+        let bytes = client.fetch_manifest(source, &desc.digest).await?;
+        index = Some((root.clone(), resolved.bytes.clone(), idx));
+        (desc, bytes)
+    } else {
+        (root.clone(), resolved.bytes.clone())
+    };
+    let manifest = ImageManifest::from_slice(&manifest_bytes)?;
+    let config_desc = manifest.config.to_core();
+    let config_bytes = p.small_blob(&config_desc.digest).await?;
+    let config = ImageConfig::from_slice(&config_bytes)?;
+    let diff_ids = config.rootfs.diff_ids.clone();
+    let layers: Vec<Descriptor> = manifest.layers.iter().map(|l| l.to_core()).collect();
+    if diff_ids.len() != layers.len() {
+        return Err(Error::failed_precondition(format!(
+            "{name}: the manifest lists {} layers, the config {} diff IDs",
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chains = chain_ids(&diff_ids);
+
+    p.resolved_event(name, &root, &layers).await;
+
+    // Fetch layers in parallel (bounded); unpack each in order as soon as it is in.
+    let sem = Arc::new(Semaphore::new(PARALLEL_DOWNLOADS));
+    let (ready_tx, mut ready_rx) = mpsc::channel::<(usize, Result<()>)>(layers.len().max(1));
+    let fetches = async {
+        let mut futs = Vec::new();
+        for (i, l) in layers.iter().enumerate() {
+            let sem = sem.clone();
+            let ready_tx = ready_tx.clone();
+            let labels = HashMap::from([(UNCOMPRESSED_LABEL.to_owned(), diff_ids[i].to_string())]);
+            futs.push(async move {
+                let r = async {
+                    let _permit = sem
+                        .acquire()
+                        .await
+                        .map_err(|_| Error::internal("download limiter closed"))?;
+                    p.layer_event(&l.digest, State::Waiting, 0, l.size).await;
+                    let fetched = p.ensure_blob(l, labels, true).await?;
+                    if fetched {
+                        p.layers_fetched.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        p.layers_reused.fetch_add(1, Ordering::Relaxed);
+                        p.reused.fetch_add(l.size, Ordering::Relaxed);
+                        p.layer_event(&l.digest, State::Exists, l.size, l.size)
+                            .await;
+                    }
+                    Ok(())
+                }
+                .await;
+                let _ = ready_tx.send((i, r)).await;
+            });
+        }
+        drop(ready_tx);
+        futures_util::future::join_all(futs).await;
+    };
+    let unpacks = async {
+        let mut ready = vec![false; layers.len()];
+        let mut next = 0;
+        while next < layers.len() {
+            let Some((i, r)) = ready_rx.recv().await else {
+                return Err(Error::internal("layer downloads stopped"));
+            };
+            r?;
+            ready[i] = true;
+            while next < layers.len() && ready[next] {
+                let parent = if next == 0 {
+                    String::new()
+                } else {
+                    chains[next - 1].to_string()
+                };
+                p.unpack(&layers[next], &diff_ids[next], &chains[next], &parent)
+                    .await?;
+                p.layer_event(
+                    &layers[next].digest,
+                    State::Done,
+                    layers[next].size,
+                    layers[next].size,
+                )
+                .await;
+                next += 1;
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    let ((), unpacked) = tokio::join!(fetches, unpacks);
+    unpacked?;
+
+    p.finish(
+        name,
+        &root,
+        index
+            .as_ref()
+            .map(|(_, bytes, idx)| (bytes.as_slice(), idx)),
+        (&manifest_desc, &manifest_bytes, &manifest),
+        (&config_desc, &config_bytes),
+        &chains,
+    )
+    .await
+}

@@ -1,0 +1,94 @@
+//! Routing of containerd's services to the strata service that owns each one: a request for
+//! `/containerd.services.content.v1.Content/Write` is forwarded, headers, streams and trailers
+//! untouched, to the content service. One address is then enough for any containerd client.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::Channel;
+use tower::{Service, ServiceExt as _};
+
+/// A containerd service name, as a type (tonic routes by `NamedService::NAME`).
+pub trait ServiceName: Send + Sync + 'static {
+    const NAME: &'static str;
+}
+
+macro_rules! names {
+    ($($ty:ident = $name:literal),* $(,)?) => {$(
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
+        impl ServiceName for $ty {
+            const NAME: &'static str = $name;
+        }
+    )*};
+}
+
+names!(
+    Content = "containerd.services.content.v1.Content",
+    Snapshots = "containerd.services.snapshots.v1.Snapshots",
+    Diff = "containerd.services.diff.v1.Diff",
+    Images = "containerd.services.images.v1.Images",
+    Leases = "containerd.services.leases.v1.Leases",
+    Namespaces = "containerd.services.namespaces.v1.Namespaces",
+    GarbageCollector = "strata.images.v1.GarbageCollector",
+);
+
+/// Forwards every call of service `N` to `channel`.
+pub struct Forward<N> {
+    channel: Channel,
+    _name: PhantomData<N>,
+}
+
+impl<N> Clone for Forward<N> {
+    fn clone(&self) -> Self {
+        Self {
+            channel: self.channel.clone(),
+            _name: PhantomData,
+        }
+    }
+}
+
+impl<N: ServiceName> Forward<N> {
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            channel,
+            _name: PhantomData,
+        }
+    }
+}
+
+impl<N: ServiceName> NamedService for Forward<N> {
+    const NAME: &'static str = N::NAME;
+}
+
+impl<N: ServiceName> Service<http::Request<Body>> for Forward<N> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let channel = self.channel.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_owned();
+            match channel.oneshot(req).await {
+                Ok(resp) => Ok(resp),
+                Err(e) => {
+                    tracing::warn!(method = %path, error = %e, "backend unreachable");
+                    Ok(tonic::Status::unavailable(format!(
+                        "{}: backend service unreachable: {e}",
+                        N::NAME
+                    ))
+                    .into_http())
+                }
+            }
+        })
+    }
+}

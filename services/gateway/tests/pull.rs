@@ -1,0 +1,297 @@
+//! Pull end to end: a real registry (Debian's docker-registry on 127.0.0.1) with images built
+//! and pushed by the test, the whole strata stack on temporary sockets, and the `strata` CLI.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use strata_core::content::ContentStore;
+use strata_core::snapshots::SnapshotStore;
+use strata_grpc::remote::{RemoteContentStore, RemoteSnapshots};
+use strata_testkit::registry::{
+    Entry, Registry, busybox_layer, host_arch, layer, oci_image, oci_index,
+};
+use strata_testkit::{Service, ok, run, sibling_bin};
+
+const NS: &str = "default";
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub content: Service,
+    pub snapshotter: Service,
+    pub images: Service,
+    pub gateway: Service,
+}
+
+impl Stack {
+    pub fn start() -> Self {
+        let dir = strata_testkit::tempdir();
+        let content = Service::start(sibling_bin("strata-content"), dir.path(), "content", &[]);
+        let c = content.address();
+        let snapshotter = Service::start(
+            sibling_bin("strata-snapshotter"),
+            dir.path(),
+            "snapshotter",
+            &["--content", &c],
+        );
+        let s = snapshotter.address();
+        let images = Service::start(
+            sibling_bin("strata-images"),
+            dir.path(),
+            "images",
+            &["--content", &c, "--snapshotter", &s],
+        );
+        let i = images.address();
+        let gateway = Service::start(
+            env!("CARGO_BIN_EXE_strata-gateway"),
+            dir.path(),
+            "gateway",
+            &["--content", &c, "--snapshotter", &s, "--images", &i],
+        );
+        Self {
+            dir,
+            content,
+            snapshotter,
+            images,
+            gateway,
+        }
+    }
+
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(sibling_bin("strata"));
+        c.arg("--address").arg(&self.gateway.socket);
+        c
+    }
+
+    pub fn content(&self) -> RemoteContentStore {
+        RemoteContentStore::connect(&self.content.address()).unwrap()
+    }
+
+    pub fn snapshots(&self) -> RemoteSnapshots {
+        RemoteSnapshots::connect(&self.snapshotter.address()).unwrap()
+    }
+}
+
+fn layout(dir: &Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Two images sharing the busybox base: `base` (one layer) and `app` (base + one layer).
+fn push_two(reg: &Registry, dir: &Path) -> (String, String, String) {
+    let base = busybox_layer();
+    let app = layer(&[
+        Entry::Dir("app".into()),
+        Entry::File("app/hello".into(), b"hello from app\n".to_vec(), 0o644),
+    ]);
+    let base_digest = strata_core::Digest::of(&base.0).to_string();
+    let l1 = layout(dir, "base-layout");
+    oci_image(&l1, &[base.clone()], host_arch());
+    let l2 = layout(dir, "app-layout");
+    oci_image(&l2, &[base, app], host_arch());
+    (reg.push(&l1, "base:1"), reg.push(&l2, "app:1"), base_digest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_base_is_fetched_and_unpacked_once() {
+    let stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let (base, app, base_digest) = push_two(&reg, stack.dir.path());
+
+    let out = ok(stack.cli().args(["pull", &base]), None);
+    assert!(out.contains("Fetched"), "{out}");
+    let out = ok(stack.cli().args(["pull", &app]), None);
+    // The second image reuses the base layer: fetched only its own.
+    assert!(
+        out.contains("reused") && out.contains("in 1 layer(s) already here"),
+        "{out}"
+    );
+    assert_eq!(
+        reg.blob_gets(&base_digest),
+        1,
+        "base blob served more than once:\n{}",
+        reg.log_text()
+    );
+
+    let images = ok(stack.cli().args(["images"]), None);
+    assert!(images.contains(&format!("{}/base", reg.addr)), "{images}");
+    assert!(images.contains(&format!("{}/app", reg.addr)), "{images}");
+    // Two images, two layers in all: the base snapshot is shared.
+    let snaps = stack.snapshots().list("overlayfs", NS, &[]).await.unwrap();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    let df = ok(stack.cli().args(["system", "df", "--json"]), None);
+    let df: serde_json::Value = serde_json::from_str(&df).unwrap();
+    assert_eq!(df["Images"], 2);
+    assert_eq!(df["Layers"], 2);
+    assert_eq!(df["SharedLayers"], 1);
+
+    // The app's files are there, over the base.
+    let top = snaps.iter().find(|s| !s.parent.is_empty()).unwrap();
+    let m = stack
+        .snapshots()
+        .view("overlayfs", NS, "check", &top.name, HashMap::new())
+        .await
+        .unwrap();
+    let t = strata_mount::TempMount::new(&m, stack.dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("app/hello")).unwrap(),
+        "hello from app\n"
+    );
+    assert!(t.path().join("bin/busybox").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_fetch_a_shared_blob_once() {
+    let stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let (base, app, base_digest) = push_two(&reg, stack.dir.path());
+    let mut a = stack.cli();
+    a.args(["pull", "-q", &base]);
+    let mut b = stack.cli();
+    b.args(["pull", "-q", &app]);
+    let ha = std::thread::spawn(move || run(&mut a, None));
+    let hb = std::thread::spawn(move || run(&mut b, None));
+    let (oa, ob) = (ha.join().unwrap(), hb.join().unwrap());
+    assert!(
+        oa.status.success(),
+        "{}",
+        String::from_utf8_lossy(&oa.stderr)
+    );
+    assert!(
+        ob.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ob.stderr)
+    );
+    assert_eq!(reg.blob_gets(&base_digest), 1, "{}", reg.log_text());
+    assert_eq!(
+        stack
+            .snapshots()
+            .list("overlayfs", NS, &[])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whiteouts_across_layers() {
+    let stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let l1 = layer(&[
+        Entry::Dir("etc".into()),
+        Entry::File("etc/a".into(), b"a".to_vec(), 0o644),
+        Entry::File("etc/b".into(), b"b".to_vec(), 0o644),
+    ]);
+    let l2 = layer(&[Entry::Whiteout("etc/a".into())]);
+    let l3 = layer(&[Entry::File("etc/c".into(), b"c".to_vec(), 0o644)]);
+    let dir = layout(stack.dir.path(), "wh");
+    oci_image(&dir, &[l1, l2, l3], host_arch());
+    let r = reg.push(&dir, "wh:1");
+    ok(stack.cli().args(["pull", &r]), None);
+    let snaps = stack.snapshots().list("overlayfs", NS, &[]).await.unwrap();
+    assert_eq!(snaps.len(), 3);
+    let parents: Vec<_> = snaps.iter().map(|s| s.parent.clone()).collect();
+    let top = snaps.iter().find(|s| !parents.contains(&s.name)).unwrap();
+    let m = stack
+        .snapshots()
+        .view("overlayfs", NS, "v", &top.name, HashMap::new())
+        .await
+        .unwrap();
+    let t = strata_mount::TempMount::new(&m, stack.dir.path()).unwrap();
+    assert!(!t.path().join("etc/a").exists());
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("etc/b")).unwrap(),
+        "b"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("etc/c")).unwrap(),
+        "c"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_selects_the_host_platform() {
+    let stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let mine = layer(&[Entry::File(
+        "platform".into(),
+        host_arch().as_bytes().to_vec(),
+        0o644,
+    )]);
+    let other_arch = if host_arch() == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let other = layer(&[Entry::File(
+        "platform".into(),
+        other_arch.as_bytes().to_vec(),
+        0o644,
+    )]);
+    let dir = layout(stack.dir.path(), "multi");
+    oci_index(
+        &dir,
+        &[(other_arch, vec![other]), (host_arch(), vec![mine.clone()])],
+    );
+    let r = reg.push(&dir, "multi:1");
+    ok(stack.cli().args(["pull", &r]), None);
+    let snaps = stack.snapshots().list("overlayfs", NS, &[]).await.unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(
+        snaps[0].name, mine.1,
+        "the host's layer was not the one unpacked"
+    );
+    let inspect = ok(stack.cli().args(["inspect", &r]), None);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["Architecture"], host_arch());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_blob_bytes_fail_and_leave_nothing() {
+    let stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let good = layer(&[Entry::File("f".into(), vec![7u8; 100_000], 0o644)]);
+    let digest = strata_core::Digest::of(&good.0).to_string();
+    let dir = layout(stack.dir.path(), "bad");
+    oci_image(&dir, &[good.clone()], host_arch());
+    let r = reg.push(&dir, "bad:1");
+    // Corrupt the blob in the registry's storage: same size, other bytes.
+    let file = reg.blob_file(&digest);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+
+    let out = run(stack.cli().args(["pull", &r]), None);
+    assert!(!out.status.success(), "a pull of corrupt bytes succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&digest), "error does not name the blob: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Nothing half-made is visible: no image, no layer blob, no snapshot, no ingest.
+    let images = ok(stack.cli().args(["images", "-q"]), None);
+    assert!(images.trim().is_empty(), "{images}");
+    let d = strata_core::Digest::parse(&digest).unwrap();
+    assert!(stack.content().info(NS, &d).await.is_err());
+    assert!(
+        stack
+            .content()
+            .list_statuses(NS, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        stack
+            .snapshots()
+            .list("overlayfs", NS, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
