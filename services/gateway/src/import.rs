@@ -241,11 +241,12 @@ async fn run(
     let mut roots: Vec<(String, Descriptor)> = Vec::new();
     if let Some(index) = small.get("index.json") {
         let index = ImageIndex::from_slice(index)?;
+        let single = index.manifests.len() == 1;
         for m in &index.manifests {
-            let name = m
-                .annotations
-                .get("io.containerd.image.name")
-                .cloned()
+            // A name given for a one-image archive wins over the archive's own.
+            let given = (single && !given_name.is_empty()).then(|| given_name.to_owned());
+            let name = given
+                .or_else(|| m.annotations.get("io.containerd.image.name").cloned())
                 .or_else(|| {
                     m.annotations
                         .get("org.opencontainers.image.ref.name")
