@@ -1,5 +1,6 @@
 # strata: one command for the main job, one for the tests.
-#   make up     build (release), start the stack on /run/strata, store and read back a blob
+#   make up     build (release), start the stack on /run/strata, seed a local registry with a
+#               busybox-static image and pull it through the gateway
 #   make down   stop the stack started by `make up`
 #   make test   formatting, lints and every test (needs containerd's ctr, grpcurl, systemd-analyze)
 #   make bench  side-by-side benchmarks against containerd
@@ -9,7 +10,7 @@ CARGO   ?= cargo
 PREFIX  ?= /usr/local
 RUN     ?= /run/strata
 STATE   ?= /var/lib/strata
-SERVICES = content snapshotter
+SERVICES = content snapshotter images gateway
 
 .PHONY: all build release test lint fmt up down install bench clean
 

@@ -3,7 +3,7 @@
 # With systemd, use deploy/systemd/*.service instead (`make install`).
 #   stack.sh up SERVICE...    start each service in the background, wait until its socket accepts
 #   stack.sh down SERVICE...  SIGTERM each service and wait for it
-#   stack.sh demo             store a blob through containerd's ctr and read it back
+#   stack.sh demo             seed a local registry with a busybox-static image, pull it, list it
 set -euo pipefail
 
 RUN=${RUN:-/run/strata}
@@ -25,12 +25,20 @@ wait_socket() {
 up() {
   install -d -m 0711 "$RUN"
   for svc in "$@"; do
-    local sock="$RUN/$svc.sock" pidfile="$RUN/$svc.pid" log="$RUN/$svc.log"
+    local name=$svc
+    [ "$svc" = gateway ] && name=strata
+    local sock="$RUN/$name.sock" pidfile="$RUN/$svc.pid" log="$RUN/$svc.log"
+    local extra=()
+    case $svc in
+      snapshotter) extra=(--content "$RUN/content.sock") ;;
+      images) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock") ;;
+      gateway) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --images "$RUN/images.sock") ;;
+    esac
     if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       echo "strata-$svc already running (pid $(cat "$pidfile")) on $sock"
       continue
     fi
-    "$BIN/strata-$svc" --address "$sock" --root "$STATE/$svc" >>"$log" 2>&1 &
+    "$BIN/strata-$svc" --address "$sock" --root "$STATE/$svc" "${extra[@]}" >>"$log" 2>&1 &
     local pid=$!
     echo "$pid" >"$pidfile"
     if ! wait_socket "$sock" "$pid"; then
@@ -57,30 +65,14 @@ down() {
 }
 
 demo() {
-  local sock="$RUN/content.sock"
-  if ! command -v ctr >/dev/null; then
-    echo "(install containerd's ctr to try: ctr --address $sock content ls)"
-    return 0
-  fi
-  local msg="hello from strata, $(date -u +%FT%TZ)"
-  printf '%s\n' "$msg" | ctr --address "$sock" content ingest "demo-$$"
-  local digest
-  digest=$(printf '%s\n' "$msg" | sha256sum | cut -d' ' -f1)
-  echo "stored sha256:$digest; content ls:"
-  ctr --address "$sock" content ls
-  echo "read back: $(ctr --address "$sock" content get "sha256:$digest")"
-  local snap="$RUN/snapshotter.sock"
-  [ -S "$snap" ] || return 0
-  local s="ctr --address $snap snapshots --snapshotter overlayfs"
-  local tag="demo-$$"
-  $s prepare "$tag-base-key" "" >/dev/null
-  $s commit "$tag-base" "$tag-base-key"
-  $s prepare "$tag-container" "$tag-base" >/dev/null
-  echo "an overlay snapshot over a committed one; mount it with:"
-  $s mounts /mnt "$tag-container"
-  $s ls
-  $s rm "$tag-container"
-  $s rm "$tag-base"
+  local cli=$BIN/strata
+  "$(dirname "$0")/seed-registry.sh" "$STATE/registry"
+  echo
+  "$cli" --address "$RUN/strata.sock" pull 127.0.0.1:5000/busybox:latest
+  echo
+  "$cli" --address "$RUN/strata.sock" images
+  echo
+  "$cli" --address "$RUN/strata.sock" system df
 }
 
 cmd=${1:-}

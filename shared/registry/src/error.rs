@@ -1,0 +1,162 @@
+//! The crate's error type and its mapping onto [`strata_core::Kind`].
+
+use strata_core::{Digest, Kind};
+
+/// Everything that can go wrong talking to a registry. Each message names the input it is about
+/// (the reference, URL, digest or file).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A reference string that is not a valid image name.
+    #[error("invalid reference {input:?}: {reason}")]
+    InvalidReference { input: String, reason: String },
+
+    /// A platform specifier such as `linux/arm64/v8` that cannot be parsed.
+    #[error("invalid platform {input:?}: {reason}")]
+    InvalidPlatform { input: String, reason: String },
+
+    /// The registry answered 404 or an `*_UNKNOWN` error code.
+    #[error("{what}: not found{}", detail_suffix(detail))]
+    NotFound { what: String, detail: String },
+
+    /// The registry refused the request after authentication was tried (401/403).
+    #[error("{what}: unauthorized ({status}){}", detail_suffix(detail))]
+    Unauthorized {
+        what: String,
+        status: u16,
+        detail: String,
+    },
+
+    /// Any other unexpected HTTP status.
+    #[error("{what}: unexpected status {status}{}", detail_suffix(detail))]
+    Status {
+        what: String,
+        status: u16,
+        detail: String,
+    },
+
+    /// Retries were exhausted on a retryable status (5xx, 429).
+    #[error(
+        "{what}: status {status} after {attempts} attempts{}",
+        detail_suffix(detail)
+    )]
+    Exhausted {
+        what: String,
+        status: u16,
+        attempts: u32,
+        detail: String,
+    },
+
+    /// The server could not be reached (connect error, timeout, reset) after retries.
+    #[error("{what}: connection failed after {attempts} attempts: {source}")]
+    Connect {
+        what: String,
+        url: String,
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// Reading a response body failed part way.
+    #[error("{what}: reading response body: {source}")]
+    Body {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// Content did not hash to the digest it was fetched or announced under.
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+
+    /// Content had a different size than announced.
+    #[error("{what}: size mismatch: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    /// A manifest body larger than the client accepts.
+    #[error("{what}: manifest larger than {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
+
+    /// A range request past the end of a blob (416).
+    #[error("{what}: offset {offset} is not satisfiable{}", detail_suffix(detail))]
+    RangeNotSatisfiable {
+        what: String,
+        offset: u64,
+        detail: String,
+    },
+
+    /// The server answered something that breaks the protocol (bad header, bad JSON, bad
+    /// redirect, a token response without a token).
+    #[error("{what}: {reason}")]
+    Protocol { what: String, reason: String },
+
+    /// A manifest, index or config that does not parse.
+    #[error("{what}: invalid {kind}: {reason}")]
+    InvalidManifest {
+        what: String,
+        kind: &'static str,
+        reason: String,
+    },
+
+    /// A Docker config file (`config.json`) that cannot be read or parsed.
+    #[error("docker config {path:?}: {reason}")]
+    DockerConfig { path: String, reason: String },
+
+    /// Building the HTTP client failed (TLS backend initialisation).
+    #[error("building http client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+impl RegistryError {
+    /// The containerd error category of this error.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::InvalidReference { .. } | Self::InvalidPlatform { .. } => Kind::InvalidArgument,
+            Self::NotFound { .. } => Kind::NotFound,
+            Self::DigestMismatch { .. } | Self::SizeMismatch { .. } => Kind::FailedPrecondition,
+            Self::Connect { .. } | Self::Exhausted { .. } | Self::Body { .. } => Kind::Unavailable,
+            Self::RangeNotSatisfiable { .. } => Kind::OutOfRange,
+            Self::Unauthorized { .. }
+            | Self::Status { .. }
+            | Self::TooLarge { .. }
+            | Self::Protocol { .. }
+            | Self::InvalidManifest { .. }
+            | Self::DockerConfig { .. }
+            | Self::Client(_) => Kind::Internal,
+        }
+    }
+}
+
+impl From<RegistryError> for strata_core::Error {
+    fn from(e: RegistryError) -> Self {
+        // The message keeps the whole source chain: reqwest's own Display omits the cause.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = s.source();
+        }
+        strata_core::Error::new(e.kind(), message)
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

@@ -1,0 +1,39 @@
+//! An OCI distribution (registry v2) client for pulling images: Docker-compatible reference
+//! parsing, anonymous/bearer/basic authentication with credentials from a Docker config file,
+//! bounded retries, manifest resolution with digest checks, resumable blob streams, manifest
+//! and image config types, and containerd-style platform selection.
+//!
+//! ```no_run
+//! # async fn pull() -> Result<(), strata_registry::RegistryError> {
+//! use strata_registry::{Client, ClientConfig, Manifest, Platform, Reference, select};
+//! let client = Client::new(ClientConfig::default())?;
+//! let reference = Reference::parse("busybox")?;
+//! let resolved = client.resolve(&reference).await?;
+//! if let Manifest::Index(index) = Manifest::from_slice(&resolved.media_type, &resolved.bytes)? {
+//!     let entry = select(&index, &Platform::host());
+//!     # let _ = entry;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod blob;
+mod client;
+mod error;
+pub mod manifest;
+mod platform;
+mod reference;
+
+pub use auth::{
+    Challenge, Credentials, DockerConfig, default_docker_config_dir, docker_config_dir_from,
+    parse_challenges,
+};
+pub use blob::{BlobStream, Verify, verify};
+pub use client::{Client, ClientConfig, Resolved};
+pub use error::{RegistryError, Result};
+pub use manifest::{
+    ContainerConfig, Descriptor, History, ImageConfig, ImageIndex, ImageManifest, Manifest, RootFs,
+    media_types,
+};
+pub use platform::{Platform, select};
+pub use reference::{DEFAULT_API_HOST, DEFAULT_DOMAIN, Reference, is_loopback_host};

@@ -1,0 +1,515 @@
+//! OCI and Docker schema 2 manifest, index and image config types, and their media types.
+//!
+//! The types are for reading what registries serve; unknown fields are ignored, so
+//! re-serializing a value does not reproduce the original bytes (digests are always taken of
+//! the bytes as fetched).
+
+use crate::error::{RegistryError, Result};
+use crate::platform::Platform;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use strata_core::Digest;
+
+/// Media types of manifests, configs and layers.
+pub mod media_types {
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    pub const OCI_LAYER_NONDISTRIBUTABLE: &str =
+        "application/vnd.oci.image.layer.nondistributable.v1.tar";
+    pub const OCI_LAYER_NONDISTRIBUTABLE_GZIP: &str =
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+    pub const OCI_LAYER_NONDISTRIBUTABLE_ZSTD: &str =
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
+
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    pub const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
+    pub const DOCKER_LAYER_FOREIGN: &str =
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+
+    /// What `resolve` sends as `Accept`, most preferred first.
+    pub const MANIFEST_ACCEPT: &[&str] = &[
+        OCI_INDEX,
+        DOCKER_MANIFEST_LIST,
+        OCI_MANIFEST,
+        DOCKER_MANIFEST,
+    ];
+
+    /// An image index or Docker manifest list.
+    pub fn is_index(media_type: &str) -> bool {
+        matches!(media_type, OCI_INDEX | DOCKER_MANIFEST_LIST)
+    }
+
+    /// A single-platform image manifest (OCI or Docker schema 2).
+    pub fn is_manifest(media_type: &str) -> bool {
+        matches!(media_type, OCI_MANIFEST | DOCKER_MANIFEST)
+    }
+
+    /// An image config blob.
+    pub fn is_config(media_type: &str) -> bool {
+        matches!(media_type, OCI_CONFIG | DOCKER_CONFIG)
+    }
+
+    /// A filesystem layer of any of the known kinds.
+    pub fn is_layer(media_type: &str) -> bool {
+        matches!(
+            media_type,
+            OCI_LAYER
+                | OCI_LAYER_GZIP
+                | OCI_LAYER_ZSTD
+                | OCI_LAYER_NONDISTRIBUTABLE
+                | OCI_LAYER_NONDISTRIBUTABLE_GZIP
+                | OCI_LAYER_NONDISTRIBUTABLE_ZSTD
+                | DOCKER_LAYER
+                | DOCKER_LAYER_GZIP
+                | DOCKER_LAYER_ZSTD
+                | DOCKER_LAYER_FOREIGN
+        )
+    }
+
+    /// A layer that registries need not serve (fetched from its descriptor's `urls`, if at
+    /// all).
+    pub fn is_non_distributable(media_type: &str) -> bool {
+        matches!(
+            media_type,
+            OCI_LAYER_NONDISTRIBUTABLE
+                | OCI_LAYER_NONDISTRIBUTABLE_GZIP
+                | OCI_LAYER_NONDISTRIBUTABLE_ZSTD
+                | DOCKER_LAYER_FOREIGN
+        )
+    }
+}
+
+/// A content descriptor: what a blob is, its digest and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    #[serde(with = "digest_serde")]
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub urls: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+}
+
+impl Descriptor {
+    /// The `strata_core` form of this descriptor (platform, urls and artifact type dropped).
+    pub fn to_core(&self) -> strata_core::descriptor::Descriptor {
+        strata_core::descriptor::Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            annotations: self
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// An OCI image index or Docker manifest list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageIndex {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub manifests: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An OCI image manifest or Docker schema 2 manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageManifest {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    pub config: Descriptor,
+    #[serde(default, deserialize_with = "nullable")]
+    pub layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An image configuration (OCI `config.v1` / Docker `container.image.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    pub architecture: String,
+    pub os: String,
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub os_version: Option<String>,
+    #[serde(
+        rename = "os.features",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub os_features: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ContainerConfig>,
+    pub rootfs: RootFs,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub history: Vec<History>,
+}
+
+/// The execution defaults in an image config. `None` means the field was absent or null.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(rename = "Env", default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Volumes", default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub working_dir: Option<String>,
+    #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stop_signal: Option<String>,
+}
+
+/// The layer diff IDs of an image config.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RootFs {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(
+        default,
+        deserialize_with = "nullable_digests",
+        serialize_with = "digests_ser"
+    )]
+    pub diff_ids: Vec<Digest>,
+}
+
+/// One entry of an image's build history.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_layer: bool,
+}
+
+/// A parsed manifest of either kind.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per pull and matched on at once; boxing would only add noise"
+)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manifest {
+    Index(ImageIndex),
+    Image(ImageManifest),
+}
+
+impl Manifest {
+    /// Parses `bytes` as the kind `media_type` names.
+    pub fn from_slice(media_type: &str, bytes: &[u8]) -> Result<Self> {
+        if media_types::is_index(media_type) {
+            ImageIndex::from_slice(bytes).map(Self::Index)
+        } else if media_types::is_manifest(media_type) {
+            ImageManifest::from_slice(bytes).map(Self::Image)
+        } else {
+            Err(RegistryError::InvalidManifest {
+                what: format!("manifest {}", Digest::of(bytes)),
+                kind: "manifest",
+                reason: format!("unsupported media type {media_type:?}"),
+            })
+        }
+    }
+}
+
+impl ImageIndex {
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        parse_json(bytes, "index")
+    }
+}
+
+impl ImageManifest {
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        parse_json(bytes, "manifest")
+    }
+}
+
+impl ImageConfig {
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        parse_json(bytes, "image config")
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], kind: &'static str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| RegistryError::InvalidManifest {
+        what: format!("{kind} {}", Digest::of(bytes)),
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+/// The media type a manifest declares in its `mediaType` field, or, failing that, the one its
+/// shape implies (`manifests` → OCI index, `config` → OCI manifest).
+pub fn detect_media_type(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+        config: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).ok()?;
+    if let Some(mt) = probe.media_type.filter(|m| !m.is_empty()) {
+        return Some(mt);
+    }
+    if probe.manifests.is_some() {
+        return Some(media_types::OCI_INDEX.to_owned());
+    }
+    if probe.config.is_some() {
+        return Some(media_types::OCI_MANIFEST.to_owned());
+    }
+    None
+}
+
+/// Deserializes `null` as the default value (Go encoders write `null` for empty slices).
+pub(crate) fn nullable<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn nullable_digests<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Digest>, D::Error> {
+    let raw: Vec<String> = nullable(d)?;
+    raw.iter()
+        .map(|s| Digest::parse(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn digests_ser<S: Serializer>(v: &[Digest], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(ToString::to_string))
+}
+
+/// Serde for [`Digest`] as its `sha256:<hex>` string.
+pub mod digest_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use strata_core::Digest;
+
+    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCKER_LIST: &str = r#"{
+      "schemaVersion": 2,
+      "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+      "manifests": [
+        {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": 528,
+         "digest": "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+         "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": 528,
+         "digest": "sha256:2222222222222222222222222222222222222222222222222222222222222222",
+         "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
+        {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": 1,
+         "digest": "sha256:3333333333333333333333333333333333333333333333333333333333333333",
+         "platform": {"architecture": "amd64", "os": "windows", "os.version": "10.0.17763.1",
+                      "os.features": ["win32k"]}}
+      ]
+    }"#;
+
+    const DOCKER_MANIFEST: &str = r#"{
+      "schemaVersion": 2,
+      "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+      "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1457,
+        "digest": "sha256:4444444444444444444444444444444444444444444444444444444444444444"},
+      "layers": [
+        {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 2,
+         "digest": "sha256:5555555555555555555555555555555555555555555555555555555555555555"},
+        {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "size": 3,
+         "digest": "sha256:6666666666666666666666666666666666666666666666666666666666666666",
+         "urls": ["https://example.invalid/layer"], "annotations": {"a": "b"}}
+      ]
+    }"#;
+
+    const CONFIG: &str = r#"{
+      "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+      "config": {"Env": ["PATH=/bin"], "Entrypoint": null, "Cmd": ["sh"], "WorkingDir": "/w",
+                 "User": "1:1", "Labels": {"k": "v"}, "ExposedPorts": {"80/tcp": {}},
+                 "Volumes": {"/data": {}}, "StopSignal": "SIGTERM", "Unknown": 1},
+      "rootfs": {"type": "layers", "diff_ids": [
+        "sha256:7777777777777777777777777777777777777777777777777777777777777777"]},
+      "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "ADD x /",
+                   "comment": "c"}, {"created_by": "CMD", "empty_layer": true}]
+    }"#;
+
+    #[test]
+    fn docker_list_and_manifest() {
+        let idx = ImageIndex::from_slice(DOCKER_LIST.as_bytes()).expect("index");
+        assert_eq!(idx.manifests.len(), 3);
+        let p = idx.manifests[1].platform.as_ref().expect("platform");
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        let w = idx.manifests[2].platform.as_ref().expect("platform");
+        assert_eq!(w.os_version, "10.0.17763.1");
+        assert_eq!(w.os_features, ["win32k"]);
+        let m = match Manifest::from_slice(media_types::DOCKER_MANIFEST, DOCKER_MANIFEST.as_bytes())
+            .expect("manifest")
+        {
+            Manifest::Image(m) => m,
+            Manifest::Index(_) => panic!("wrong kind"),
+        };
+        assert!(media_types::is_config(&m.config.media_type));
+        assert_eq!(m.layers.len(), 2);
+        assert!(media_types::is_non_distributable(&m.layers[1].media_type));
+        assert_eq!(m.layers[1].urls, ["https://example.invalid/layer"]);
+        assert_eq!(
+            m.layers[1]
+                .to_core()
+                .annotations
+                .get("a")
+                .map(String::as_str),
+            Some("b")
+        );
+        // Round trip through our own serialization.
+        let again: ImageManifest =
+            serde_json::from_slice(&serde_json::to_vec(&m).expect("ser")).expect("de");
+        assert_eq!(again, m);
+        assert_eq!(
+            detect_media_type(DOCKER_LIST.as_bytes()).as_deref(),
+            Some(media_types::DOCKER_MANIFEST_LIST)
+        );
+        assert_eq!(
+            detect_media_type(br#"{"schemaVersion":2,"manifests":[]}"#).as_deref(),
+            Some(media_types::OCI_INDEX)
+        );
+    }
+
+    #[test]
+    fn image_config() {
+        let c = ImageConfig::from_slice(CONFIG.as_bytes()).expect("config");
+        let cc = c.config.as_ref().expect("config");
+        assert_eq!(cc.env.as_deref(), Some(&["PATH=/bin".to_owned()][..]));
+        assert_eq!(cc.entrypoint, None);
+        assert_eq!(cc.cmd.as_deref(), Some(&["sh".to_owned()][..]));
+        assert_eq!(cc.working_dir.as_deref(), Some("/w"));
+        assert_eq!(cc.user.as_deref(), Some("1:1"));
+        assert_eq!(cc.stop_signal.as_deref(), Some("SIGTERM"));
+        assert!(
+            cc.exposed_ports
+                .as_ref()
+                .expect("ports")
+                .contains_key("80/tcp")
+        );
+        assert!(cc.volumes.as_ref().expect("volumes").contains_key("/data"));
+        assert_eq!(c.rootfs.kind, "layers");
+        assert_eq!(c.rootfs.diff_ids.len(), 1);
+        assert_eq!(c.history.len(), 2);
+        assert!(c.history[1].empty_layer);
+        assert_eq!(c.history[0].comment.as_deref(), Some("c"));
+        let again = ImageConfig::from_slice(&serde_json::to_vec(&c).expect("ser")).expect("again");
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn bad_input_names_it() {
+        let err = ImageManifest::from_slice(b"{}").expect_err("empty manifest");
+        let d = Digest::of(b"{}").to_string();
+        assert!(err.to_string().contains(&d), "{err}");
+        let bad_digest = br#"{"schemaVersion":2,"config":{"mediaType":"x","size":1,"digest":"sha256:zz"},"layers":[]}"#;
+        let err = ImageManifest::from_slice(bad_digest).expect_err("bad digest");
+        assert!(err.to_string().contains("sha256:zz"), "{err}");
+        let err = Manifest::from_slice("text/plain", b"{}").expect_err("bad type");
+        assert!(err.to_string().contains("text/plain"), "{err}");
+    }
+}
