@@ -14,19 +14,7 @@ CACHE=${CACHE:-/var/tmp/strata-bench-cache}
 WORK=${WORK:-$(mktemp -d /var/tmp/strata-bench.XXXXXX)}
 trap 'stop_pidfile "$WORK/snapshotter.pid"; stop_pidfile "$WORK/content.pid"; stop_pidfile "$WORK/pid"; rm -rf "$WORK"' EXIT
 
-layer=$CACHE/layer.tar.gz
-if [ ! -s "$layer" ]; then
-  mkdir -p "$CACHE"
-  if [ ! -x "$CACHE/rootfs/bin/sh" ]; then
-    command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
-    rm -rf "$CACHE/rootfs"
-    debootstrap --variant=minbase bookworm "$CACHE/rootfs" http://deb.debian.org/debian >"$CACHE/debootstrap.log"
-  fi
-  # As Debian's container images are made: without apt's package lists and caches.
-  tar -C "$CACHE/rootfs" --numeric-owner --xattrs --exclude='./var/lib/apt/lists/*' \
-    --exclude='./var/cache/apt/*' -cf - . | gzip -6 >"$layer.tmp"
-  mv "$layer.tmp" "$layer"
-fi
+layer=$(minbase_layer "$CACHE")
 diff_id=sha256:$(gzip -dc "$layer" | sha256sum | cut -d' ' -f1)
 size_mb=$(( $(stat -c %s "$layer") / 1000000 ))
 tar_mb=$(( $(gzip -dc "$layer" | wc -c) / 1000000 ))

@@ -54,3 +54,85 @@ stop_pidfile() {
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
   rm -f "$f"
 }
+
+# oci_image LAYOUT LAYER.tar.gz...: writes an OCI image layout (tag "latest") of those layers.
+oci_image() {
+  local layout=$1; shift
+  mkdir -p "$layout/blobs/sha256"
+  local layers="" diffs="" sep=""
+  for l in "$@"; do
+    local hex size diff
+    hex=$(sha256sum "$l" | cut -d' ' -f1)
+    size=$(stat -c %s "$l")
+    diff=$(gzip -dc "$l" | sha256sum | cut -d' ' -f1)
+    cp "$l" "$layout/blobs/sha256/$hex"
+    layers+="$sep{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$hex\",\"size\":$size}"
+    diffs+="$sep\"sha256:$diff\""
+    sep=","
+  done
+  local cfg="{\"architecture\":\"$(dpkg --print-architecture)\",\"os\":\"linux\",\"config\":{\"Cmd\":[\"sh\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[$diffs]}}"
+  local chex csize
+  chex=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1); csize=${#cfg}
+  printf '%s' "$cfg" >"$layout/blobs/sha256/$chex"
+  local man="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$chex\",\"size\":$csize},\"layers\":[$layers]}"
+  local mhex
+  mhex=$(printf '%s' "$man" | sha256sum | cut -d' ' -f1)
+  printf '%s' "$man" >"$layout/blobs/sha256/$mhex"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' "$mhex" "${#man}" >"$layout/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
+}
+
+# start_registry DIR: docker-registry on a free loopback port; prints host:port.
+start_registry() {
+  local dir=$1 port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$dir/registry"
+  printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$dir/registry" "$port" >"$dir/registry.yml"
+  docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
+  echo $! >"$dir/registry.pid"
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "127.0.0.1:$port"
+}
+
+# start_strata_stack BIN DIR: content, snapshotter, images and gateway under DIR.
+start_strata_stack() {
+  local bin=$1 d=$2
+  mkdir -p "$d"
+  "$bin/strata-content" --address "$d/content.sock" --root "$d/content" >"$d/content.log" 2>&1 &
+  echo $! >"$d/content.pid"; wait_socket "$d/content.sock"
+  "$bin/strata-snapshotter" --address "$d/snapshotter.sock" --root "$d/snapshotter" --content "$d/content.sock" >"$d/snapshotter.log" 2>&1 &
+  echo $! >"$d/snapshotter.pid"; wait_socket "$d/snapshotter.sock"
+  "$bin/strata-images" --address "$d/images.sock" --root "$d/images" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" >"$d/images.log" 2>&1 &
+  echo $! >"$d/images.pid"; wait_socket "$d/images.sock"
+  "$bin/strata-gateway" --address "$d/strata.sock" --root "$d/gateway" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" --images "$d/images.sock" >"$d/gateway.log" 2>&1 &
+  echo $! >"$d/gateway.pid"; wait_socket "$d/strata.sock"
+}
+
+stop_strata_stack() {
+  local d=$1
+  for s in gateway images snapshotter content; do stop_pidfile "$d/$s.pid"; done
+}
+
+# unmount_under DIR: unmounts whatever is mounted below DIR (deepest first).
+unmount_under() {
+  awk -v d="$1" '$2 ~ "^"d {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
+# minbase_layer CACHE: a Debian bookworm minbase root file system (debootstrap, cached in CACHE)
+# as one gzip layer, without apt's lists and caches, as Debian's container images are made.
+minbase_layer() {
+  local CACHE=$1
+  local layer=$CACHE/layer.tar.gz
+  if [ ! -s "$layer" ]; then
+    mkdir -p "$CACHE"
+    if [ ! -x "$CACHE/rootfs/bin/sh" ]; then
+      command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
+      rm -rf "$CACHE/rootfs"
+      debootstrap --variant=minbase bookworm "$CACHE/rootfs" http://deb.debian.org/debian >"$CACHE/debootstrap.log"
+    fi
+    tar -C "$CACHE/rootfs" --numeric-owner --xattrs --exclude='./var/lib/apt/lists/*' \
+      --exclude='./var/cache/apt/*' -cf - . | gzip -6 >"$layer.tmp"
+    mv "$layer.tmp" "$layer"
+  fi
+  echo "$layer"
+}
