@@ -226,9 +226,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 match ctx
                     .client
                     .clone()
+                    // As with docker rmi, the space is freed when the command returns.
                     .remove_image(ctx.req(pb::RemoveImageRequest {
                         name: name.clone(),
-                        sync: false,
+                        sync: true,
                     })?)
                     .await
                 {

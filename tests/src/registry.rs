@@ -127,7 +127,7 @@ pub enum Entry {
 }
 
 /// A gzip layer: (blob, diff ID).
-pub fn layer(entries: &[Entry]) -> (Vec<u8>, String) {
+pub fn layer(entries: &[Entry]) -> Layer {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
         let mut h = tar::Header::new_ustar();
@@ -175,7 +175,7 @@ pub fn layer(entries: &[Entry]) -> (Vec<u8>, String) {
 }
 
 /// The busybox-static binary as a base layer: /bin/busybox and /bin/sh, /bin/ls, … links.
-pub fn busybox_layer() -> (Vec<u8>, String) {
+pub fn busybox_layer() -> Layer {
     let bin = std::fs::read("/bin/busybox")
         .or_else(|_| std::fs::read("/usr/bin/busybox"))
         .expect("busybox-static is not installed (apt-get install busybox-static)");
@@ -208,14 +208,17 @@ fn write_blob(layout: &Path, data: &[u8]) -> (String, usize) {
 
 /// Writes a single-platform image (layers bottom first) into a new OCI layout at `layout`;
 /// returns the manifest digest.
-pub fn oci_image(layout: &Path, layers: &[(Vec<u8>, String)], arch: &str) -> String {
+pub fn oci_image(layout: &Path, layers: &[Layer], arch: &str) -> String {
     let (digest, size) = image_manifest(layout, layers, arch);
     index(layout, &[(digest.clone(), size, None)]);
     digest
 }
 
+/// A layer as [`layer`] returns it: (gzip blob, diff ID).
+pub type Layer = (Vec<u8>, String);
+
 /// Writes a multi-platform index: one image per (arch, layers).
-pub fn oci_index(layout: &Path, images: &[(&str, Vec<(Vec<u8>, String)>)]) {
+pub fn oci_index(layout: &Path, images: &[(&str, Vec<Layer>)]) {
     let mut entries = Vec::new();
     for (arch, layers) in images {
         let (d, s) = image_manifest(layout, layers, arch);
@@ -258,7 +261,7 @@ pub fn oci_index(layout: &Path, images: &[(&str, Vec<(Vec<u8>, String)>)]) {
     .unwrap();
 }
 
-fn image_manifest(layout: &Path, layers: &[(Vec<u8>, String)], arch: &str) -> (String, usize) {
+fn image_manifest(layout: &Path, layers: &[Layer], arch: &str) -> (String, usize) {
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     let mut history = Vec::new();

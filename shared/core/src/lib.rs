@@ -7,8 +7,11 @@ pub mod digest;
 pub mod errdefs;
 pub mod filters;
 pub mod identifiers;
+pub mod images;
 pub mod labels;
+pub mod leases;
 pub mod mount;
+pub mod namespaces;
 pub mod snapshots;
 
 pub use digest::Digest;

@@ -1,0 +1,112 @@
+//! strata-images: serves containerd's Images, Leases and Namespaces APIs and strata's
+//! GarbageCollector, collecting through the content and snapshotter services.
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_grpc::remote::{RemoteContentStore, RemoteSnapshots};
+use strata_grpc::server::{self, CommonArgs};
+use strata_images::grpc::{GcService, ImagesService, LeasesService, NamespacesService, names};
+use strata_images::{GcConfig, Local};
+
+/// strata's images service: images, leases, namespaces and garbage collection.
+#[derive(Debug, Parser)]
+#[command(name = "strata-images", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The content service, where unreferenced blobs are deleted (config key `content`)
+    /// [default: /run/strata/content.sock]
+    #[arg(long)]
+    content: Option<String>,
+    /// The snapshotter service, where unreferenced snapshots are removed (config key
+    /// `snapshotter`) [default: /run/strata/snapshotter.sock]
+    #[arg(long)]
+    snapshotter: Option<String>,
+}
+
+fn config_str(extra: &toml::Table, key: &str) -> anyhow::Result<Option<String>> {
+    match extra.get(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => bail!("config key {key} must be a string, not {}", v.type_str()),
+    }
+}
+
+fn config_u64(extra: &toml::Table, key: &str) -> anyhow::Result<Option<u64>> {
+    match extra.get(key) {
+        None => Ok(None),
+        Some(toml::Value::Integer(i)) => u64::try_from(*i)
+            .map(Some)
+            .with_context(|| format!("config key {key} must not be negative, not {i}")),
+        Some(v) => bail!("config key {key} must be an integer, not {}", v.type_str()),
+    }
+}
+
+fn gc_config(extra: &toml::Table) -> anyhow::Result<GcConfig> {
+    let mut config = GcConfig::default();
+    if let Some(s) = config_u64(extra, "gc_grace_seconds")? {
+        config.grace = Duration::from_secs(s);
+    }
+    if let Some(ms) = config_u64(extra, "gc_delay_ms")? {
+        config.delay = Duration::from_millis(ms);
+    }
+    match extra.get("snapshotters") {
+        None => {}
+        Some(toml::Value::Array(a)) => {
+            config.snapshotters = a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .context("config key snapshotters must list strings")
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        Some(v) => bail!(
+            "config key snapshotters must be a list, not {}",
+            v.type_str()
+        ),
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = cli.common.resolve("images")?;
+    server::init_logging(settings.log_format);
+    let gc = gc_config(&settings.extra)?;
+    let content_addr = cli
+        .content
+        .or(config_str(&settings.extra, "content")?)
+        .unwrap_or_else(|| "/run/strata/content.sock".to_owned());
+    let snapshotter_addr = cli
+        .snapshotter
+        .or(config_str(&settings.extra, "snapshotter")?)
+        .unwrap_or_else(|| "/run/strata/snapshotter.sock".to_owned());
+    let content = RemoteContentStore::connect(&content_addr)
+        .with_context(|| format!("content service address {content_addr}"))?;
+    let snapshots = RemoteSnapshots::connect(&snapshotter_addr)
+        .with_context(|| format!("snapshotter service address {snapshotter_addr}"))?;
+
+    tracing::info!(
+        root = %settings.root.display(),
+        content = %content_addr,
+        snapshotter = %snapshotter_addr,
+        grace_seconds = gc.grace.as_secs(),
+        snapshotters = ?gc.snapshotters,
+        "images store open"
+    );
+    let local = Local::open(&settings.root, content, snapshots, gc)
+        .with_context(|| format!("opening images metadata at {}", settings.root.display()))?;
+    local.collector.start();
+    let routes =
+        tonic::service::Routes::new(ImagesService::new(Arc::new(local.images)).into_server())
+            .add_service(LeasesService::new(Arc::new(local.leases)).into_server())
+            .add_service(NamespacesService::new(Arc::new(local.namespaces)).into_server())
+            .add_service(GcService::new(local.collector).into_server());
+    server::serve(&settings.address, routes, names::ALL, &[]).await?;
+    Ok(())
+}
