@@ -11,6 +11,7 @@ PREFIX  ?= /usr/local
 RUN     ?= /run/strata
 STATE   ?= /var/lib/strata
 SERVICES = content snapshotter images gateway
+TEST_LOG ?= $(or $(CARGO_TARGET_DIR),target)/test.log
 
 .PHONY: all build release test lint fmt up down install bench clean
 
@@ -32,8 +33,9 @@ fmt:
 # Service binaries are built first: integration tests start them on temporary sockets.
 # The last line sums every test binary's result ("N passed, N failed").
 test: lint build
-	set -o pipefail; $(CARGO) test --workspace --lib --bins --tests -- --test-threads=2 2>&1 | tee target/test.log
-	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
+	@mkdir -p $(dir $(TEST_LOG))
+	set -o pipefail; $(CARGO) test --workspace --lib --bins --tests -- --test-threads=2 2>&1 | tee $(TEST_LOG)
+	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "%d passed, %d failed\n", p, f}' $(TEST_LOG)
 
 up: release
 	RUN=$(RUN) STATE=$(STATE) BIN=$(CURDIR)/target/release deploy/scripts/stack.sh up $(SERVICES)

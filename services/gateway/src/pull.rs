@@ -45,22 +45,25 @@ pub type Events = mpsc::Sender<std::result::Result<pb::PullProgress, tonic::Stat
 
 /// Work in flight in this gateway, shared by concurrent pulls: a blob (or an unpack) is done
 /// by the first pull that needs it; the others wait for its outcome.
+/// How a piece of shared work ended: `None` while it runs, then success or the error's text.
+type Outcome = Option<std::result::Result<(), String>>;
+
 #[derive(Default)]
 pub struct Flights {
-    map: Mutex<HashMap<String, watch::Receiver<Option<std::result::Result<(), String>>>>>,
+    map: Mutex<HashMap<String, watch::Receiver<Outcome>>>,
 }
 
 enum Flight {
     /// This caller does the work and must report through the sender.
     Lead(FlightGuard),
     /// Another caller is doing it: wait for its outcome.
-    Follow(watch::Receiver<Option<std::result::Result<(), String>>>),
+    Follow(watch::Receiver<Outcome>),
 }
 
 struct FlightGuard {
     flights: Arc<Flights>,
     key: String,
-    tx: watch::Sender<Option<std::result::Result<(), String>>>,
+    tx: watch::Sender<Outcome>,
 }
 
 impl FlightGuard {
@@ -103,9 +106,7 @@ impl Flights {
     }
 }
 
-async fn wait_flight(
-    mut rx: watch::Receiver<Option<std::result::Result<(), String>>>,
-) -> Result<()> {
+async fn wait_flight(mut rx: watch::Receiver<Outcome>) -> Result<()> {
     loop {
         if let Some(r) = rx.borrow().clone() {
             return r.map_err(Error::internal);

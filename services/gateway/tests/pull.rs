@@ -39,11 +39,22 @@ impl Stack {
             &["--content", &c],
         );
         let s = snapshotter.address();
+        // No grace period: tests check what a collection removes right after deleting.
+        let images_config = dir.path().join("images.toml");
+        std::fs::write(&images_config, "gc_grace_seconds = 0\n").unwrap();
+        let images_config = images_config.display().to_string();
         let images = Service::start(
             sibling_bin("strata-images"),
             dir.path(),
             "images",
-            &["--content", &c, "--snapshotter", &s],
+            &[
+                "--content",
+                &c,
+                "--snapshotter",
+                &s,
+                "--config",
+                &images_config,
+            ],
         );
         let i = images.address();
         let gateway = Service::start(
@@ -91,7 +102,7 @@ fn push_two(reg: &Registry, dir: &Path) -> (String, String, String) {
     ]);
     let base_digest = strata_core::Digest::of(&base.0).to_string();
     let l1 = layout(dir, "base-layout");
-    oci_image(&l1, &[base.clone()], host_arch());
+    oci_image(&l1, std::slice::from_ref(&base), host_arch());
     let l2 = layout(dir, "app-layout");
     oci_image(&l2, &[base, app], host_arch());
     (reg.push(&l1, "base:1"), reg.push(&l2, "app:1"), base_digest)
@@ -259,7 +270,7 @@ async fn wrong_blob_bytes_fail_and_leave_nothing() {
     let good = layer(&[Entry::File("f".into(), vec![7u8; 100_000], 0o644)]);
     let digest = strata_core::Digest::of(&good.0).to_string();
     let dir = layout(stack.dir.path(), "bad");
-    oci_image(&dir, &[good.clone()], host_arch());
+    oci_image(&dir, std::slice::from_ref(&good), host_arch());
     let r = reg.push(&dir, "bad:1");
     // Corrupt the blob in the registry's storage: same size, other bytes.
     let file = reg.blob_file(&digest);
@@ -458,4 +469,95 @@ fn import_of_an_oci_archive_then_rmi() {
     let out = run(stack.cli().args(["rmi", "example.com/imported:v1"]), None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_collects_what_only_that_image_used() {
+    let stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let (base, app, base_digest) = push_two(&reg, stack.dir.path());
+    ok(stack.cli().args(["pull", "-q", &base]), None);
+    ok(stack.cli().args(["pull", "-q", &app]), None);
+    let content = stack.content();
+    let snaps = stack.snapshots();
+    let blobs_before = content.list(NS, &[]).await.unwrap().len();
+    assert_eq!(snaps.list("overlayfs", NS, &[]).await.unwrap().len(), 2);
+
+    ok(stack.cli().args(["rmi", &app]), None);
+    // The app's own layer, manifest and config are gone; the shared base stays for `base`.
+    let left = snaps.list("overlayfs", NS, &[]).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].parent.is_empty());
+    let base_blob = strata_core::Digest::parse(&base_digest).unwrap();
+    assert!(content.info(NS, &base_blob).await.is_ok());
+    let blobs_mid = content.list(NS, &[]).await.unwrap().len();
+    assert_eq!(
+        blobs_before - blobs_mid,
+        3,
+        "app layer, manifest and config"
+    );
+
+    ok(stack.cli().args(["rmi", &base]), None);
+    assert!(snaps.list("overlayfs", NS, &[]).await.unwrap().is_empty());
+    assert!(content.list(NS, &[]).await.unwrap().is_empty());
+}
+
+#[test]
+fn import_of_a_docker_save_archive() {
+    use sha2::Digest as _;
+    let stack = Stack::start();
+    // A classic `docker save` archive: manifest.json, <id>.json config, <id>/layer.tar.
+    let dir = stack.dir.path().join("save");
+    std::fs::create_dir_all(dir.join("abc123")).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(6);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    b.append_data(&mut h, "hello.txt", &b"hello\n"[..]).unwrap();
+    let layer_tar = b.into_inner().unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&layer_tar)));
+    std::fs::write(dir.join("abc123/layer.tar"), &layer_tar).unwrap();
+    let config = serde_json::json!({
+        "architecture": strata_testkit::registry::host_arch(),
+        "os": "linux",
+        "created": "2024-01-01T00:00:00Z",
+        "config": {"Cmd": ["/hello.txt"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "COPY hello.txt /"}],
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_name = format!("{}.json", hex::encode(sha2::Sha256::digest(&config)));
+    std::fs::write(dir.join(&config_name), &config).unwrap();
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": ["saved/hello:1.0"],
+        "Layers": ["abc123/layer.tar"],
+    }]);
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    let tarball = stack.dir.path().join("save.tar");
+    ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&dir)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("."),
+        None,
+    );
+    ok(stack.cli().arg("import").arg(&tarball), None);
+    let images = ok(stack.cli().args(["images"]), None);
+    assert!(
+        images.contains("docker.io/saved/hello") && images.contains("1.0"),
+        "{images}"
+    );
+    let inspect = ok(stack.cli().args(["inspect", "saved/hello:1.0"]), None);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["RootFS"]["Layers"][0], diff_id.as_str());
 }
