@@ -5,6 +5,7 @@
 pub mod api;
 pub mod image;
 pub mod import;
+pub mod introspection;
 pub mod pull;
 pub mod router;
 

@@ -3,6 +3,7 @@
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use std::sync::Arc;
+use strata_gateway::introspection::{Backend, IntrospectionService, VersionService};
 use strata_gateway::router::{self, Forward, ServiceName as _};
 use strata_gateway::{Backends, api::GatewayService};
 use strata_grpc::server::{self, CommonArgs};
@@ -87,7 +88,27 @@ async fn main() -> anyhow::Result<()> {
     )?);
     tracing::info!(%content, %snapshotter, %images, "gateway backends");
 
+    let introspection = IntrospectionService::new(
+        vec![
+            Backend {
+                name: "content",
+                channel: content_ch.clone(),
+            },
+            Backend {
+                name: "snapshotter",
+                channel: snap_ch.clone(),
+            },
+            Backend {
+                name: "images",
+                channel: images_ch.clone(),
+            },
+        ],
+        &settings.root,
+    )
+    .with_context(|| format!("gateway identity in {}", settings.root.display()))?;
     let routes = tonic::service::Routes::new(GatewayService::new(backends).into_server())
+        .add_service(introspection.into_server())
+        .add_service(VersionService.into_server())
         .add_service(Forward::<router::Content>::new(content_ch))
         .add_service(Forward::<router::Snapshots>::new(snap_ch.clone()))
         .add_service(Forward::<router::Diff>::new(snap_ch))
@@ -100,6 +121,8 @@ async fn main() -> anyhow::Result<()> {
         routes,
         &[
             "strata.gateway.v1.Gateway",
+            "containerd.services.introspection.v1.Introspection",
+            "containerd.services.version.v1.Version",
             router::Content::NAME,
             router::Snapshots::NAME,
             router::Diff::NAME,

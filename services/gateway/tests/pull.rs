@@ -561,3 +561,49 @@ fn import_of_a_docker_save_archive() {
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v[0]["RootFS"]["Layers"][0], diff_id.as_str());
 }
+
+#[test]
+fn ctr_version_and_plugins_through_the_gateway() {
+    let mut stack = Stack::start();
+    let ctr = |args: &[&str]| {
+        let mut c = Command::new(strata_testkit::tool("ctr", "containerd"));
+        c.arg("--address").arg(&stack.gateway.socket).args(args);
+        c
+    };
+    let v = ok(&mut ctr(&["version"]), None);
+    assert!(v.contains("strata"), "{v}");
+    let plugins = ok(&mut ctr(&["plugins", "ls"]), None);
+    for id in [
+        "overlayfs",
+        "native",
+        "content",
+        "snapshots",
+        "images",
+        "leases",
+        "namespaces",
+    ] {
+        assert!(
+            plugins
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(id)),
+            "{id}: {plugins}"
+        );
+    }
+    assert!(
+        plugins
+            .lines()
+            .skip(1)
+            .all(|l| l.trim_end().ends_with("ok")),
+        "{plugins}"
+    );
+    // The status is real: with the snapshotter down, its plugins say so.
+    stack.snapshotter.kill9();
+    let plugins = ok(&mut ctr(&["plugins", "ls"]), None);
+    let overlay = plugins.lines().find(|l| l.contains(" overlayfs ")).unwrap();
+    assert!(overlay.trim_end().ends_with("error"), "{plugins}");
+    let content = plugins
+        .lines()
+        .find(|l| l.starts_with("io.containerd.content.v1"))
+        .unwrap();
+    assert!(content.trim_end().ends_with("ok"), "{plugins}");
+}
