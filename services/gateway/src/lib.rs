@@ -3,6 +3,7 @@
 //! server-side pull ([`pull`]) and import, image listing with sizes, inspect, history, disk use.
 
 pub mod api;
+pub mod hooks;
 pub mod image;
 pub mod import;
 pub mod introspection;

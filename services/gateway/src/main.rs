@@ -3,6 +3,7 @@
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use std::sync::Arc;
+use strata_gateway::hooks::Hooks;
 use strata_gateway::introspection::{Backend, IntrospectionService, VersionService};
 use strata_gateway::router::{self, Forward, ServiceName as _};
 use strata_gateway::{Backends, api::GatewayService};
@@ -106,15 +107,16 @@ async fn main() -> anyhow::Result<()> {
         &settings.root,
     )
     .with_context(|| format!("gateway identity in {}", settings.root.display()))?;
+    let hooks = Arc::new(Hooks::new(images_ch.clone(), "overlayfs"));
     let routes = tonic::service::Routes::new(GatewayService::new(backends).into_server())
         .add_service(introspection.into_server())
         .add_service(VersionService.into_server())
-        .add_service(Forward::<router::Content>::new(content_ch))
-        .add_service(Forward::<router::Snapshots>::new(snap_ch.clone()))
+        .add_service(Forward::<router::Content>::new(content_ch).with_hooks(hooks.clone()))
+        .add_service(Forward::<router::Snapshots>::new(snap_ch.clone()).with_hooks(hooks.clone()))
         .add_service(Forward::<router::Diff>::new(snap_ch))
         .add_service(Forward::<router::Images>::new(images_ch.clone()))
         .add_service(Forward::<router::Leases>::new(images_ch.clone()))
-        .add_service(Forward::<router::Namespaces>::new(images_ch.clone()))
+        .add_service(Forward::<router::Namespaces>::new(images_ch.clone()).with_hooks(hooks))
         .add_service(Forward::<router::GarbageCollector>::new(images_ch));
     server::serve(
         &settings.address,

@@ -2,10 +2,12 @@
 //! `/containerd.services.content.v1.Content/Write` is forwarded, headers, streams and trailers
 //! untouched, to the content service. One address is then enough for any containerd client.
 
+use crate::hooks::{Hooks, Watched};
 use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -40,6 +42,7 @@ names!(
 /// Forwards every call of service `N` to `channel`.
 pub struct Forward<N> {
     channel: Channel,
+    hooks: Option<Arc<Hooks>>,
     _name: PhantomData<N>,
 }
 
@@ -47,6 +50,7 @@ impl<N> Clone for Forward<N> {
     fn clone(&self) -> Self {
         Self {
             channel: self.channel.clone(),
+            hooks: self.hooks.clone(),
             _name: PhantomData,
         }
     }
@@ -56,8 +60,15 @@ impl<N: ServiceName> Forward<N> {
     pub fn new(channel: Channel) -> Self {
         Self {
             channel,
+            hooks: None,
             _name: PhantomData,
         }
+    }
+
+    /// Looks into the requests that create content and snapshots (leases, namespaces).
+    pub fn with_hooks(mut self, hooks: Arc<Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 }
 
@@ -76,8 +87,13 @@ impl<N: ServiceName> Service<http::Request<Body>> for Forward<N> {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let channel = self.channel.clone();
+        let hooks = self.hooks.clone();
         Box::pin(async move {
             let path = req.uri().path().to_owned();
+            let req = match (hooks, Watched::from_path(&path)) {
+                (Some(h), Some(w)) => h.before(w, req).await,
+                _ => req,
+            };
             match channel.oneshot(req).await {
                 Ok(resp) => Ok(resp),
                 Err(e) => {

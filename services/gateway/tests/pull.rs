@@ -607,3 +607,119 @@ fn ctr_version_and_plugins_through_the_gateway() {
         .unwrap();
     assert!(content.trim_end().ends_with("ok"), "{plugins}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_under_a_lease_are_held_by_it() {
+    use strata_api::containerd::services::content::v1 as cpb;
+    use strata_api::containerd::services::content::v1::content_client::ContentClient;
+    use strata_api::containerd::services::leases::v1 as lpb;
+    use strata_api::containerd::services::leases::v1::leases_client::LeasesClient;
+    use strata_api::containerd::services::snapshots::v1 as spb;
+    use strata_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
+    let stack = Stack::start();
+    let ch = strata_grpc::client::channel(&stack.gateway.address()).unwrap();
+    fn with<T>(msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut()
+            .insert("containerd-namespace", "fresh-ns".parse().unwrap());
+        r.metadata_mut()
+            .insert("containerd-lease", "my-lease".parse().unwrap());
+        r
+    }
+    LeasesClient::new(ch.clone())
+        .create(with(lpb::CreateRequest {
+            id: "my-lease".into(),
+            labels: HashMap::new(),
+        }))
+        .await
+        .unwrap();
+    let data = b"leased bytes".to_vec();
+    let digest = strata_core::Digest::of(&data).to_string();
+    let msgs = vec![
+        cpb::WriteContentRequest {
+            action: cpb::WriteAction::Write.into(),
+            r#ref: "leased-ref".into(),
+            data: data.clone().into(),
+            ..Default::default()
+        },
+        cpb::WriteContentRequest {
+            action: cpb::WriteAction::Commit.into(),
+            r#ref: "leased-ref".into(),
+            offset: data.len() as i64,
+            expected: digest.clone(),
+            ..Default::default()
+        },
+    ];
+    let mut resp = ContentClient::new(ch.clone())
+        .write(with(tokio_stream::iter(msgs)))
+        .await
+        .unwrap()
+        .into_inner();
+    while resp.message().await.unwrap().is_some() {}
+    SnapshotsClient::new(ch.clone())
+        .prepare(with(spb::PrepareSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "leased-snap".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    // Resources are added alongside the writes: wait for them to show.
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        let r = LeasesClient::new(ch.clone())
+            .list_resources(with(lpb::ListResourcesRequest {
+                id: "my-lease".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        found = r
+            .resources
+            .iter()
+            .map(|r| (r.r#type.clone(), r.id.clone()))
+            .collect();
+        if found.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for want in [
+        ("ingests".to_owned(), "leased-ref".to_owned()),
+        ("content".to_owned(), digest.clone()),
+        ("snapshots/overlayfs".to_owned(), "leased-snap".to_owned()),
+    ] {
+        assert!(found.contains(&want), "{want:?} not in {found:?}");
+    }
+    // The namespace was recorded by its first use.
+    let ns = ok(
+        Command::new(strata_testkit::tool("ctr", "containerd"))
+            .arg("--address")
+            .arg(&stack.gateway.socket)
+            .args(["namespaces", "ls", "-q"]),
+        None,
+    );
+    assert!(ns.lines().any(|l| l == "fresh-ns"), "{ns}");
+}
+
+#[test]
+fn ctr_pulls_through_the_gateway_into_the_shared_store() {
+    let stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let dir = layout(stack.dir.path(), "c");
+    oci_image(&dir, &[busybox_layer()], host_arch());
+    let r = reg.push(&dir, "ctr-pulled:1");
+    let ctr = || {
+        let mut c = Command::new(strata_testkit::tool("ctr", "containerd"));
+        c.arg("--address").arg(&stack.gateway.socket);
+        c
+    };
+    ok(ctr().args(["images", "pull", "--plain-http", &r]), None);
+    let ls = ok(ctr().args(["images", "ls", "-q"]), None);
+    assert!(ls.lines().any(|l| l == r), "{ls}");
+    // The same image through strata's own view, unpacked once.
+    let images = ok(stack.cli().args(["images"]), None);
+    assert!(images.contains("ctr-pulled"), "{images}");
+    let snaps = ok(ctr().args(["snapshots", "ls"]), None);
+    assert_eq!(snaps.lines().count(), 2, "{snaps}");
+}
