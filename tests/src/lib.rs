@@ -192,3 +192,78 @@ pub fn sibling_bin(name: &str) -> PathBuf {
     );
     path
 }
+
+/// A private containerd (Debian's package) on its own socket and state directories, for
+/// side-by-side comparisons.
+pub struct Containerd {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Containerd {
+    pub fn start(dir: &Path) -> Self {
+        let bin = tool("containerd", "containerd");
+        let dir = dir.join("containerd");
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"{dbg}\"\n",
+                root = dir.join("root").display(),
+                state = dir.join("state").display(),
+                sock = socket.display(),
+                dbg = dir.join("debug.sock").display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + START_LIMIT;
+        while UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not listen on {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child: Some(child),
+            socket,
+            dir,
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = Pid::from_raw(i32::try_from(c.id()).unwrap_or(0));
+            let _ = kill(pid, Signal::SIGTERM);
+            let _ = c.wait();
+        }
+        // Snapshots containerd left mounted under its root.
+        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+            let mut targets: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|t| t.starts_with(&*self.dir.to_string_lossy()))
+                .collect();
+            targets.sort_unstable_by(|a, b| b.cmp(a));
+            for t in targets {
+                let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}

@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let content = addr(cli.content, "content", "content")?;
     let snapshotter = addr(cli.snapshotter, "snapshotter", "snapshotter")?;
     let images = addr(cli.images, "images", "images")?;
-    let _tasks = addr(cli.tasks, "tasks", "tasks")?;
+    let tasks = addr(cli.tasks, "tasks", "tasks")?;
     let insecure = match cli.insecure_registries {
         Some(v) => v,
         None => match extra.get("insecure_registries") {
@@ -78,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         channel(&snapshotter)?,
         channel(&images)?,
     );
+    let tasks_ch = channel(&tasks)?;
     std::fs::create_dir_all(&settings.root)
         .with_context(|| format!("creating {}", settings.root.display()))?;
     let backends = Arc::new(Backends::new(
@@ -87,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         insecure,
         settings.root.clone(),
     )?);
-    tracing::info!(%content, %snapshotter, %images, "gateway backends");
+    tracing::info!(%content, %snapshotter, %images, %tasks, "gateway backends");
 
     let introspection = IntrospectionService::new(
         vec![
@@ -117,7 +118,9 @@ async fn main() -> anyhow::Result<()> {
         .add_service(Forward::<router::Images>::new(images_ch.clone()))
         .add_service(Forward::<router::Leases>::new(images_ch.clone()))
         .add_service(Forward::<router::Namespaces>::new(images_ch.clone()).with_hooks(hooks))
-        .add_service(Forward::<router::GarbageCollector>::new(images_ch));
+        .add_service(Forward::<router::GarbageCollector>::new(images_ch))
+        .add_service(Forward::<router::Containers>::new(tasks_ch.clone()))
+        .add_service(Forward::<router::Events>::new(tasks_ch));
     server::serve(
         &settings.address,
         routes,
@@ -132,6 +135,8 @@ async fn main() -> anyhow::Result<()> {
             router::Leases::NAME,
             router::Namespaces::NAME,
             router::GarbageCollector::NAME,
+            router::Containers::NAME,
+            router::Events::NAME,
         ],
         &[],
     )

@@ -37,6 +37,8 @@ names!(
     Leases = "containerd.services.leases.v1.Leases",
     Namespaces = "containerd.services.namespaces.v1.Namespaces",
     GarbageCollector = "strata.images.v1.GarbageCollector",
+    Containers = "containerd.services.containers.v1.Containers",
+    Events = "containerd.services.events.v1.Events",
 );
 
 /// Forwards every call of service `N` to `channel`.

@@ -24,6 +24,7 @@ pub struct Stack {
     pub content: Service,
     pub snapshotter: Service,
     pub images: Service,
+    pub tasks: Service,
     pub gateway: Service,
 }
 
@@ -57,17 +58,35 @@ impl Stack {
             ],
         );
         let i = images.address();
+        let state = dir.path().join("tasks-state").display().to_string();
+        let tasks = Service::start(
+            sibling_bin("strata-tasks"),
+            dir.path(),
+            "tasks",
+            &["--snapshotter", &s, "--state", &state],
+        );
+        let t = tasks.address();
         let gateway = Service::start(
             env!("CARGO_BIN_EXE_strata-gateway"),
             dir.path(),
             "gateway",
-            &["--content", &c, "--snapshotter", &s, "--images", &i],
+            &[
+                "--content",
+                &c,
+                "--snapshotter",
+                &s,
+                "--images",
+                &i,
+                "--tasks",
+                &t,
+            ],
         );
         Self {
             dir,
             content,
             snapshotter,
             images,
+            tasks,
             gateway,
         }
     }
@@ -394,6 +413,10 @@ fn grpcurl_lists_every_service_and_pulls() {
         "containerd.services.images.v1.Images",
         "containerd.services.leases.v1.Leases",
         "containerd.services.namespaces.v1.Namespaces",
+        "containerd.services.containers.v1.Containers",
+        "containerd.services.events.v1.Events",
+        "containerd.services.introspection.v1.Introspection",
+        "containerd.services.version.v1.Version",
         "grpc.health.v1.Health",
     ] {
         assert!(
@@ -572,6 +595,9 @@ fn ctr_version_and_plugins_through_the_gateway() {
     };
     let v = ok(&mut ctr(&["version"]), None);
     assert!(v.contains("strata"), "{v}");
+    // Containers are routed to the tasks service.
+    let c = ok(&mut ctr(&["containers", "ls"]), None);
+    assert!(c.starts_with("CONTAINER"), "{c}");
     let plugins = ok(&mut ctr(&["plugins", "ls"]), None);
     for id in [
         "overlayfs",

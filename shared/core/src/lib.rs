@@ -1,10 +1,12 @@
 //! Domain types every strata service shares. Nothing here knows about gRPC: the transport maps
 //! [`errdefs::Kind`] to status codes once, in `strata-grpc`.
 
+pub mod containers;
 pub mod content;
 pub mod descriptor;
 pub mod digest;
 pub mod errdefs;
+pub mod events;
 pub mod filters;
 pub mod identifiers;
 pub mod images;

@@ -4,6 +4,7 @@
 pub mod authority;
 pub mod client;
 pub mod convert;
+pub mod convert_containers;
 pub mod convert_images;
 pub mod metadata;
 pub mod remote;

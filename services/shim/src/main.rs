@@ -1,0 +1,72 @@
+//! strata-shim: the supervisor of one container, like containerd's shim.
+//!
+//! `strata-shim --id ID --bundle DIR --state DIR [--runtime builtin|runc|crun|PATH]
+//!  [--stdin PATH] [--stdout PATH] [--stderr PATH]`
+//!
+//! It detaches into its own session, becomes the subreaper of what the container leaves
+//! behind, creates the container, answers on `<state>/shim.sock` (see [`protocol`]), reaps the
+//! container's processes and records init's exit status in `<state>/exit` (written to a
+//! temporary file, fsynced and renamed), so a restarted tasks service finds every container
+//! again and learns its true exit code. The container's output is kept in `<state>/log` and
+//! copied to the stdout/stderr paths (FIFOs, as containerd clients give) when given. It prints
+//! `ready <pid>` on stdout once the socket accepts, then closes stdout.
+
+mod protocol;
+mod runtime;
+mod supervisor;
+
+use std::path::PathBuf;
+
+#[derive(Debug, Default)]
+pub struct Args {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub state: PathBuf,
+    pub runtime: String,
+    pub stdin: Option<PathBuf>,
+    pub stdout: Option<PathBuf>,
+    pub stderr: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        runtime: "builtin".into(),
+        ..Default::default()
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--id" => a.id = value()?,
+            "--bundle" => a.bundle = value()?.into(),
+            "--state" => a.state = value()?.into(),
+            "--runtime" => a.runtime = value()?,
+            "--stdin" => a.stdin = Some(value()?.into()),
+            "--stdout" => a.stdout = Some(value()?.into()),
+            "--stderr" => a.stderr = Some(value()?.into()),
+            "--version" => {
+                println!("strata-shim {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if a.id.is_empty() || a.bundle.as_os_str().is_empty() || a.state.as_os_str().is_empty() {
+        return Err("--id, --bundle and --state are required".into());
+    }
+    Ok(a)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("strata-shim: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = supervisor::run(args) {
+        eprintln!("strata-shim: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,34 @@
+//! strata-tasks: containers over an embedded database ([`containers`]), the in-process event
+//! exchange ([`events`]) and the gRPC adapters ([`grpc`]) serving containerd's Containers and
+//! Events APIs. The Tasks API (and the per-container supervisors) will live beside them, in
+//! their own modules, sharing the [`Config`], the database and the exchange.
+
+pub mod containers;
+pub mod events;
+pub mod grpc;
+
+pub use containers::{LocalContainers, StoreError};
+pub use events::{Exchange, Subscription};
+
+use std::path::PathBuf;
+
+/// Where the runtime state lives: `/run/strata/tasks` by default.
+pub const DEFAULT_STATE: &str = "/run/strata/tasks";
+/// The snapshotter service the Tasks API will mount container root filesystems from.
+pub const DEFAULT_SNAPSHOTTER: &str = "/run/strata/snapshotter.sock";
+/// Envelopes the exchange keeps for subscribers that have not read them yet.
+pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+
+/// The service's settings beyond the common ones (address, root, log format).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Persistent state: `metadata.redb`.
+    pub root: PathBuf,
+    /// Runtime state (lost at reboot): per-task bundles and sockets, for the Tasks API. Created
+    /// at start-up.
+    pub state: PathBuf,
+    /// The snapshotter service's address, for the Tasks API.
+    pub snapshotter: String,
+    /// The exchange's buffer per subscriber; one that falls further behind is dropped.
+    pub event_buffer: usize,
+}

@@ -1,0 +1,104 @@
+//! strata-tasks: serves containerd's Containers and Events APIs (the Tasks API comes later).
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use strata_grpc::server::{self, CommonArgs};
+use strata_tasks::grpc::{ContainersService, EventsService, names};
+use strata_tasks::{Config, Exchange, LocalContainers};
+
+/// strata's tasks service: containers and events.
+#[derive(Debug, Parser)]
+#[command(name = "strata-tasks", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Directory for runtime state (task bundles and sockets; lost at reboot), created at
+    /// start-up (config key `state`) [default: /run/strata/tasks]
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// The snapshotter service, where the Tasks API will mount root filesystems from (config key
+    /// `snapshotter`) [default: /run/strata/snapshotter.sock]
+    #[arg(long)]
+    snapshotter: Option<String>,
+}
+
+fn config_str(extra: &toml::Table, key: &str) -> anyhow::Result<Option<String>> {
+    match extra.get(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => bail!("config key {key} must be a string, not {}", v.type_str()),
+    }
+}
+
+fn config_usize(extra: &toml::Table, key: &str) -> anyhow::Result<Option<usize>> {
+    match extra.get(key) {
+        None => Ok(None),
+        Some(toml::Value::Integer(i)) => match usize::try_from(*i) {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => bail!("config key {key} must be a positive integer, not {i}"),
+        },
+        Some(v) => bail!("config key {key} must be an integer, not {}", v.type_str()),
+    }
+}
+
+/// Closes the exchange at SIGTERM or SIGINT, so open subscriptions end and the server can stop.
+fn close_on_signal(exchange: Arc<Exchange>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        exchange.close();
+    });
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = cli.common.resolve("tasks")?;
+    server::init_logging(settings.log_format);
+    let config = Config {
+        root: settings.root.clone(),
+        state: match cli.state {
+            Some(p) => p,
+            None => config_str(&settings.extra, "state")?
+                .map_or_else(|| PathBuf::from(strata_tasks::DEFAULT_STATE), PathBuf::from),
+        },
+        snapshotter: cli
+            .snapshotter
+            .or(config_str(&settings.extra, "snapshotter")?)
+            .unwrap_or_else(|| strata_tasks::DEFAULT_SNAPSHOTTER.to_owned()),
+        event_buffer: config_usize(&settings.extra, "event_buffer")?
+            .unwrap_or(strata_tasks::DEFAULT_EVENT_BUFFER),
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(&config.state)
+        .with_context(|| format!("creating state directory {}", config.state.display()))?;
+
+    let exchange = Arc::new(Exchange::new(config.event_buffer));
+    let containers = LocalContainers::open(&config.root, exchange.clone())
+        .with_context(|| format!("opening tasks metadata at {}", config.root.display()))?;
+    tracing::info!(
+        root = %config.root.display(),
+        state = %config.state.display(),
+        snapshotter = %config.snapshotter,
+        event_buffer = config.event_buffer,
+        containers = containers.count().unwrap_or_default(),
+        "tasks store open"
+    );
+    close_on_signal(exchange.clone())?;
+    let routes =
+        tonic::service::Routes::new(ContainersService::new(Arc::new(containers)).into_server())
+            .add_service(EventsService::new(exchange).into_server());
+    server::serve(&settings.address, routes, names::ALL, &[]).await?;
+    Ok(())
+}

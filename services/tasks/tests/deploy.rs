@@ -1,0 +1,143 @@
+//! Deployment: the systemd unit verifies and keeps containers' supervisors alive across
+//! restarts, readiness reaches systemd's notify socket only once the socket accepts, the shipped
+//! config parses, SIGTERM ends open subscriptions, and bad config is a clear error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use strata_testkit::{run, tool};
+
+const BIN: &str = common::TASKS_BIN;
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let analyze = tool("systemd-analyze", "systemd");
+    let dir = strata_testkit::tempdir();
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/strata-tasks.service")).unwrap();
+    for line in ["Type=notify", "Delegate=yes", "KillMode=process"] {
+        assert!(unit.lines().any(|l| l == line), "no {line}");
+    }
+    let dep = "strata-snapshotter.service";
+    for key in ["After=", "Wants="] {
+        assert!(
+            unit.lines().any(|l| l.starts_with(key) && l.contains(dep)),
+            "no {key}{dep}"
+        );
+    }
+    let unit = unit.replace("/usr/local/bin/strata-tasks", BIN);
+    let path = dir.path().join("strata-tasks.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = run(Command::new(analyze).arg("verify").arg(&path), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaints: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("strata-tasks.service"))
+        .collect();
+    assert!(
+        out.status.success() && complaints.is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifies_ready_reads_the_shipped_config_and_stops_with_subscribers() {
+    let dir = strata_testkit::tempdir();
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let shipped = std::fs::read_to_string(repo().join("deploy/config/tasks.toml")).unwrap();
+    assert!(shipped.contains("event_buffer = 1024"), "{shipped}");
+    let sock = dir.path().join("tasks.sock");
+    let state = dir.path().join("run/tasks");
+    let config = dir.path().join("tasks.toml");
+    std::fs::write(
+        &config,
+        shipped
+            .replace("/run/strata/tasks.sock", sock.to_str().unwrap())
+            .replace("/run/strata/tasks", state.to_str().unwrap())
+            .replace(
+                "/var/lib/strata/tasks",
+                dir.path().join("root").to_str().unwrap(),
+            )
+            .replace("log_format = \"text\"", "log_format = \"json\""),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("no READY=1 from the service");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    UnixStream::connect(&sock).expect("READY=1 sent before the socket accepts");
+    assert!(dir.path().join("root/metadata.redb").exists());
+    assert!(state.is_dir(), "state directory not created");
+
+    // An open subscription does not hold the server up at SIGTERM: its stream ends.
+    let events = strata_grpc::remote::RemoteEvents::connect(sock.to_str().unwrap()).unwrap();
+    let mut sub = events.subscribe(&[]).await.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    use tokio_stream::StreamExt as _;
+    assert!(sub.next().await.is_none(), "subscription not ended");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let first = logs.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with('{'),
+        "log_format = json not honoured: {first}"
+    );
+    assert!(
+        logs.contains("\"event_buffer\":1024") && logs.contains("snapshotter.sock"),
+        "config keys not honoured: {logs}"
+    );
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    let dir = strata_testkit::tempdir();
+    for (text, needle) in [
+        ("address = [", "bad.toml"),
+        ("event_buffer = \"many\"", "event_buffer"),
+        ("event_buffer = 0", "event_buffer"),
+        ("snapshotter = 1", "snapshotter"),
+        ("state = true", "state"),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = run(
+            Command::new(BIN)
+                .arg("--config")
+                .arg(&config)
+                .arg("--address")
+                .arg(dir.path().join("x.sock"))
+                .arg("--root")
+                .arg(dir.path().join("root")),
+            None,
+        );
+        assert!(!out.status.success(), "{text} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}

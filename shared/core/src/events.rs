@@ -1,0 +1,104 @@
+//! Events: envelopes (a namespace, a topic, a time and an [`Any`] payload) published by the
+//! services and delivered to subscribers, with containerd's rules for topics and envelopes.
+
+use crate::containers::Any;
+use crate::errdefs::{Error, Result};
+use crate::identifiers;
+use std::future::Future;
+use std::time::SystemTime;
+
+/// One event as delivered to subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub timestamp: SystemTime,
+    pub namespace: String,
+    pub topic: String,
+    pub event: Option<Any>,
+}
+
+/// Type URLs of the events strata publishes, as containerd encodes them (the protobuf message's
+/// full name, without a host prefix).
+pub mod types {
+    pub const CONTAINER_CREATE: &str = "containerd.events.ContainerCreate";
+    pub const CONTAINER_UPDATE: &str = "containerd.events.ContainerUpdate";
+    pub const CONTAINER_DELETE: &str = "containerd.events.ContainerDelete";
+}
+
+/// Topics strata publishes.
+pub mod topics {
+    pub const CONTAINER_CREATE: &str = "/containers/create";
+    pub const CONTAINER_UPDATE: &str = "/containers/update";
+    pub const CONTAINER_DELETE: &str = "/containers/delete";
+}
+
+/// Checks a topic as containerd does: it starts with `/` and every `/`-separated component is
+/// an identifier (`[A-Za-z0-9]+([._-][A-Za-z0-9]+)*`).
+pub fn validate_topic(topic: &str) -> Result<()> {
+    let bad = |why: String| Error::invalid_argument(format!("event topic {topic:?}: {why}"));
+    let Some(rest) = topic.strip_prefix('/') else {
+        return Err(bad(if topic.is_empty() {
+            "must not be empty".into()
+        } else {
+            "must start with '/'".into()
+        }));
+    };
+    if rest.is_empty() {
+        return Err(bad("must have at least one component".into()));
+    }
+    for component in rest.split('/') {
+        identifiers::validate("component", component).map_err(|e| bad(e.message().to_owned()))?;
+    }
+    Ok(())
+}
+
+/// Checks a forwarded envelope: a valid namespace and topic, and a timestamp.
+pub fn validate_envelope(env: &Envelope) -> Result<()> {
+    identifiers::validate_namespace(&env.namespace)
+        .map_err(|e| e.context(format!("event envelope on topic {:?}", env.topic)))?;
+    validate_topic(&env.topic)?;
+    if env.timestamp == SystemTime::UNIX_EPOCH {
+        return Err(Error::invalid_argument(format!(
+            "event envelope on topic {:?}: timestamp must be set on a forwarded event",
+            env.topic
+        )));
+    }
+    Ok(())
+}
+
+/// Filters on envelopes see `namespace` and `topic`; `event.*` needs the payload decoded, which
+/// the service that knows the event types adds on top.
+impl crate::filters::Adaptor for Envelope {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path {
+            [f] if f == "namespace" => Some(self.namespace.clone()).filter(|s| !s.is_empty()),
+            [f] if f == "topic" => Some(self.topic.clone()).filter(|s| !s.is_empty()),
+            _ => None,
+        }
+    }
+}
+
+/// Where events go: the in-process exchange of a service, or the Events API across a socket.
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes `event` on `topic` in `ns`, stamped now. InvalidArgument for a bad topic or
+    /// namespace.
+    fn publish(&self, ns: &str, topic: &str, event: Any)
+    -> impl Future<Output = Result<()>> + Send;
+    /// Delivers an envelope made elsewhere as it is (after [`validate_envelope`]).
+    fn forward(&self, envelope: Envelope) -> impl Future<Output = Result<()>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics() {
+        for ok in ["/containers/create", "/tasks/exit", "/a", "/x-1/y_2/z.3"] {
+            assert!(validate_topic(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/", "containers", "/a//b", "/a/", "/a b", "/ä", "/-a"] {
+            let err = validate_topic(bad).expect_err(bad);
+            assert!(err.message().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+}

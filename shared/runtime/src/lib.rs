@@ -1,0 +1,32 @@
+//! strata's built-in OCI runtime: creates and runs containers from OCI bundles with runc's
+//! lifecycle semantics (create → start → kill/pause/resume/exec → delete), so strata can run
+//! containers on a machine without runc.
+//!
+//! The container's init (and every exec'd process) is a direct child of the calling process,
+//! which must reap it with `waitpid`; see [`Container`].
+//!
+//! Supported from `config.json`: pid, mount, uts, ipc, network and cgroup namespaces (new or
+//! joined by path; a new network namespace gets `lo` up), hostname and domainname, root with
+//! `pivot_root` and `readonly`, mounts in order (including `cgroup`), default device nodes,
+//! `linux.devices`, masked and read-only paths, sysctls, process args/env/cwd/user/
+//! additional gids/umask, capabilities, `noNewPrivileges`, rlimits, oom_score_adj, a pty for
+//! `process.terminal`, and cgroup limits (memory and swap, cpu shares/quota/period, cpuset,
+//! pids, v1 device rules) on cgroup v1 or v2. Not supported: user and time namespaces
+//! (rejected with [`Error::Unsupported`]), seccomp (ignored with a warning), hooks, AppArmor
+//! and SELinux labels, v2 device rules (eBPF).
+
+mod caps;
+mod cgroups;
+mod child;
+mod container;
+mod error;
+mod net;
+mod rootfs;
+mod spec;
+
+pub use container::{Container, ExecProcess, State, Status, Stdio};
+pub use error::{Error, Result};
+pub use nix::sys::signal::Signal;
+pub use nix::unistd::Pid;
+pub use oci_spec;
+pub use spec::{DEFAULT_CAPABILITIES, default_spec};
