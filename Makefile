@@ -1,6 +1,6 @@
 # strata: one command for the main job, one for the tests.
 #   make up     build (release), start the stack on /run/strata, seed a local registry with a
-#               busybox-static image and pull it through the gateway
+#               busybox-static image, pull it through the gateway and run a container of it
 #   make down   stop the stack started by `make up`
 #   make test   formatting, lints and every test (needs containerd's ctr, grpcurl, systemd-analyze)
 #   make bench  side-by-side benchmarks against containerd
@@ -10,7 +10,7 @@ CARGO   ?= cargo
 PREFIX  ?= /usr/local
 RUN     ?= /run/strata
 STATE   ?= /var/lib/strata
-SERVICES = content snapshotter images gateway
+SERVICES = content snapshotter images tasks gateway
 TEST_LOG ?= $(or $(CARGO_TARGET_DIR),target)/test.log
 
 .PHONY: all build release test lint fmt up down install bench clean
@@ -46,6 +46,7 @@ down:
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/strata $(DESTDIR)/etc/systemd/system
+	install -m 0755 target/release/strata target/release/strata-shim $(DESTDIR)$(PREFIX)/bin/
 	for s in $(SERVICES); do \
 	  install -m 0755 target/release/strata-$$s $(DESTDIR)$(PREFIX)/bin/; \
 	  install -m 0644 deploy/systemd/strata-$$s.service $(DESTDIR)/etc/systemd/system/; \

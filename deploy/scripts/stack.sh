@@ -3,7 +3,8 @@
 # With systemd, use deploy/systemd/*.service instead (`make install`).
 #   stack.sh up SERVICE...    start each service in the background, wait until its socket accepts
 #   stack.sh down SERVICE...  SIGTERM each service and wait for it
-#   stack.sh demo             seed a local registry with a busybox-static image, pull it, list it
+#   stack.sh demo             seed a local registry with a busybox-static image, pull it, list
+#                             it, run a container of it
 set -euo pipefail
 
 RUN=${RUN:-/run/strata}
@@ -32,7 +33,8 @@ up() {
     case $svc in
       snapshotter) extra=(--content "$RUN/content.sock") ;;
       images) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock") ;;
-      gateway) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --images "$RUN/images.sock") ;;
+      tasks) extra=(--snapshotter "$RUN/snapshotter.sock" --state "$RUN/tasks") ;;
+      gateway) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --images "$RUN/images.sock" --tasks "$RUN/tasks.sock") ;;
     esac
     if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       echo "strata-$svc already running (pid $(cat "$pidfile")) on $sock"
@@ -73,6 +75,11 @@ demo() {
   "$cli" --address "$RUN/strata.sock" images
   echo
   "$cli" --address "$RUN/strata.sock" system df
+  echo
+  # Run a container of it (containerd's ctr drives strata's gateway until `strata run` lands).
+  command -v ctr >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd >/dev/null
+  ctr --address "$RUN/strata.sock" run --rm 127.0.0.1:5000/busybox:latest "demo-$$" \
+    sh -c 'echo "hello from a strata container: pid $$, $(ls /bin | wc -l) busybox applets"'
 }
 
 cmd=${1:-}

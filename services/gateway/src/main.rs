@@ -120,7 +120,8 @@ async fn main() -> anyhow::Result<()> {
         .add_service(Forward::<router::Namespaces>::new(images_ch.clone()).with_hooks(hooks))
         .add_service(Forward::<router::GarbageCollector>::new(images_ch))
         .add_service(Forward::<router::Containers>::new(tasks_ch.clone()))
-        .add_service(Forward::<router::Events>::new(tasks_ch));
+        .add_service(Forward::<router::Events>::new(tasks_ch.clone()))
+        .add_service(Forward::<router::Tasks>::new(tasks_ch));
     server::serve(
         &settings.address,
         routes,
@@ -137,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
             router::GarbageCollector::NAME,
             router::Containers::NAME,
             router::Events::NAME,
+            router::Tasks::NAME,
         ],
         &[],
     )

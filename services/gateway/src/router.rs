@@ -39,6 +39,7 @@ names!(
     GarbageCollector = "strata.images.v1.GarbageCollector",
     Containers = "containerd.services.containers.v1.Containers",
     Events = "containerd.services.events.v1.Events",
+    Tasks = "containerd.services.tasks.v1.Tasks",
 );
 
 /// Forwards every call of service `N` to `channel`.

@@ -749,3 +749,89 @@ fn ctr_pulls_through_the_gateway_into_the_shared_store() {
     let snaps = ok(ctr().args(["snapshots", "ls"]), None);
     assert_eq!(snaps.lines().count(), 2, "{snaps}");
 }
+
+#[test]
+fn ctr_runs_containers_through_the_gateway() {
+    let mut stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let dir = layout(stack.dir.path(), "run");
+    oci_image(&dir, &[busybox_layer()], host_arch());
+    let r = reg.push(&dir, "run:1");
+    let sock = stack.gateway.socket.clone();
+    let ctr = move || {
+        let mut c = Command::new(strata_testkit::tool("ctr", "containerd"));
+        c.arg("--address").arg(&sock);
+        c
+    };
+    ok(ctr().args(["images", "pull", "--plain-http", &r]), None);
+
+    // Output on the terminal, pid 1, and the exit code as ctr's own.
+    let out = run(
+        ctr().args(["run", "--rm", &r, "one", "sh", "-c", "echo pid $$; exit 3"]),
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pid 1"));
+    assert!(
+        ok(ctr().args(["containers", "ls", "-q"]), None)
+            .trim()
+            .is_empty()
+    );
+
+    // Detached: listed, exec joins it, killed, deleted.
+    ok(ctr().args(["run", "-d", &r, "two", "sleep", "1000"]), None);
+    let tasks = ok(ctr().args(["tasks", "ls"]), None);
+    assert!(
+        tasks.contains("two") && tasks.contains("RUNNING"),
+        "{tasks}"
+    );
+    let ps = ok(
+        ctr().args([
+            "tasks",
+            "exec",
+            "--exec-id",
+            "e1",
+            "two",
+            "ps",
+            "-o",
+            "pid,args",
+        ]),
+        None,
+    );
+    assert!(
+        ps.lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("sleep")),
+        "{ps}"
+    );
+
+    // A restart of strata-tasks loses no container: it is found again and can be killed.
+    stack.tasks.kill9();
+    stack.tasks.restart();
+    let tasks = ok(ctr().args(["tasks", "ls"]), None);
+    assert!(
+        tasks.contains("two") && tasks.contains("RUNNING"),
+        "{tasks}"
+    );
+    ok(ctr().args(["tasks", "kill", "-s", "SIGKILL", "two"]), None);
+    let mut stopped = false;
+    for _ in 0..200 {
+        if ok(ctr().args(["tasks", "ls"]), None).contains("STOPPED") {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(stopped);
+    ok(ctr().args(["tasks", "rm", "two"]), None);
+    ok(ctr().args(["containers", "rm", "two"]), None);
+    assert!(
+        ok(ctr().args(["tasks", "ls", "-q"]), None)
+            .trim()
+            .is_empty()
+    );
+}

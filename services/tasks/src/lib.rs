@@ -6,6 +6,8 @@
 pub mod containers;
 pub mod events;
 pub mod grpc;
+pub mod tasks;
+pub mod tasks_grpc;
 
 pub use containers::{LocalContainers, StoreError};
 pub use events::{Exchange, Subscription};

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use strata_grpc::server::{self, CommonArgs};
 use strata_tasks::grpc::{ContainersService, EventsService, names};
+use strata_tasks::tasks::Tasks;
+use strata_tasks::tasks_grpc::TasksService;
 use strata_tasks::{Config, Exchange, LocalContainers};
 
 /// strata's tasks service: containers and events.
@@ -23,6 +25,14 @@ struct Cli {
     /// `snapshotter`) [default: /run/strata/snapshotter.sock]
     #[arg(long)]
     snapshotter: Option<String>,
+    /// The per-container supervisor binary (config key `shim`) [default: strata-shim beside
+    /// this binary]
+    #[arg(long)]
+    shim: Option<String>,
+    /// Runtime for containers that name containerd's runc runtime or none: builtin, runc, crun
+    /// or a path (config key `runtime`) [default: builtin]
+    #[arg(long)]
+    runtime: Option<String>,
 }
 
 fn config_str(extra: &toml::Table, key: &str) -> anyhow::Result<Option<String>> {
@@ -96,9 +106,33 @@ async fn main() -> anyhow::Result<()> {
         "tasks store open"
     );
     close_on_signal(exchange.clone())?;
-    let routes =
-        tonic::service::Routes::new(ContainersService::new(Arc::new(containers)).into_server())
-            .add_service(EventsService::new(exchange).into_server());
-    server::serve(&settings.address, routes, names::ALL, &[]).await?;
+    let containers = Arc::new(containers);
+    // The supervisor binary ships beside this one.
+    let shim = match cli.shim.or(config_str(&settings.extra, "shim")?) {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .context("locating strata-tasks")?
+            .with_file_name("strata-shim"),
+    };
+    let runtime = cli
+        .runtime
+        .or(config_str(&settings.extra, "runtime")?)
+        .unwrap_or_else(|| "builtin".to_owned());
+    let snapshots = strata_grpc::remote::RemoteSnapshots::connect(&config.snapshotter)
+        .with_context(|| format!("snapshotter address {}", config.snapshotter))?;
+    let tasks = Arc::new(Tasks::new(
+        config.state.clone(),
+        shim,
+        runtime,
+        containers.clone(),
+        snapshots,
+        exchange.clone(),
+    ));
+    let routes = tonic::service::Routes::new(ContainersService::new(containers).into_server())
+        .add_service(EventsService::new(exchange).into_server())
+        .add_service(TasksService::new(tasks).into_server());
+    let mut served = names::ALL.to_vec();
+    served.push("containerd.services.tasks.v1.Tasks");
+    server::serve(&settings.address, routes, &served, &[]).await?;
     Ok(())
 }

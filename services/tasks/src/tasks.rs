@@ -1,0 +1,608 @@
+//! Tasks: the running side of containers. One supervisor (`strata-shim`) per task holds the
+//! container's stdio, reaps it and records its exit; this module starts supervisors, talks to
+//! them on their sockets, mounts root file systems and publishes task events. Everything about
+//! a task lives under `<state>/<namespace>/<id>/`, so a restarted service finds every task again
+//! by looking there.
+
+use crate::events::{Exchange, encode};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use strata_api::containerd::events as ev;
+use strata_core::containers::ContainerStore;
+use strata_core::mount::Mount;
+use strata_core::snapshots::SnapshotStore;
+use strata_core::{Error, Result, identifiers};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// How a task or process stands, as containerd reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Stopped,
+    Paused,
+}
+
+/// A task or an exec'd process, as Get and List answer.
+#[derive(Debug, Clone)]
+pub struct ProcessView {
+    pub container_id: String,
+    pub exec_id: String,
+    pub pid: u32,
+    pub status: Status,
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_status: u32,
+    pub exited_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub rootfs: Vec<Mount>,
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+#[derive(Debug, Clone)]
+struct PendingExec {
+    process: Value,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+}
+
+/// The exit of a process: status and time.
+#[derive(Debug, Clone, Copy)]
+pub struct ExitInfo {
+    pub pid: u32,
+    pub status: u32,
+    pub at: SystemTime,
+}
+
+pub struct Tasks<C, S> {
+    state: PathBuf,
+    shim: PathBuf,
+    default_runtime: String,
+    containers: Arc<C>,
+    snapshots: S,
+    events: Arc<Exchange>,
+    /// Exec'd processes created but not started yet, by (namespace, container, exec id).
+    pending: Mutex<HashMap<(String, String, String), PendingExec>>,
+}
+
+fn shim_err(id: &str, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("task {id:?}: {what}: {e}"))
+}
+
+fn exit_from(v: &Value) -> Option<(u32, SystemTime)> {
+    let e = v.get("exit")?;
+    let status = u32::try_from(e.get("status")?.as_u64()?).ok()?;
+    let secs = e.get("at_secs")?.as_u64()?;
+    let nanos = u32::try_from(e.get("at_nanos")?.as_u64()?).ok()?;
+    Some((status, UNIX_EPOCH + Duration::new(secs, nanos)))
+}
+
+/// One request to a supervisor, one reply.
+async fn call(dir: &Path, id: &str, req: Value) -> Result<Value> {
+    let sock = dir.join("shim.sock");
+    let mut s = UnixStream::connect(&sock).await.map_err(|e| {
+        Error::not_found(format!(
+            "task {id:?}: supervisor not reachable at {}: {e}",
+            sock.display()
+        ))
+    })?;
+    let mut line = serde_json::to_vec(&req).map_err(|e| shim_err(id, "request", e))?;
+    line.push(b'\n');
+    s.write_all(&line)
+        .await
+        .map_err(|e| shim_err(id, "request", e))?;
+    let mut reply = String::new();
+    BufReader::new(s)
+        .read_line(&mut reply)
+        .await
+        .map_err(|e| shim_err(id, "reply", e))?;
+    let v: Value = serde_json::from_str(&reply).map_err(|e| shim_err(id, "reply", e))?;
+    if let Some(err) = v.get("error").and_then(Value::as_str) {
+        let lower = err.to_lowercase();
+        return Err(if lower.contains("not found") {
+            Error::not_found(format!("task {id:?}: {err}"))
+        } else if lower.contains("still running") || lower.contains("not running") {
+            Error::failed_precondition(format!("task {id:?}: {err}"))
+        } else {
+            Error::internal(format!("task {id:?}: {err}"))
+        });
+    }
+    Ok(v)
+}
+
+fn status_of(s: &str) -> Status {
+    match s {
+        "created" => Status::Created,
+        "running" => Status::Running,
+        "paused" => Status::Paused,
+        _ => Status::Stopped,
+    }
+}
+
+impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
+    pub fn new(
+        state: PathBuf,
+        shim: PathBuf,
+        default_runtime: String,
+        containers: Arc<C>,
+        snapshots: S,
+        events: Arc<Exchange>,
+    ) -> Self {
+        Self {
+            state,
+            shim,
+            default_runtime,
+            containers,
+            snapshots,
+            events,
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn dir(&self, ns: &str, id: &str) -> Result<PathBuf> {
+        identifiers::validate_namespace(ns)?;
+        identifiers::validate("container id", id)?;
+        Ok(self.state.join(ns).join(id))
+    }
+
+    fn publish(&self, ns: &str, topic: &str, type_url: &str, msg: &impl prost::Message) {
+        if let Err(e) = self.events.publish(ns, topic, encode(type_url, msg)) {
+            tracing::warn!(topic, error = %e, "could not publish a task event");
+        }
+    }
+
+    fn runtime_for(&self, name: &str) -> String {
+        match name {
+            ""
+            | "io.containerd.runc.v2"
+            | "io.containerd.runc.v1"
+            | "io.containerd.runtime.v1.linux"
+            | "builtin"
+            | "strata" => self.default_runtime.clone(),
+            other => other.to_owned(),
+        }
+    }
+
+    /// Creates the task of container `id`: mounts its root file system, writes the bundle,
+    /// starts its supervisor. Returns init's pid.
+    pub async fn create(&self, ns: &str, id: &str, opts: CreateOptions) -> Result<u32> {
+        let dir = self.dir(ns, id)?;
+        let container = self.containers.get(ns, id).await?;
+        if dir.join("shim.sock").exists() {
+            return Err(Error::already_exists(format!(
+                "task {id:?}: already exists"
+            )));
+        }
+        if opts.terminal {
+            return Err(Error::invalid_argument(format!(
+                "task {id:?}: terminals are not supported by strata's supervisor yet"
+            )));
+        }
+        let spec = container
+            .spec
+            .as_ref()
+            .ok_or_else(|| Error::failed_precondition(format!("container {id:?} has no spec")))?;
+        let mut spec: Value = serde_json::from_slice(&spec.value)
+            .map_err(|e| Error::invalid_argument(format!("container {id:?}: spec: {e}")))?;
+        let bundle = dir.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs).map_err(|e| shim_err(id, "bundle", e))?;
+        let mounts = if !opts.rootfs.is_empty() {
+            opts.rootfs.clone()
+        } else if !container.snapshot_key.is_empty() {
+            self.snapshots
+                .mounts(&container.snapshotter, ns, &container.snapshot_key)
+                .await?
+        } else {
+            Vec::new()
+        };
+        if !mounts.is_empty() {
+            let (m, r) = (mounts.clone(), rootfs.clone());
+            tokio::task::spawn_blocking(move || strata_mount::mount_all(&m, &r))
+                .await
+                .map_err(|e| shim_err(id, "mount", e))?
+                .map_err(|e| Error::from(e).context(format!("task {id:?}: mounting its root")))?;
+            spec["root"]["path"] = json!(rootfs.display().to_string());
+        }
+        if spec["linux"]["cgroupsPath"]
+            .as_str()
+            .is_none_or(str::is_empty)
+        {
+            spec["linux"]["cgroupsPath"] = json!(format!("/strata/{ns}/{id}"));
+        }
+        let config = serde_json::to_vec(&spec).map_err(|e| shim_err(id, "spec", e))?;
+        std::fs::write(bundle.join("config.json"), config).map_err(|e| shim_err(id, "spec", e))?;
+
+        let runtime = self.runtime_for(&container.runtime.name);
+        let mut cmd = tokio::process::Command::new(&self.shim);
+        cmd.args(["--id", id, "--runtime", &runtime])
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--state")
+            .arg(&dir);
+        for (flag, path) in [
+            ("--stdin", &opts.stdin),
+            ("--stdout", &opts.stdout),
+            ("--stderr", &opts.stderr),
+        ] {
+            if !path.is_empty() {
+                cmd.arg(flag).arg(path);
+            }
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| shim_err(id, &format!("starting {}", self.shim.display()), e))?;
+        let out = child.stdout.take();
+        let mut line = String::new();
+        if let Some(out) = out {
+            let _ = BufReader::new(out).read_line(&mut line).await;
+        }
+        // The supervisor lives on in its own session; reap it when it ends.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let Some(pid) = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+            let _ = self.cleanup(&dir, &rootfs, !mounts.is_empty());
+            return Err(Error::failed_precondition(format!(
+                "task {id:?}: the container could not be created: {}",
+                log.lines().last().unwrap_or("no reason given")
+            )));
+        };
+        std::fs::write(
+            dir.join("mounted"),
+            if mounts.is_empty() { "0" } else { "1" },
+        )
+        .map_err(|e| shim_err(id, "state", e))?;
+        std::fs::write(
+            dir.join("io.json"),
+            json!({"stdin": opts.stdin, "stdout": opts.stdout, "stderr": opts.stderr}).to_string(),
+        )
+        .map_err(|e| shim_err(id, "state", e))?;
+        self.publish(
+            ns,
+            "/tasks/create",
+            "containerd.events.TaskCreate",
+            &ev::TaskCreate {
+                container_id: id.to_owned(),
+                bundle: bundle.display().to_string(),
+                rootfs: mounts
+                    .into_iter()
+                    .map(strata_grpc::convert::mounts::to_pb)
+                    .collect(),
+                io: Some(ev::TaskIo {
+                    stdin: opts.stdin,
+                    stdout: opts.stdout,
+                    stderr: opts.stderr,
+                    terminal: false,
+                }),
+                checkpoint: String::new(),
+                pid,
+            },
+        );
+        Ok(pid)
+    }
+
+    fn cleanup(&self, dir: &Path, rootfs: &Path, mounted: bool) -> Result<()> {
+        if mounted && let Err(e) = strata_mount::unmount(rootfs) {
+            tracing::warn!(path = %rootfs.display(), error = %e, "could not unmount a task's root");
+            return Err(Error::internal(format!(
+                "unmounting {}: {e}",
+                rootfs.display()
+            )));
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    }
+
+    /// Starts the task (empty `exec_id`) or a process created by [`exec`](Self::exec).
+    pub async fn start(self: &Arc<Self>, ns: &str, id: &str, exec_id: &str) -> Result<u32> {
+        let dir = self.dir(ns, id)?;
+        if exec_id.is_empty() {
+            call(&dir, id, json!({"op": "start"})).await?;
+            let state = call(&dir, id, json!({"op": "state"})).await?;
+            let pid = u32::try_from(state["pid"].as_i64().unwrap_or(0)).unwrap_or(0);
+            self.publish(
+                ns,
+                "/tasks/start",
+                "containerd.events.TaskStart",
+                &ev::TaskStart {
+                    container_id: id.to_owned(),
+                    pid,
+                },
+            );
+            self.watch_exit(ns, id, "", pid);
+            return Ok(pid);
+        }
+        let key = (ns.to_owned(), id.to_owned(), exec_id.to_owned());
+        // Kept pending until the supervisor has it, so a concurrent Wait never asks too early.
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| {
+                Error::not_found(format!("exec {exec_id:?} of task {id:?}: not found"))
+            })?;
+        let reply = call(
+            &dir,
+            id,
+            json!({"op": "exec", "exec_id": exec_id, "process": pending.process,
+                   "stdin": pending.stdin, "stdout": pending.stdout, "stderr": pending.stderr}),
+        )
+        .await;
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        let reply = reply?;
+        let pid = u32::try_from(reply["pid"].as_i64().unwrap_or(0)).unwrap_or(0);
+        self.publish(
+            ns,
+            "/tasks/exec-started",
+            "containerd.events.TaskExecStarted",
+            &ev::TaskExecStarted {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+                pid,
+            },
+        );
+        self.watch_exit(ns, id, exec_id, pid);
+        Ok(pid)
+    }
+
+    /// Publishes `/tasks/exit` when the process ends.
+    fn watch_exit(self: &Arc<Self>, ns: &str, id: &str, exec_id: &str, pid: u32) {
+        let (this, ns, id, exec_id) = (
+            self.clone(),
+            ns.to_owned(),
+            id.to_owned(),
+            exec_id.to_owned(),
+        );
+        tokio::spawn(async move {
+            if let Ok(exit) = this.wait(&ns, &id, &exec_id).await {
+                let at = strata_grpc::convert::timestamp(exit.at);
+                this.publish(
+                    &ns,
+                    "/tasks/exit",
+                    "containerd.events.TaskExit",
+                    &ev::TaskExit {
+                        container_id: id.clone(),
+                        id: if exec_id.is_empty() {
+                            id.clone()
+                        } else {
+                            exec_id
+                        },
+                        pid,
+                        exit_status: exit.status,
+                        exited_at: Some(at),
+                    },
+                );
+            }
+        });
+    }
+
+    pub async fn exec(
+        &self,
+        ns: &str,
+        id: &str,
+        exec_id: &str,
+        process: Value,
+        stdio: (String, String, String),
+    ) -> Result<()> {
+        let dir = self.dir(ns, id)?;
+        identifiers::validate("exec id", exec_id)?;
+        call(&dir, id, json!({"op": "state"})).await?;
+        let key = (ns.to_owned(), id.to_owned(), exec_id.to_owned());
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.contains_key(&key) {
+            return Err(Error::already_exists(format!(
+                "exec {exec_id:?} of task {id:?}: already exists"
+            )));
+        }
+        pending.insert(
+            key,
+            PendingExec {
+                process,
+                stdin: stdio.0,
+                stdout: stdio.1,
+                stderr: stdio.2,
+            },
+        );
+        drop(pending);
+        self.publish(
+            ns,
+            "/tasks/exec-added",
+            "containerd.events.TaskExecAdded",
+            &ev::TaskExecAdded {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Blocks until the task (or exec'd process) exits.
+    pub async fn wait(&self, ns: &str, id: &str, exec_id: &str) -> Result<ExitInfo> {
+        let dir = self.dir(ns, id)?;
+        // A client may wait on a process it has created but not started yet (ctr does).
+        let key = (ns.to_owned(), id.to_owned(), exec_id.to_owned());
+        while !exec_id.is_empty()
+            && self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let reply = if exec_id.is_empty() {
+            call(&dir, id, json!({"op": "wait"})).await?
+        } else {
+            call(&dir, id, json!({"op": "wait_exec", "exec_id": exec_id})).await?
+        };
+        let (status, at) = exit_from(&reply)
+            .ok_or_else(|| shim_err(id, "wait", "no exit status in the supervisor's reply"))?;
+        let pid = u32::try_from(reply["pid"].as_i64().unwrap_or(0)).unwrap_or(0);
+        Ok(ExitInfo { pid, status, at })
+    }
+
+    pub async fn kill(
+        &self,
+        ns: &str,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+        all: bool,
+    ) -> Result<()> {
+        let dir = self.dir(ns, id)?;
+        let sig = i32::try_from(signal)
+            .map_err(|_| Error::invalid_argument(format!("signal {signal}")))?;
+        if exec_id.is_empty() {
+            call(&dir, id, json!({"op": "kill", "signal": sig, "all": all})).await?;
+        } else {
+            call(
+                &dir,
+                id,
+                json!({"op": "kill_exec", "exec_id": exec_id, "signal": sig}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, ns: &str, id: &str, exec_id: &str) -> Result<ProcessView> {
+        let dir = self.dir(ns, id)?;
+        if !dir.join("shim.sock").exists() {
+            return Err(Error::not_found(format!("task {id:?}: not found")));
+        }
+        let state = call(&dir, id, json!({"op": "state"})).await?;
+        let io: Value = std::fs::read(dir.join("io.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        let s = |k: &str| io[k].as_str().unwrap_or_default().to_owned();
+        if !exec_id.is_empty() {
+            return Err(Error::new(
+                strata_core::Kind::NotImplemented,
+                format!("exec {exec_id:?} of task {id:?}: per-process state is not kept yet"),
+            ));
+        }
+        let exit = exit_from(&state);
+        Ok(ProcessView {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+            pid: u32::try_from(state["pid"].as_i64().unwrap_or(0)).unwrap_or(0),
+            status: status_of(state["status"].as_str().unwrap_or("")),
+            stdin: s("stdin"),
+            stdout: s("stdout"),
+            stderr: s("stderr"),
+            exit_status: exit.map_or(0, |e| e.0),
+            exited_at: exit.map(|e| e.1),
+        })
+    }
+
+    pub async fn list(&self, ns: &str) -> Result<Vec<ProcessView>> {
+        identifiers::validate_namespace(ns)?;
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.state.join(ns)) else {
+            return Ok(out);
+        };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if let Ok(p) = self.get(ns, &id, "").await {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a stopped task: the supervisor removes the container and exits, the root is
+    /// unmounted, the state directory removed.
+    pub async fn delete(&self, ns: &str, id: &str) -> Result<ExitInfo> {
+        let dir = self.dir(ns, id)?;
+        let view = self.get(ns, id, "").await?;
+        if view.status != Status::Stopped {
+            return Err(Error::failed_precondition(format!(
+                "task {id:?} must be stopped before deletion: it is {:?}",
+                view.status
+            )));
+        }
+        call(&dir, id, json!({"op": "delete"})).await?;
+        let mounted = std::fs::read_to_string(dir.join("mounted")).unwrap_or_default() == "1";
+        self.cleanup(&dir, &dir.join("bundle/rootfs"), mounted)?;
+        let at = view.exited_at.unwrap_or_else(SystemTime::now);
+        self.publish(
+            ns,
+            "/tasks/delete",
+            "containerd.events.TaskDelete",
+            &ev::TaskDelete {
+                container_id: id.to_owned(),
+                pid: view.pid,
+                exit_status: view.exit_status,
+                exited_at: Some(strata_grpc::convert::timestamp(at)),
+                id: id.to_owned(),
+            },
+        );
+        Ok(ExitInfo {
+            pid: view.pid,
+            status: view.exit_status,
+            at,
+        })
+    }
+
+    pub async fn simple(&self, ns: &str, id: &str, op: &str) -> Result<Value> {
+        let dir = self.dir(ns, id)?;
+        let v = call(&dir, id, json!({"op": op})).await?;
+        let (topic, url) = match op {
+            "pause" => ("/tasks/paused", "containerd.events.TaskPaused"),
+            "resume" => ("/tasks/resumed", "containerd.events.TaskResumed"),
+            _ => return Ok(v),
+        };
+        if op == "pause" {
+            self.publish(
+                ns,
+                topic,
+                url,
+                &ev::TaskPaused {
+                    container_id: id.to_owned(),
+                },
+            );
+        } else {
+            self.publish(
+                ns,
+                topic,
+                url,
+                &ev::TaskResumed {
+                    container_id: id.to_owned(),
+                },
+            );
+        }
+        Ok(v)
+    }
+
+    pub async fn update(&self, ns: &str, id: &str, resources: Value) -> Result<()> {
+        let dir = self.dir(ns, id)?;
+        call(&dir, id, json!({"op": "update", "resources": resources})).await?;
+        Ok(())
+    }
+}
