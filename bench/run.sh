@@ -12,6 +12,8 @@ echo
 echo
 "$here/pull.sh" 2>>"$out" | tee -a "$out"
 echo
+"$here/run-container.sh" 2>>"$out" | tee -a "$out"
+echo
 echo "summary (strata time / containerd time, lower is better):"
 grep '^RESULT' "$out" | awk '{printf "  %-24s %s\n", $2, $3}'
 rm -f "$out"
