@@ -267,3 +267,34 @@ impl Drop for Containerd {
         }
     }
 }
+
+/// Checks `deploy/systemd/<name>.service` as shipped with `systemd-analyze verify`, its
+/// `ExecStart` pointed at `binary` (the unit names /usr/local/bin/<name>); returns the unit's
+/// text for further checks.
+pub fn verify_unit(name: &str, binary: &str) -> String {
+    let analyze = tool("systemd-analyze", "systemd");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/systemd")
+        .join(format!("{name}.service"));
+    let unit = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    assert!(
+        unit.lines().any(|l| l == "Type=notify"),
+        "{name}: not Type=notify"
+    );
+    let dir = tempdir();
+    let path = dir.path().join(format!("{name}.service"));
+    std::fs::write(
+        &path,
+        unit.replace(&format!("/usr/local/bin/{name}"), binary),
+    )
+    .unwrap();
+    let out = run(Command::new(analyze).arg("verify").arg(&path), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaints: Vec<_> = stderr.lines().filter(|l| l.contains(name)).collect();
+    assert!(
+        out.status.success() && complaints.is_empty(),
+        "systemd-analyze verify {name}: {stderr}"
+    );
+    unit
+}

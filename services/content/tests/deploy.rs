@@ -3,38 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use strata_testkit::{run, tool};
+use strata_testkit::run;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata-content");
 
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
 #[test]
 fn systemd_unit_verifies() {
-    let analyze = tool("systemd-analyze", "systemd");
-    let dir = strata_testkit::tempdir();
-    let unit =
-        std::fs::read_to_string(repo().join("deploy/systemd/strata-content.service")).unwrap();
-    assert!(unit.contains("Type=notify"));
-    // Verify the unit as shipped, pointing ExecStart at the binary under test.
-    let unit = unit.replace("/usr/local/bin/strata-content", BIN);
-    let path = dir.path().join("strata-content.service");
-    std::fs::write(&path, unit).unwrap();
-    let out = run(Command::new(analyze).arg("verify").arg(&path), None);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let complaints: Vec<_> = stderr
-        .lines()
-        .filter(|l| l.contains("strata-content.service"))
-        .collect();
-    assert!(
-        out.status.success() && complaints.is_empty(),
-        "systemd-analyze verify: {stderr}"
-    );
+    strata_testkit::verify_unit("strata-content", BIN);
 }
 
 #[test]

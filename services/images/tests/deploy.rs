@@ -8,7 +8,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use strata_testkit::{run, tool};
+use strata_testkit::run;
 
 const BIN: &str = common::IMAGES_BIN;
 
@@ -18,36 +18,15 @@ fn repo() -> &'static Path {
 
 #[test]
 fn systemd_unit_verifies() {
-    let analyze = tool("systemd-analyze", "systemd");
-    let dir = strata_testkit::tempdir();
-    let unit =
-        std::fs::read_to_string(repo().join("deploy/systemd/strata-images.service")).unwrap();
-    assert!(unit.contains("Type=notify"));
+    let unit = strata_testkit::verify_unit("strata-images", BIN);
     for dep in ["strata-content.service", "strata-snapshotter.service"] {
-        assert!(
-            unit.lines()
-                .any(|l| l.starts_with("After=") && l.contains(dep)),
-            "no After={dep}"
-        );
-        assert!(
-            unit.lines()
-                .any(|l| l.starts_with("Wants=") && l.contains(dep)),
-            "no Wants={dep}"
-        );
+        for key in ["After=", "Wants="] {
+            assert!(
+                unit.lines().any(|l| l.starts_with(key) && l.contains(dep)),
+                "no {key}{dep}"
+            );
+        }
     }
-    let unit = unit.replace("/usr/local/bin/strata-images", BIN);
-    let path = dir.path().join("strata-images.service");
-    std::fs::write(&path, unit).unwrap();
-    let out = run(Command::new(analyze).arg("verify").arg(&path), None);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let complaints: Vec<_> = stderr
-        .lines()
-        .filter(|l| l.contains("strata-images.service"))
-        .collect();
-    assert!(
-        out.status.success() && complaints.is_empty(),
-        "systemd-analyze verify: {stderr}"
-    );
 }
 
 #[test]

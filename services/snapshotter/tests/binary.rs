@@ -174,22 +174,5 @@ fn ctr_snapshots_commands() {
 
 #[test]
 fn systemd_unit_verifies() {
-    let analyze = tool("systemd-analyze", "systemd");
-    let dir = strata_testkit::tempdir();
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/systemd/strata-snapshotter.service"
-    ))
-    .unwrap();
-    assert!(unit.contains("Type=notify"));
-    let unit = unit.replace("/usr/local/bin/strata-snapshotter", BIN);
-    let path = dir.path().join("strata-snapshotter.service");
-    std::fs::write(&path, unit).unwrap();
-    let out = run(Command::new(analyze).arg("verify").arg(&path), None);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let complaints: Vec<_> = stderr
-        .lines()
-        .filter(|l| l.contains("strata-snapshotter.service"))
-        .collect();
-    assert!(out.status.success() && complaints.is_empty(), "{stderr}");
+    strata_testkit::verify_unit("strata-snapshotter", BIN);
 }
