@@ -22,7 +22,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use strata_core::content::futures_like::ChunkStream;
 use strata_core::content::{
     CommitOptions, ContentStore, ContentWriter, Info, ReadChunk, Status, WriterOptions,
@@ -64,75 +64,8 @@ struct IngestRecord {
     started: i64,
 }
 
-/// Failures inside the store; every one maps to a [`strata_core::Error`] for callers.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Api(#[from] Error),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("metadata database: {0}")]
-    Db(Box<redb::Error>),
-    #[error("corrupt metadata record {key}: {source}")]
-    Decode {
-        key: String,
-        source: prost::DecodeError,
-    },
-    #[error("background task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-macro_rules! db_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                Self::Db(Box::new(e.into()))
-            }
-        }
-    )*};
-}
-db_errors!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Api(e) => e,
-            other => Error::internal(other.to_string()),
-        }
-    }
-}
-
-type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn nanos(t: SystemTime) -> i64 {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-fn from_nanos(n: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
-}
-
-fn decode<M: prost::Message + Default>(key: &str, bytes: &[u8]) -> Result<M> {
-    M::decode(bytes).map_err(|source| StoreError::Decode {
-        key: key.to_owned(),
-        source,
-    })
-}
+pub use strata_store::StoreError;
+use strata_store::{Result, decode, from_nanos, io_err, nanos};
 
 fn not_found(d: &Digest) -> StoreError {
     Error::not_found(format!("content {d}: not found")).into()

@@ -18,11 +18,11 @@ use redb::{Database, ReadableTable, TableDefinition};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 use strata_core::descriptor::Descriptor;
 use strata_core::filters::Filter;
 use strata_core::images::{self, DeleteOptions, Image, ImageStore};
@@ -82,71 +82,9 @@ struct LeaseRecord {
     labels: HashMap<String, String>,
 }
 
-/// Failures inside the store; every one maps to a [`strata_core::Error`] for callers.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Api(#[from] Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("metadata database: {0}")]
-    Db(Box<redb::Error>),
-    #[error("corrupt metadata record {key}: {source}")]
-    Decode {
-        key: String,
-        source: prost::DecodeError,
-    },
-    #[error("background task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-macro_rules! db_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                Self::Db(Box::new(e.into()))
-            }
-        }
-    )*};
-}
-db_errors!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Api(e) => e,
-            other => Error::internal(other.to_string()),
-        }
-    }
-}
-
-type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-pub(crate) fn nanos(t: SystemTime) -> i64 {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-pub(crate) fn from_nanos(n: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
-}
-
-fn decode<M: prost::Message + Default>(key: &str, bytes: &[u8]) -> Result<M> {
-    M::decode(bytes).map_err(|source| StoreError::Decode {
-        key: key.to_owned(),
-        source,
-    })
-}
+pub use strata_store::StoreError;
+use strata_store::{Result, decode};
+pub(crate) use strata_store::{from_nanos, nanos};
 
 fn image_not_found(name: &str) -> StoreError {
     Error::not_found(format!("image {name:?}: not found")).into()
@@ -1169,6 +1107,7 @@ impl NamespaceStore for LocalNamespaces {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn describe_shows_three_names() {

@@ -12,10 +12,9 @@ use prost::Message as _;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::collections::HashMap;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 use strata_core::filters::Filter;
 use strata_core::mount::Mount;
 use strata_core::snapshots::{Info, Kind, SnapshotStore, Usage};
@@ -68,74 +67,8 @@ fn kind_from_i32(v: i32) -> Kind {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    #[error(transparent)]
-    Api(#[from] Error),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("metadata database: {0}")]
-    Db(Box<redb::Error>),
-    #[error("corrupt metadata record {key}: {source}")]
-    Decode {
-        key: String,
-        source: prost::DecodeError,
-    },
-    #[error("background task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-macro_rules! db_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for SnapshotError {
-            fn from(e: $t) -> Self {
-                Self::Db(Box::new(e.into()))
-            }
-        }
-    )*};
-}
-db_errors!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-impl From<SnapshotError> for Error {
-    fn from(e: SnapshotError) -> Self {
-        match e {
-            SnapshotError::Api(e) => e,
-            other => Error::internal(other.to_string()),
-        }
-    }
-}
-
-type Result<T, E = SnapshotError> = std::result::Result<T, E>;
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
-    move |source| SnapshotError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn nanos(t: SystemTime) -> i64 {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-fn from_nanos(n: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
-}
-
-fn decode(key: &str, bytes: &[u8]) -> Result<SnapRecord> {
-    SnapRecord::decode(bytes).map_err(|source| SnapshotError::Decode {
-        key: key.to_owned(),
-        source,
-    })
-}
+pub use strata_store::StoreError as SnapshotError;
+use strata_store::{Result, decode, from_nanos, io_err, nanos};
 
 fn not_found(key: &str) -> SnapshotError {
     Error::not_found(format!("snapshot {key:?}: not found")).into()
@@ -223,7 +156,7 @@ impl Inner {
         let mut next = parent.to_owned();
         while !next.is_empty() {
             let v = t.get((b.name(), ns, next.as_str()))?;
-            let rec = match v {
+            let rec: SnapRecord = match v {
                 Some(v) => decode(&next, v.value())?,
                 None => {
                     return Err(
@@ -441,7 +374,7 @@ impl Inner {
                     Error::already_exists(format!("snapshot {name:?}: already exists")).into(),
                 );
             }
-            let current = match t.remove((b.name(), ns, key))? {
+            let current: SnapRecord = match t.remove((b.name(), ns, key))? {
                 Some(v) => decode(key, v.value())?,
                 None => return Err(not_found(key)),
             };
@@ -489,7 +422,7 @@ impl Inner {
                 .into());
             }
             let mut t = tx.open_table(SNAPSHOTS)?;
-            let rec = match t.remove((b.name(), ns, key))? {
+            let rec: SnapRecord = match t.remove((b.name(), ns, key))? {
                 Some(v) => decode(key, v.value())?,
                 None => return Err(not_found(key)),
             };
@@ -517,7 +450,7 @@ impl Inner {
         let tx = self.db.begin_write()?;
         let rec = {
             let mut t = tx.open_table(SNAPSHOTS)?;
-            let mut rec = {
+            let mut rec: SnapRecord = {
                 let v = t.get((b.name(), ns, key.as_str()))?;
                 match v {
                     Some(v) => decode(&key, v.value())?,
@@ -603,7 +536,7 @@ impl Inner {
             if sn != b.name() {
                 break;
             }
-            ids.insert(decode(key, v.value())?.id.to_string());
+            ids.insert(decode::<SnapRecord>(key, v.value())?.id.to_string());
         }
         drop(t);
         drop(tx);

@@ -11,9 +11,9 @@ use crate::events::{Exchange, encode};
 use prost::Message as _;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 use strata_api::containerd::events as ev;
 use strata_core::containers::{self, Any, Container, ContainerStore, Runtime};
 use strata_core::events::{topics, types};
@@ -50,64 +50,8 @@ struct ContainerRecord {
     sandbox: String,
 }
 
-/// Failures inside the store; every one maps to a [`strata_core::Error`] for callers.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Api(#[from] Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("metadata database: {0}")]
-    Db(Box<redb::Error>),
-    #[error("corrupt container record {key}: {source}")]
-    Decode {
-        key: String,
-        source: prost::DecodeError,
-    },
-    #[error("background task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-macro_rules! db_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                Self::Db(Box::new(e.into()))
-            }
-        }
-    )*};
-}
-db_errors!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Api(e) => e,
-            other => Error::internal(other.to_string()),
-        }
-    }
-}
-
-type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-fn nanos(t: SystemTime) -> i64 {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
-
-fn from_nanos(n: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
-}
+pub use strata_store::StoreError;
+use strata_store::{Result, from_nanos, nanos};
 
 fn record_of(c: &Container) -> ContainerRecord {
     ContainerRecord {
