@@ -564,18 +564,7 @@ impl Inner {
                 rec.labels = info.labels;
             } else {
                 for path in fieldpaths {
-                    if path == "labels" {
-                        rec.labels = info.labels.clone();
-                    } else if let Some(key) = path.strip_prefix("labels.") {
-                        match info.labels.get(key) {
-                            Some(v) => {
-                                rec.labels.insert(key.to_owned(), v.clone());
-                            }
-                            None => {
-                                rec.labels.remove(key);
-                            }
-                        }
-                    } else {
+                    if !labels::apply_path(&mut rec.labels, &info.labels, path) {
                         return Err(Error::invalid_argument(format!(
                             "cannot update {path:?} field on content info {d}"
                         ))

@@ -461,18 +461,7 @@ impl Inner {
                 rec.labels = info.labels;
             } else {
                 for path in fieldpaths {
-                    if path == "labels" {
-                        rec.labels = info.labels.clone();
-                    } else if let Some(k) = path.strip_prefix("labels.") {
-                        match info.labels.get(k) {
-                            Some(v) => {
-                                rec.labels.insert(k.to_owned(), v.clone());
-                            }
-                            None => {
-                                rec.labels.remove(k);
-                            }
-                        }
-                    } else {
+                    if !labels::apply_path(&mut rec.labels, &info.labels, path) {
                         return Err(Error::invalid_argument(format!(
                             "cannot update {path:?} field on snapshot {key:?}"
                         ))

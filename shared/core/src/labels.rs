@@ -25,3 +25,29 @@ pub fn validate_one(key: &str, value: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Applies one field path of an update to `current`, as containerd does: `labels` replaces them
+/// all with `new`; `labels.<key>` sets that key from `new`, or removes it when `new` lacks it.
+/// Returns false for any other path, which the caller handles or refuses.
+pub fn apply_path(
+    current: &mut HashMap<String, String>,
+    new: &HashMap<String, String>,
+    path: &str,
+) -> bool {
+    if path == "labels" {
+        current.clone_from(new);
+        return true;
+    }
+    let Some(key) = path.strip_prefix("labels.") else {
+        return false;
+    };
+    match new.get(key) {
+        Some(v) => {
+            current.insert(key.to_owned(), v.clone());
+        }
+        None => {
+            current.remove(key);
+        }
+    }
+    true
+}
