@@ -102,7 +102,7 @@ start_strata_stack() {
   echo $! >"$d/content.pid"; wait_socket "$d/content.sock"
   "$bin/strata-snapshotter" --address "$d/snapshotter.sock" --root "$d/snapshotter" --content "$d/content.sock" >"$d/snapshotter.log" 2>&1 &
   echo $! >"$d/snapshotter.pid"; wait_socket "$d/snapshotter.sock"
-  "$bin/strata-images" --address "$d/images.sock" --root "$d/images" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" >"$d/images.log" 2>&1 &
+  "$bin/strata-images" --address "$d/images.sock" --root "$d/images" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" --tasks "$d/tasks.sock" >"$d/images.log" 2>&1 &
   echo $! >"$d/images.pid"; wait_socket "$d/images.sock"
   "$bin/strata-gateway" --address "$d/strata.sock" --root "$d/gateway" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" --images "$d/images.sock" >"$d/gateway.log" 2>&1 &
   echo $! >"$d/gateway.pid"; wait_socket "$d/strata.sock"

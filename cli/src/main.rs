@@ -1,5 +1,6 @@
 //! `strata`: the command-line client of the strata gateway.
 
+mod containers;
 mod output;
 
 use anyhow::Context as _;
@@ -84,6 +85,45 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// List containers
+    Ps {
+        /// Also stopped containers
+        #[arg(long, short)]
+        all: bool,
+        /// Show each container's own layer size (what it wrote; the image's layers are shared)
+        #[arg(long, short)]
+        size: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal to a container's main process
+    Kill {
+        #[arg(long, short, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after a grace period
+    Stop {
+        /// Seconds to wait before killing
+        #[arg(long, short, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait for containers to stop and print their exit codes
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers (their thin read-write layer goes with them)
+    Rm {
+        /// Kill running containers first
+        #[arg(long, short)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// System information
     System {
         #[command(subcommand)]
@@ -133,6 +173,27 @@ fn describe(status: &tonic::Status, address: &str) -> String {
     }
 }
 
+/// A signal by name (KILL, SIGTERM, term) or number.
+fn signal_number(s: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = s.parse() {
+        return Ok(n);
+    }
+    let name = s.to_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    Ok(match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "CONT" => 18,
+        "STOP" => 19,
+        _ => anyhow::bail!("unknown signal {s:?}"),
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -154,7 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let channel = strata_grpc::client::channel(&cli.address)?;
     let ctx = Ctx {
-        client: GatewayClient::new(channel)
+        client: GatewayClient::new(channel.clone())
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20),
         namespace: cli.namespace,
@@ -265,6 +326,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             println!("Server: strata-gateway {} {}", v.version, v.revision);
+            Ok(())
+        }
+        Command::Ps { all, size, json } => {
+            let c = containers::Clients::new(channel.clone());
+            containers::ps(&ctx, &c, all, size, json).await
+        }
+        Command::Kill {
+            signal,
+            containers: ids,
+        } => {
+            let c = containers::Clients::new(channel.clone());
+            let sig = signal_number(&signal)?;
+            for id in ids {
+                containers::kill(&ctx, &c, &id, sig).await?;
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Command::Stop {
+            time,
+            containers: ids,
+        } => {
+            let c = containers::Clients::new(channel.clone());
+            for id in ids {
+                containers::stop(&ctx, &c, &id, time).await?;
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Command::Wait { containers: ids } => {
+            let c = containers::Clients::new(channel.clone());
+            for id in ids {
+                println!("{}", containers::wait(&ctx, &c, &id).await?);
+            }
+            Ok(())
+        }
+        Command::Rm {
+            force,
+            containers: ids,
+        } => {
+            let c = containers::Clients::new(channel.clone());
+            for id in ids {
+                containers::rm(&ctx, &c, &id, force).await?;
+            }
             Ok(())
         }
         Command::Completions { .. } => Ok(()),

@@ -74,7 +74,7 @@ fn repo_tag(name: &str) -> (String, String) {
     }
 }
 
-fn table(rows: &[Vec<String>]) {
+pub fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -142,7 +142,7 @@ pub fn images(images: &[pb::ImageSummary], quiet: bool, json: bool) -> anyhow::R
             size(i.size),
         ]);
     }
-    table(&rows);
+    print_table(&rows);
     Ok(())
 }
 
@@ -181,7 +181,7 @@ pub fn history(entries: &[pb::HistoryEntry], json: bool, no_trunc: bool) -> anyh
             e.comment.clone(),
         ]);
     }
-    table(&rows);
+    print_table(&rows);
     Ok(())
 }
 
@@ -202,7 +202,7 @@ pub fn df(d: &pb::DiskUsageResponse, json: bool, verbose: bool) -> anyhow::Resul
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    table(&[
+    print_table(&[
         vec![
             "TYPE".into(),
             "TOTAL".into(),
@@ -246,7 +246,7 @@ pub fn df(d: &pb::DiskUsageResponse, json: bool, verbose: bool) -> anyhow::Resul
         for l in &d.layer_usage {
             rows.push(vec![short(&l.chain_id), size(l.size), l.images.to_string()]);
         }
-        table(&rows);
+        print_table(&rows);
     }
     Ok(())
 }

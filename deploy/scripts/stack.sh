@@ -32,7 +32,7 @@ up() {
     local extra=()
     case $svc in
       snapshotter) extra=(--content "$RUN/content.sock") ;;
-      images) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock") ;;
+      images) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --tasks "$RUN/tasks.sock") ;;
       tasks) extra=(--snapshotter "$RUN/snapshotter.sock" --state "$RUN/tasks") ;;
       gateway) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --images "$RUN/images.sock" --tasks "$RUN/tasks.sock") ;;
     esac

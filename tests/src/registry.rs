@@ -191,7 +191,8 @@ pub fn busybox_layer() -> Layer {
         ),
     ];
     for cmd in [
-        "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "hostname", "ps", "mount",
+        "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "hostname", "ps", "mount", "dd",
+        "head",
     ] {
         entries.push(Entry::Symlink(format!("bin/{cmd}"), "busybox".into()));
     }

@@ -40,6 +40,14 @@ impl Stack {
             &["--content", &c],
         );
         let s = snapshotter.address();
+        let state = dir.path().join("tasks-state").display().to_string();
+        let tasks = Service::start(
+            sibling_bin("strata-tasks"),
+            dir.path(),
+            "tasks",
+            &["--snapshotter", &s, "--state", &state],
+        );
+        let t = tasks.address();
         // No grace period: tests check what a collection removes right after deleting.
         let images_config = dir.path().join("images.toml");
         std::fs::write(&images_config, "gc_grace_seconds = 0\n").unwrap();
@@ -53,19 +61,13 @@ impl Stack {
                 &c,
                 "--snapshotter",
                 &s,
+                "--tasks",
+                &t,
                 "--config",
                 &images_config,
             ],
         );
         let i = images.address();
-        let state = dir.path().join("tasks-state").display().to_string();
-        let tasks = Service::start(
-            sibling_bin("strata-tasks"),
-            dir.path(),
-            "tasks",
-            &["--snapshotter", &s, "--state", &state],
-        );
-        let t = tasks.address();
         let gateway = Service::start(
             env!("CARGO_BIN_EXE_strata-gateway"),
             dir.path(),
@@ -834,4 +836,76 @@ fn ctr_runs_containers_through_the_gateway() {
             .trim()
             .is_empty()
     );
+}
+
+#[test]
+fn strata_ps_stop_and_rm_containers() {
+    let stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let dir = layout(stack.dir.path(), "ps");
+    oci_image(&dir, &[busybox_layer()], host_arch());
+    let r = reg.push(&dir, "ps:1");
+    let ctr = || {
+        let mut c = Command::new(strata_testkit::tool("ctr", "containerd"));
+        c.arg("--address").arg(&stack.gateway.socket);
+        c
+    };
+    ok(ctr().args(["images", "pull", "--plain-http", &r]), None);
+    // A container that writes 1 MB into its own layer, then sleeps.
+    ok(
+        ctr().args([
+            "run",
+            "-d",
+            &r,
+            "busy",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/tmp/blob bs=1024 count=1024 2>/dev/null; exec sleep 1000",
+        ]),
+        None,
+    );
+    ok(ctr().args(["run", "-d", &r, "idle", "sleep", "1000"]), None);
+    let mut ps = String::new();
+    for _ in 0..200 {
+        ps = ok(stack.cli().args(["ps", "-s"]), None);
+        if ps
+            .lines()
+            .any(|l| l.starts_with("busy") && (l.contains("MB") || l.contains("kB")))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        ps.contains("busy") && ps.contains("idle") && ps.contains("Up"),
+        "{ps}"
+    );
+    let busy = ps.lines().find(|l| l.starts_with("busy")).unwrap();
+    assert!(
+        busy.ends_with("MB"),
+        "the 1 MB write is in busy's own layer: {ps}"
+    );
+    let idle = ps.lines().find(|l| l.starts_with("idle")).unwrap();
+    assert!(idle.ends_with("kB") || idle.ends_with('B'), "{ps}");
+
+    ok(stack.cli().args(["stop", "-t", "1", "idle"]), None);
+    let ps = ok(stack.cli().args(["ps"]), None);
+    assert!(!ps.contains("idle"), "{ps}");
+    let ps = ok(stack.cli().args(["ps", "-a"]), None);
+    assert!(ps.contains("idle") && ps.contains("Exited"), "{ps}");
+
+    let out = run(stack.cli().args(["rm", "busy"]), None);
+    assert!(
+        !out.status.success(),
+        "removing a running container without -f"
+    );
+    ok(stack.cli().args(["rm", "-f", "busy"]), None);
+    ok(stack.cli().args(["rm", "idle"]), None);
+    assert_eq!(
+        ok(stack.cli().args(["ps", "-a", "--json"]), None).trim(),
+        "[]"
+    );
+    // Their layers went with them: only the image's snapshot is left.
+    let snaps = ok(ctr().args(["snapshots", "ls"]), None);
+    assert_eq!(snaps.lines().count(), 2, "{snaps}");
 }

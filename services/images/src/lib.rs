@@ -3,6 +3,7 @@
 //! ([`grpc`]) serving containerd's Images, Leases and Namespaces APIs and strata's
 //! `GarbageCollector`.
 
+pub mod containers;
 pub mod gc;
 pub mod grpc;
 pub mod store;

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use strata_grpc::remote::{RemoteContentStore, RemoteSnapshots};
 use strata_grpc::server::{self, CommonArgs};
+use strata_images::containers::ContainerRoots;
+use strata_images::gc::Collector;
 use strata_images::grpc::{GcService, ImagesService, LeasesService, NamespacesService, names};
 use strata_images::{GcConfig, Local};
 
@@ -24,6 +26,10 @@ struct Cli {
     /// `snapshotter`) [default: /run/strata/snapshotter.sock]
     #[arg(long)]
     snapshotter: Option<String>,
+    /// The tasks service, whose containers are roots of garbage collection (config key
+    /// `tasks`) [default: /run/strata/tasks.sock]
+    #[arg(long)]
+    tasks: Option<String>,
 }
 
 fn config_str(extra: &toml::Table, key: &str) -> anyhow::Result<Option<String>> {
@@ -99,8 +105,18 @@ async fn main() -> anyhow::Result<()> {
         snapshotters = ?gc.snapshotters,
         "images store open"
     );
-    let local = Local::open(&settings.root, content, snapshots, gc)
-        .with_context(|| format!("opening images metadata at {}", settings.root.display()))?;
+    let tasks_addr = cli
+        .tasks
+        .or(config_str(&settings.extra, "tasks")?)
+        .unwrap_or_else(|| "/run/strata/tasks.sock".to_owned());
+    let container_roots = Arc::new(
+        ContainerRoots::new(&tasks_addr)
+            .with_context(|| format!("tasks service address {tasks_addr}"))?,
+    );
+    let local = Local::with_collector(&settings.root, |meta| {
+        Collector::new(meta, content, snapshots, gc).with_root_provider(container_roots)
+    })
+    .with_context(|| format!("opening images metadata at {}", settings.root.display()))?;
     local.collector.start();
     let routes =
         tonic::service::Routes::new(ImagesService::new(Arc::new(local.images)).into_server())

@@ -1,0 +1,248 @@
+//! Container commands over the containerd APIs the gateway routes (Containers, Tasks,
+//! Snapshots): ps, kill, stop, wait, rm.
+
+use crate::Ctx;
+use crate::output;
+use anyhow::Context as _;
+use strata_api::containerd::services::containers::v1 as cpb;
+use strata_api::containerd::services::containers::v1::containers_client::ContainersClient;
+use strata_api::containerd::services::snapshots::v1 as spb;
+use strata_api::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
+use strata_api::containerd::services::tasks::v1 as tpb;
+use strata_api::containerd::services::tasks::v1::tasks_client::TasksClient;
+use strata_api::containerd::v1::types::Status as TaskStatus;
+use tonic::transport::Channel;
+
+pub struct Clients {
+    containers: ContainersClient<Channel>,
+    tasks: TasksClient<Channel>,
+    snapshots: SnapshotsClient<Channel>,
+}
+
+impl Clients {
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            containers: ContainersClient::new(channel.clone()),
+            tasks: TasksClient::new(channel.clone()),
+            snapshots: SnapshotsClient::new(channel),
+        }
+    }
+}
+
+/// The task of a container, if it has one.
+async fn task(
+    ctx: &Ctx,
+    c: &Clients,
+    id: &str,
+) -> anyhow::Result<Option<strata_api::containerd::v1::types::Process>> {
+    match c
+        .tasks
+        .clone()
+        .get(ctx.req(tpb::GetRequest {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+        })?)
+        .await
+    {
+        Ok(r) => Ok(r.into_inner().process),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(s.into()),
+    }
+}
+
+fn command_of(spec: Option<&prost_types::Any>) -> String {
+    spec.and_then(|s| serde_json::from_slice::<serde_json::Value>(&s.value).ok())
+        .and_then(|v| {
+            v["process"]["args"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+        })
+        .unwrap_or_default()
+}
+
+pub async fn ps(ctx: &Ctx, c: &Clients, all: bool, size: bool, json: bool) -> anyhow::Result<()> {
+    let list = c
+        .containers
+        .clone()
+        .list(ctx.req(cpb::ListContainersRequest { filters: vec![] })?)
+        .await?
+        .into_inner()
+        .containers;
+    let mut rows = Vec::new();
+    for ct in list {
+        let t = task(ctx, c, &ct.id).await?;
+        let status = match &t {
+            Some(p) => match TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown) {
+                TaskStatus::Running => "Up".to_owned(),
+                TaskStatus::Paused => "Up (Paused)".to_owned(),
+                TaskStatus::Created => "Created".to_owned(),
+                TaskStatus::Stopped => format!("Exited ({})", p.exit_status),
+                _ => "Unknown".to_owned(),
+            },
+            None => "Created (no task)".to_owned(),
+        };
+        let running = status.starts_with("Up");
+        if !all && !running {
+            continue;
+        }
+        let own = if size && !ct.snapshot_key.is_empty() {
+            let u = c
+                .snapshots
+                .clone()
+                .usage(ctx.req(spb::UsageRequest {
+                    snapshotter: ct.snapshotter.clone(),
+                    key: ct.snapshot_key.clone(),
+                })?)
+                .await
+                .map(|r| r.into_inner().size);
+            match u {
+                Ok(u) => Some(u),
+                Err(s) => {
+                    eprintln!("{}: size unknown: {}", ct.id, s.message());
+                    Some(0)
+                }
+            }
+        } else {
+            None
+        };
+        rows.push((ct, status, own));
+    }
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(ct, status, own)| {
+                serde_json::json!({
+                    "ID": ct.id, "Image": ct.image, "Command": command_of(ct.spec.as_ref()),
+                    "Status": status, "Size": own, "Labels": ct.labels,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut table = vec![vec![
+        "CONTAINER ID".to_owned(),
+        "IMAGE".into(),
+        "COMMAND".into(),
+        "CREATED".into(),
+        "STATUS".into(),
+    ]];
+    if size {
+        table[0].push("SIZE".into());
+    }
+    for (ct, status, own) in rows {
+        let mut cmd = command_of(ct.spec.as_ref());
+        if cmd.chars().count() > 22 {
+            cmd = cmd.chars().take(21).collect::<String>() + "…";
+        }
+        let mut row = vec![
+            ct.id.clone(),
+            ct.image.clone(),
+            format!("\"{cmd}\""),
+            output::ago(ct.created_at.as_ref()),
+            status,
+        ];
+        if let Some(own) = own {
+            row.push(output::size(own));
+        }
+        table.push(row);
+    }
+    output::print_table(&table);
+    Ok(())
+}
+
+pub async fn kill(ctx: &Ctx, c: &Clients, id: &str, signal: u32) -> anyhow::Result<()> {
+    c.tasks
+        .clone()
+        .kill(ctx.req(tpb::KillRequest {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+            signal,
+            all: false,
+        })?)
+        .await
+        .with_context(|| format!("killing {id}"))?;
+    Ok(())
+}
+
+/// Waits for the container's task to end; returns its exit status.
+pub async fn wait(ctx: &Ctx, c: &Clients, id: &str) -> anyhow::Result<u32> {
+    let r = c
+        .tasks
+        .clone()
+        .wait(ctx.req(tpb::WaitRequest {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+        })?)
+        .await?;
+    Ok(r.into_inner().exit_status)
+}
+
+/// SIGTERM, then SIGKILL after `timeout` seconds, as `docker stop` does.
+pub async fn stop(ctx: &Ctx, c: &Clients, id: &str, timeout: u64) -> anyhow::Result<()> {
+    let Some(t) = task(ctx, c, id).await? else {
+        return Ok(());
+    };
+    if t.status == i32::from(TaskStatus::Stopped) {
+        return Ok(());
+    }
+    kill(ctx, c, id, 15).await?;
+    match tokio::time::timeout(std::time::Duration::from_secs(timeout), wait(ctx, c, id)).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => {
+            kill(ctx, c, id, 9).await?;
+            wait(ctx, c, id).await.map(|_| ())
+        }
+    }
+}
+
+/// Removes a container: its (stopped) task, the record and its snapshot.
+pub async fn rm(ctx: &Ctx, c: &Clients, id: &str, force: bool) -> anyhow::Result<()> {
+    let ct = c
+        .containers
+        .clone()
+        .get(ctx.req(cpb::GetContainerRequest { id: id.to_owned() })?)
+        .await?
+        .into_inner()
+        .container
+        .with_context(|| format!("container {id} has no record"))?;
+    if let Some(t) = task(ctx, c, id).await? {
+        if t.status != i32::from(TaskStatus::Stopped) {
+            if !force {
+                anyhow::bail!("container {id} is running: stop it first or use rm -f");
+            }
+            kill(ctx, c, id, 9).await?;
+            wait(ctx, c, id).await?;
+        }
+        c.tasks
+            .clone()
+            .delete(ctx.req(tpb::DeleteTaskRequest {
+                container_id: id.to_owned(),
+            })?)
+            .await?;
+    }
+    c.containers
+        .clone()
+        .delete(ctx.req(cpb::DeleteContainerRequest { id: id.to_owned() })?)
+        .await?;
+    if !ct.snapshot_key.is_empty() {
+        match c
+            .snapshots
+            .clone()
+            .remove(ctx.req(spb::RemoveSnapshotRequest {
+                snapshotter: ct.snapshotter.clone(),
+                key: ct.snapshot_key.clone(),
+            })?)
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(s.into()),
+        }
+    }
+    println!("{id}");
+    Ok(())
+}
