@@ -11,15 +11,20 @@ here=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=${ROUNDS:-10}
 BIN=${BIN:-$here/../target/release}
 WORK=${WORK:-$(mktemp -d /var/tmp/strata-bench.XXXXXX)}
+MOVED=""
 cleanup() {
-  ctr --address "$WORK/s/strata.sock" tasks kill -s SIGKILL idle >/dev/null 2>&1 || true
-  ctr --address "$WORK/c/containerd.sock" tasks kill -s SIGKILL idle >/dev/null 2>&1 || true
+  for i in 1 2 3 4 5 6 7 8; do
+    ctr --address "$WORK/s/strata.sock" tasks kill -s SIGKILL "idle$i" >/dev/null 2>&1 || true
+    ctr --address "$WORK/c/containerd.sock" tasks kill -s SIGKILL "idle$i" >/dev/null 2>&1 || true
+  done
   sleep 0.5
   stop_strata_stack "$WORK/s" 2>/dev/null || true
   stop_pidfile "$WORK/s/tasks.pid" 2>/dev/null || true
   stop_pidfile "$WORK/c/pid" 2>/dev/null || true
   stop_pidfile "$WORK/registry.pid" 2>/dev/null || true
   pkill -f "strata-shim --id idle" 2>/dev/null || true
+  # crun's hybrid-host workaround: give the controllers back to the v2 hierarchy.
+  for m in $MOVED; do umount "/sys/fs/cgroup/$m" 2>/dev/null && rmdir "/sys/fs/cgroup/$m" 2>/dev/null || true; done
   unmount_under "$WORK"
   rm -rf "$WORK"
 }
@@ -30,7 +35,10 @@ for tool in runc crun; do command -v $tool >/dev/null || apt-get install -y -qq 
 if [ -n "$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null)" ]; then
   for ctl in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
     mkdir -p "/sys/fs/cgroup/$ctl"
-    mountpoint -q "/sys/fs/cgroup/$ctl" || mount -t cgroup -o "$ctl" cgroup "/sys/fs/cgroup/$ctl"
+    if ! mountpoint -q "/sys/fs/cgroup/$ctl"; then
+      mount -t cgroup -o "$ctl" cgroup "/sys/fs/cgroup/$ctl"
+      MOVED="$MOVED $ctl"
+    fi
   done
 fi
 
@@ -63,20 +71,30 @@ done
 # shellcheck disable=SC2086
 s=$(median ${T[s]}); r=$(median ${T[r]}); c=$(median ${T[c]})
 
-$S run -d "$img" idle sleep 1000 >/dev/null
-$C run -d "$img" idle sleep 1000 >/dev/null
+# Memory per idle container: the proportional set size (PSS) of each supervisor, so pages shared
+# between supervisors (their binary, libc) count once across them, over IDLE containers each.
+IDLE=${IDLE:-3}
+for i in $(seq 1 "$IDLE"); do
+  $S run -d "$img" "idle$i" sleep 1000 >/dev/null
+  $C run -d "$img" "idle$i" sleep 1000 >/dev/null
+done
 sleep 1
-rss() { ps -o rss= -p "$1" | tr -d ' '; }
-shim_s=$(pgrep -f "strata-shim --id idle" | head -1)
-shim_c=$(pgrep -f "containerd-shim-runc-v2 -namespace default -id idle" | head -1)
-ms=$(rss "$shim_s"); mc=$(rss "$shim_c")
+pss_sum() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup"))); done; echo "$t"; }
+# shellcheck disable=SC2046
+ms=$(( $(pss_sum $(pgrep -f "strata-shim --id idle")) / IDLE ))
+# shellcheck disable=SC2046
+mc=$(( $(pss_sum $(pgrep -f "containerd-shim-runc-v2 -namespace default -id idle")) / IDLE ))
+for i in $(seq 1 "$IDLE"); do
+  $S tasks kill -s SIGKILL "idle$i" >/dev/null 2>&1 || true
+  $C tasks kill -s SIGKILL "idle$i" >/dev/null 2>&1 || true
+done
 
-printf 'containers: ctr run --rm busybox /bin/true, median of %s; idle container supervisor RSS\n' "$ROUNDS"
+printf 'containers: ctr run --rm busybox /bin/true, median of %s; supervisor PSS per idle container (%s each)\n' "$ROUNDS" "$IDLE"
 printf '  %-38s %8.3f s\n' "strata (built-in runtime)" "$s"
 printf '  %-38s %8.3f s   ratio %.2f (goal <= 0.33)\n' "containerd + runc" "$r" "$(echo "$s / $r" | bc -l)"
 printf '  %-38s %8.3f s   ratio %.2f (goal < 1.00)\n' "containerd + crun" "$c" "$(echo "$s / $c" | bc -l)"
-printf '  %-38s %8s KiB\n' "strata-shim RSS" "$ms"
-printf '  %-38s %8s KiB   ratio %.2f (goal <= 0.20)\n' "containerd-shim-runc-v2 RSS" "$mc" "$(echo "$ms / $mc" | bc -l)"
+printf '  %-38s %8s KiB\n' "strata-shim PSS" "$ms"
+printf '  %-38s %8s KiB   ratio %.2f (goal <= 0.20)\n' "containerd-shim-runc-v2 PSS" "$mc" "$(echo "$ms / $mc" | bc -l)"
 printf 'RESULT run_vs_runc_ratio %.3f\n' "$(echo "$s / $r" | bc -l)" >&2
 printf 'RESULT run_vs_crun_ratio %.3f\n' "$(echo "$s / $c" | bc -l)" >&2
-printf 'RESULT shim_rss_ratio %.3f\n' "$(echo "$ms / $mc" | bc -l)" >&2
+printf 'RESULT shim_pss_ratio %.3f\n' "$(echo "$ms / $mc" | bc -l)" >&2
