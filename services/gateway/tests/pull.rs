@@ -99,6 +99,13 @@ impl Stack {
         c
     }
 
+    /// containerd's own client, pointed at the gateway.
+    pub fn ctr(&self) -> Command {
+        let mut c = Command::new(strata_testkit::tool("ctr", "containerd"));
+        c.arg("--address").arg(&self.gateway.socket);
+        c
+    }
+
     pub fn content(&self) -> RemoteContentStore {
         RemoteContentStore::connect(&self.content.address()).unwrap()
     }
@@ -590,17 +597,12 @@ fn import_of_a_docker_save_archive() {
 #[test]
 fn ctr_version_and_plugins_through_the_gateway() {
     let mut stack = Stack::start();
-    let ctr = |args: &[&str]| {
-        let mut c = Command::new(strata_testkit::tool("ctr", "containerd"));
-        c.arg("--address").arg(&stack.gateway.socket).args(args);
-        c
-    };
-    let v = ok(&mut ctr(&["version"]), None);
+    let v = ok(stack.ctr().args(["version"]), None);
     assert!(v.contains("strata"), "{v}");
     // Containers are routed to the tasks service.
-    let c = ok(&mut ctr(&["containers", "ls"]), None);
+    let c = ok(stack.ctr().args(["containers", "ls"]), None);
     assert!(c.starts_with("CONTAINER"), "{c}");
-    let plugins = ok(&mut ctr(&["plugins", "ls"]), None);
+    let plugins = ok(stack.ctr().args(["plugins", "ls"]), None);
     for id in [
         "overlayfs",
         "native",
@@ -626,7 +628,7 @@ fn ctr_version_and_plugins_through_the_gateway() {
     );
     // The status is real: with the snapshotter down, its plugins say so.
     stack.snapshotter.kill9();
-    let plugins = ok(&mut ctr(&["plugins", "ls"]), None);
+    let plugins = ok(stack.ctr().args(["plugins", "ls"]), None);
     let overlay = plugins.lines().find(|l| l.contains(" overlayfs ")).unwrap();
     assert!(overlay.trim_end().ends_with("error"), "{plugins}");
     let content = plugins
@@ -720,13 +722,7 @@ async fn writes_under_a_lease_are_held_by_it() {
         assert!(found.contains(&want), "{want:?} not in {found:?}");
     }
     // The namespace was recorded by its first use.
-    let ns = ok(
-        Command::new(strata_testkit::tool("ctr", "containerd"))
-            .arg("--address")
-            .arg(&stack.gateway.socket)
-            .args(["namespaces", "ls", "-q"]),
-        None,
-    );
+    let ns = ok(stack.ctr().args(["namespaces", "ls", "-q"]), None);
     assert!(ns.lines().any(|l| l == "fresh-ns"), "{ns}");
 }
 
@@ -737,18 +733,16 @@ fn ctr_pulls_through_the_gateway_into_the_shared_store() {
     let dir = layout(stack.dir.path(), "c");
     oci_image(&dir, &[busybox_layer()], host_arch());
     let r = reg.push(&dir, "ctr-pulled:1");
-    let ctr = || {
-        let mut c = Command::new(strata_testkit::tool("ctr", "containerd"));
-        c.arg("--address").arg(&stack.gateway.socket);
-        c
-    };
-    ok(ctr().args(["images", "pull", "--plain-http", &r]), None);
-    let ls = ok(ctr().args(["images", "ls", "-q"]), None);
+    ok(
+        stack.ctr().args(["images", "pull", "--plain-http", &r]),
+        None,
+    );
+    let ls = ok(stack.ctr().args(["images", "ls", "-q"]), None);
     assert!(ls.lines().any(|l| l == r), "{ls}");
     // The same image through strata's own view, unpacked once.
     let images = ok(stack.cli().args(["images"]), None);
     assert!(images.contains("ctr-pulled"), "{images}");
-    let snaps = ok(ctr().args(["snapshots", "ls"]), None);
+    let snaps = ok(stack.ctr().args(["snapshots", "ls"]), None);
     assert_eq!(snaps.lines().count(), 2, "{snaps}");
 }
 
@@ -759,17 +753,16 @@ fn ctr_runs_containers_through_the_gateway() {
     let dir = layout(stack.dir.path(), "run");
     oci_image(&dir, &[busybox_layer()], host_arch());
     let r = reg.push(&dir, "run:1");
-    let sock = stack.gateway.socket.clone();
-    let ctr = move || {
-        let mut c = Command::new(strata_testkit::tool("ctr", "containerd"));
-        c.arg("--address").arg(&sock);
-        c
-    };
-    ok(ctr().args(["images", "pull", "--plain-http", &r]), None);
+    ok(
+        stack.ctr().args(["images", "pull", "--plain-http", &r]),
+        None,
+    );
 
     // Output on the terminal, pid 1, and the exit code as ctr's own.
     let out = run(
-        ctr().args(["run", "--rm", &r, "one", "sh", "-c", "echo pid $$; exit 3"]),
+        stack
+            .ctr()
+            .args(["run", "--rm", &r, "one", "sh", "-c", "echo pid $$; exit 3"]),
         None,
     );
     assert_eq!(
@@ -780,20 +773,23 @@ fn ctr_runs_containers_through_the_gateway() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pid 1"));
     assert!(
-        ok(ctr().args(["containers", "ls", "-q"]), None)
+        ok(stack.ctr().args(["containers", "ls", "-q"]), None)
             .trim()
             .is_empty()
     );
 
     // Detached: listed, exec joins it, killed, deleted.
-    ok(ctr().args(["run", "-d", &r, "two", "sleep", "1000"]), None);
-    let tasks = ok(ctr().args(["tasks", "ls"]), None);
+    ok(
+        stack.ctr().args(["run", "-d", &r, "two", "sleep", "1000"]),
+        None,
+    );
+    let tasks = ok(stack.ctr().args(["tasks", "ls"]), None);
     assert!(
         tasks.contains("two") && tasks.contains("RUNNING"),
         "{tasks}"
     );
     let ps = ok(
-        ctr().args([
+        stack.ctr().args([
             "tasks",
             "exec",
             "--exec-id",
@@ -814,25 +810,28 @@ fn ctr_runs_containers_through_the_gateway() {
     // A restart of strata-tasks loses no container: it is found again and can be killed.
     stack.tasks.kill9();
     stack.tasks.restart();
-    let tasks = ok(ctr().args(["tasks", "ls"]), None);
+    let tasks = ok(stack.ctr().args(["tasks", "ls"]), None);
     assert!(
         tasks.contains("two") && tasks.contains("RUNNING"),
         "{tasks}"
     );
-    ok(ctr().args(["tasks", "kill", "-s", "SIGKILL", "two"]), None);
+    ok(
+        stack.ctr().args(["tasks", "kill", "-s", "SIGKILL", "two"]),
+        None,
+    );
     let mut stopped = false;
     for _ in 0..200 {
-        if ok(ctr().args(["tasks", "ls"]), None).contains("STOPPED") {
+        if ok(stack.ctr().args(["tasks", "ls"]), None).contains("STOPPED") {
             stopped = true;
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(stopped);
-    ok(ctr().args(["tasks", "rm", "two"]), None);
-    ok(ctr().args(["containers", "rm", "two"]), None);
+    ok(stack.ctr().args(["tasks", "rm", "two"]), None);
+    ok(stack.ctr().args(["containers", "rm", "two"]), None);
     assert!(
-        ok(ctr().args(["tasks", "ls", "-q"]), None)
+        ok(stack.ctr().args(["tasks", "ls", "-q"]), None)
             .trim()
             .is_empty()
     );
@@ -845,15 +844,13 @@ fn strata_ps_stop_and_rm_containers() {
     let dir = layout(stack.dir.path(), "ps");
     oci_image(&dir, &[busybox_layer()], host_arch());
     let r = reg.push(&dir, "ps:1");
-    let ctr = || {
-        let mut c = Command::new(strata_testkit::tool("ctr", "containerd"));
-        c.arg("--address").arg(&stack.gateway.socket);
-        c
-    };
-    ok(ctr().args(["images", "pull", "--plain-http", &r]), None);
+    ok(
+        stack.ctr().args(["images", "pull", "--plain-http", &r]),
+        None,
+    );
     // A container that writes 1 MB into its own layer, then sleeps.
     ok(
-        ctr().args([
+        stack.ctr().args([
             "run",
             "-d",
             &r,
@@ -864,7 +861,10 @@ fn strata_ps_stop_and_rm_containers() {
         ]),
         None,
     );
-    ok(ctr().args(["run", "-d", &r, "idle", "sleep", "1000"]), None);
+    ok(
+        stack.ctr().args(["run", "-d", &r, "idle", "sleep", "1000"]),
+        None,
+    );
     let mut ps = String::new();
     for _ in 0..200 {
         ps = ok(stack.cli().args(["ps", "-s"]), None);
@@ -906,6 +906,6 @@ fn strata_ps_stop_and_rm_containers() {
         "[]"
     );
     // Their layers went with them: only the image's snapshot is left.
-    let snaps = ok(ctr().args(["snapshots", "ls"]), None);
+    let snaps = ok(stack.ctr().args(["snapshots", "ls"]), None);
     assert_eq!(snaps.lines().count(), 2, "{snaps}");
 }
