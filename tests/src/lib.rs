@@ -298,3 +298,46 @@ pub fn verify_unit(name: &str, binary: &str) -> String {
     );
     unit
 }
+
+/// Starts `cmd` as systemd starts a `Type=notify` unit (with `NOTIFY_SOCKET` in `dir`) and
+/// returns once it said `READY=1`, checking that `socket` accepts by then. Its stderr is piped,
+/// for [`stop_json_logs`].
+pub fn start_notified(cmd: &mut Command, dir: &Path, socket: &Path) -> Child {
+    let notify_path = dir.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(START_LIMIT)).unwrap();
+    let child = cmd
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("no READY=1 from the service");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    UnixStream::connect(socket).expect("READY=1 sent before the socket accepts");
+    child
+}
+
+/// Sends SIGTERM.
+pub fn sigterm(child: &Child) {
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+/// Waits for a process started by [`start_notified`] (after [`sigterm`]) to exit successfully;
+/// returns its logs, which must be JSON lines (`log_format = "json"`).
+pub fn stop_json_logs(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {}", out.status);
+    let logs = String::from_utf8_lossy(&out.stderr).into_owned();
+    let first = logs.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with('{'),
+        "log_format = json not honoured: {first}"
+    );
+    logs
+}

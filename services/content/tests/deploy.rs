@@ -2,9 +2,7 @@
 //! socket accepts, and the TOML config is honoured with flags overriding it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 use strata_testkit::run;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata-content");
@@ -17,11 +15,6 @@ fn systemd_unit_verifies() {
 #[test]
 fn notifies_ready_and_reads_config() {
     let dir = strata_testkit::tempdir();
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
     let sock = dir.path().join("from-config.sock");
     let root = dir.path().join("root-from-flag");
     let config = dir.path().join("content.toml");
@@ -34,21 +27,15 @@ fn notifies_ready_and_reads_config() {
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("--root")
-        .arg(&root)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut buf = [0u8; 64];
-    let n = notify.recv(&mut buf).expect("no READY=1 from the service");
-    assert_eq!(&buf[..n], b"READY=1\n");
-    // Ready means the socket already accepts.
-    UnixStream::connect(&sock).expect("READY=1 sent before the socket accepts");
+    let child = strata_testkit::start_notified(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(&root),
+        dir.path(),
+        &sock,
+    );
     assert!(
         root.join("metadata.redb").exists(),
         "--root flag not honoured"
@@ -57,19 +44,8 @@ fn notifies_ready_and_reads_config() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o660);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let logs = String::from_utf8_lossy(&out.stderr);
-    let first = logs.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with('{'),
-        "log_format = json not honoured: {first}"
-    );
+    strata_testkit::sigterm(&child);
+    strata_testkit::stop_json_logs(child);
 }
 
 #[test]

@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 use strata_testkit::run;
 
 const BIN: &str = common::IMAGES_BIN;
@@ -32,11 +30,6 @@ fn systemd_unit_verifies() {
 #[test]
 fn notifies_ready_and_reads_the_shipped_config() {
     let dir = strata_testkit::tempdir();
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
     // The shipped config with this test's paths.
     let shipped = std::fs::read_to_string(repo().join("deploy/config/images.toml")).unwrap();
     assert!(shipped.contains("gc_grace_seconds = 10"), "{shipped}");
@@ -53,32 +46,14 @@ fn notifies_ready_and_reads_the_shipped_config() {
             .replace("log_format = \"text\"", "log_format = \"json\""),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut buf = [0u8; 64];
-    let n = notify.recv(&mut buf).expect("no READY=1 from the service");
-    assert_eq!(&buf[..n], b"READY=1\n");
-    UnixStream::connect(&sock).expect("READY=1 sent before the socket accepts");
-    assert!(dir.path().join("root/metadata.redb").exists());
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let logs = String::from_utf8_lossy(&out.stderr);
-    let first = logs.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with('{'),
-        "log_format = json not honoured: {first}"
+    let child = strata_testkit::start_notified(
+        Command::new(BIN).arg("--config").arg(&config),
+        dir.path(),
+        &sock,
     );
+    assert!(dir.path().join("root/metadata.redb").exists());
+    strata_testkit::sigterm(&child);
+    let logs = strata_testkit::stop_json_logs(child);
     assert!(
         logs.contains("\"grace_seconds\":10") && logs.contains("content.sock"),
         "config keys not honoured: {logs}"

@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 use strata_testkit::run;
 
 const BIN: &str = common::TASKS_BIN;
@@ -35,11 +33,6 @@ fn systemd_unit_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifies_ready_reads_the_shipped_config_and_stops_with_subscribers() {
     let dir = strata_testkit::tempdir();
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
     let shipped = std::fs::read_to_string(repo().join("deploy/config/tasks.toml")).unwrap();
     assert!(shipped.contains("event_buffer = 1024"), "{shipped}");
     let sock = dir.path().join("tasks.sock");
@@ -57,42 +50,23 @@ async fn notifies_ready_reads_the_shipped_config_and_stops_with_subscribers() {
             .replace("log_format = \"text\"", "log_format = \"json\""),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut buf = [0u8; 64];
-    let n = notify.recv(&mut buf).expect("no READY=1 from the service");
-    assert_eq!(&buf[..n], b"READY=1\n");
-    UnixStream::connect(&sock).expect("READY=1 sent before the socket accepts");
+    let child = strata_testkit::start_notified(
+        Command::new(BIN).arg("--config").arg(&config),
+        dir.path(),
+        &sock,
+    );
     assert!(dir.path().join("root/metadata.redb").exists());
     assert!(state.is_dir(), "state directory not created");
 
     // An open subscription does not hold the server up at SIGTERM: its stream ends.
     let events = strata_grpc::remote::RemoteEvents::connect(sock.to_str().unwrap()).unwrap();
     let mut sub = events.subscribe(&[]).await.unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    strata_testkit::sigterm(&child);
     use tokio_stream::StreamExt as _;
     assert!(sub.next().await.is_none(), "subscription not ended");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let logs = tokio::task::spawn_blocking(move || strata_testkit::stop_json_logs(child))
         .await
-        .unwrap()
         .unwrap();
-    assert!(out.status.success());
-    let logs = String::from_utf8_lossy(&out.stderr);
-    let first = logs.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with('{'),
-        "log_format = json not honoured: {first}"
-    );
     assert!(
         logs.contains("\"event_buffer\":1024") && logs.contains("snapshotter.sock"),
         "config keys not honoured: {logs}"
