@@ -424,4 +424,41 @@ impl Gateway for GatewayService {
             revision: option_env!("STRATA_REVISION").unwrap_or("").to_owned(),
         }))
     }
+
+    type AttachStream = ReceiverStream<Result<strata_api::strata::tasks::v1::LogsEvent, Status>>;
+
+    async fn create_container(
+        &self,
+        _request: Request<pb::CreateContainerRequest>,
+    ) -> Result<Response<pb::CreateContainerResponse>, Status> {
+        Err(Status::unimplemented("CreateContainer"))
+    }
+
+    async fn start_container(
+        &self,
+        _request: Request<pb::StartContainerRequest>,
+    ) -> Result<Response<pb::StartContainerResponse>, Status> {
+        Err(Status::unimplemented("StartContainer"))
+    }
+
+    async fn attach(
+        &self,
+        _request: Request<Streaming<pb::AttachRequest>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        Err(Status::unimplemented("Attach"))
+    }
+
+    async fn exec(
+        &self,
+        _request: Request<pb::ExecRequest>,
+    ) -> Result<Response<pb::ExecResponse>, Status> {
+        Err(Status::unimplemented("Exec"))
+    }
+
+    async fn remove_container(
+        &self,
+        _request: Request<pb::RemoveContainerRequest>,
+    ) -> Result<Response<pb::RemoveContainerResponse>, Status> {
+        Err(Status::unimplemented("RemoveContainer"))
+    }
 }
