@@ -1,5 +1,5 @@
 //! Container commands over the containerd APIs the gateway routes (Containers, Tasks,
-//! Snapshots): ps, kill, stop, wait, rm.
+//! Snapshots): ps, kill, stop, wait.
 
 use crate::Ctx;
 use crate::output;
@@ -197,52 +197,4 @@ pub async fn stop(ctx: &Ctx, c: &Clients, id: &str, timeout: u64) -> anyhow::Res
             wait(ctx, c, id).await.map(|_| ())
         }
     }
-}
-
-/// Removes a container: its (stopped) task, the record and its snapshot.
-pub async fn rm(ctx: &Ctx, c: &Clients, id: &str, force: bool) -> anyhow::Result<()> {
-    let ct = c
-        .containers
-        .clone()
-        .get(ctx.req(cpb::GetContainerRequest { id: id.to_owned() })?)
-        .await?
-        .into_inner()
-        .container
-        .with_context(|| format!("container {id} has no record"))?;
-    if let Some(t) = task(ctx, c, id).await? {
-        if t.status != i32::from(TaskStatus::Stopped) {
-            if !force {
-                anyhow::bail!("container {id} is running: stop it first or use rm -f");
-            }
-            kill(ctx, c, id, 9).await?;
-            wait(ctx, c, id).await?;
-        }
-        c.tasks
-            .clone()
-            .delete(ctx.req(tpb::DeleteTaskRequest {
-                container_id: id.to_owned(),
-            })?)
-            .await?;
-    }
-    c.containers
-        .clone()
-        .delete(ctx.req(cpb::DeleteContainerRequest { id: id.to_owned() })?)
-        .await?;
-    if !ct.snapshot_key.is_empty() {
-        match c
-            .snapshots
-            .clone()
-            .remove(ctx.req(spb::RemoveSnapshotRequest {
-                snapshotter: ct.snapshotter.clone(),
-                key: ct.snapshot_key.clone(),
-            })?)
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if s.code() == tonic::Code::NotFound => {}
-            Err(s) => return Err(s.into()),
-        }
-    }
-    println!("{id}");
-    Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod containers;
 mod output;
+mod run;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -10,7 +11,7 @@ use strata_api::strata::gateway::v1 as pb;
 use strata_api::strata::gateway::v1::gateway_client::GatewayClient;
 use tonic::transport::Channel;
 
-/// strata: pull, list and inspect images (and soon run containers) through the strata gateway.
+/// strata: pull, list and inspect images and run containers through the strata gateway.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, propagate_version = true)]
 struct Cli {
@@ -84,6 +85,45 @@ enum Command {
         /// Name for an image whose archive names none
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Run a command in a new container (pulls the image if it is missing)
+    Run {
+        /// Run in the background and print the container ID
+        #[arg(long, short)]
+        detach: bool,
+        #[command(flatten)]
+        args: run::CreateArgs,
+    },
+    /// Create a container without starting it
+    Create {
+        #[command(flatten)]
+        args: run::CreateArgs,
+    },
+    /// Start stopped or created containers
+    Start {
+        /// Attach to the container's output (one container)
+        #[arg(long, short)]
+        attach: bool,
+        /// Attach stdin too
+        #[arg(long, short)]
+        interactive: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container
+    Exec {
+        #[command(flatten)]
+        args: run::ExecArgs,
+    },
+    /// Show a container's output
+    Logs {
+        /// Keep following the output until the container exits
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines
+        #[arg(long)]
+        tail: Option<i64>,
+        container: String,
     },
     /// List containers
     Ps {
@@ -169,6 +209,7 @@ fn describe(status: &tonic::Status, address: &str) -> String {
                 status.message()
             )
         }
+        _ if status.message().is_empty() => format!("{:?}", status.code()),
         _ => status.message().to_owned(),
     }
 }
@@ -366,12 +407,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             force,
             containers: ids,
         } => {
-            let c = containers::Clients::new(channel.clone());
+            let mut failed = false;
             for id in ids {
-                containers::rm(&ctx, &c, &id, force).await?;
+                match run::remove(&ctx, &id, force).await {
+                    Ok(()) => println!("{id}"),
+                    Err(e) => {
+                        let msg = match e.downcast_ref::<tonic::Status>() {
+                            Some(s) => s.message().to_owned(),
+                            None => format!("{e:#}"),
+                        };
+                        eprintln!("Error: {msg}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                anyhow::bail!("some containers could not be removed");
             }
             Ok(())
         }
+        Command::Run { detach, args } => {
+            let code = run::run(&ctx, &channel, &args, detach).await?;
+            std::process::exit(code);
+        }
+        Command::Create { args } => {
+            println!("{}", run::create(&ctx, &args).await?);
+            Ok(())
+        }
+        Command::Start {
+            attach,
+            interactive,
+            containers: ids,
+        } => {
+            let code = run::start(&ctx, &channel, &ids, attach || interactive, interactive).await?;
+            std::process::exit(code);
+        }
+        Command::Exec { args } => {
+            let code = run::exec(&ctx, &channel, &args).await?;
+            std::process::exit(code);
+        }
+        Command::Logs {
+            follow,
+            tail,
+            container,
+        } => run::logs(&ctx, &channel, &container, follow, tail).await,
         Command::Completions { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

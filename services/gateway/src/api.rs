@@ -2,11 +2,13 @@
 
 use crate::Backends;
 use crate::image::{ImageDetails, details};
+use crate::run;
 use std::collections::HashMap;
 use std::sync::Arc;
 use strata_api::containerd::services::images::v1 as ipb;
 use strata_api::strata::gateway::v1 as pb;
 use strata_api::strata::gateway::v1::gateway_server::{Gateway, GatewayServer};
+use strata_api::strata::tasks::v1 as iopb;
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Error, Result};
 use strata_grpc::metadata::{namespace, with_namespace};
@@ -425,40 +427,120 @@ impl Gateway for GatewayService {
         }))
     }
 
-    type AttachStream = ReceiverStream<Result<strata_api::strata::tasks::v1::LogsEvent, Status>>;
+    type AttachStream = ReceiverStream<Result<iopb::LogsEvent, Status>>;
 
     async fn create_container(
         &self,
-        _request: Request<pb::CreateContainerRequest>,
+        request: Request<pb::CreateContainerRequest>,
     ) -> Result<Response<pb::CreateContainerResponse>, Status> {
-        Err(Status::unimplemented("CreateContainer"))
+        let ns = namespace(&request)?;
+        let id = run::create(&self.b, &ns, request.into_inner())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CreateContainerResponse { id }))
     }
 
     async fn start_container(
         &self,
-        _request: Request<pb::StartContainerRequest>,
+        request: Request<pb::StartContainerRequest>,
     ) -> Result<Response<pb::StartContainerResponse>, Status> {
-        Err(Status::unimplemented("StartContainer"))
+        let ns = namespace(&request)?;
+        let pid = run::start(&self.b, &ns, &request.into_inner().id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::StartContainerResponse { pid }))
     }
 
     async fn attach(
         &self,
-        _request: Request<Streaming<pb::AttachRequest>>,
+        request: Request<Streaming<pb::AttachRequest>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        Err(Status::unimplemented("Attach"))
+        let ns = namespace(&request)?;
+        let mut incoming = request.into_inner();
+        let start = match incoming.message().await? {
+            Some(pb::AttachRequest {
+                event: Some(pb::attach_request::Event::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "attach: the first message must be `start`",
+                ));
+            }
+        };
+        let att = run::attach(&self.b, &ns, &start).await.map_err(to_status)?;
+        let run::Attach {
+            mut output,
+            stdin,
+            guard,
+        } = att;
+        let (tx, rx) = mpsc::channel(64);
+        // Client → process: stdin, end of stdin, terminal size.
+        let (b, ns2, start2) = (self.b.clone(), ns.clone(), start.clone());
+        let input = tokio::spawn(async move {
+            while let Ok(Some(msg)) = incoming.message().await {
+                use pb::attach_request::Event;
+                let (id, exec) = (&start2.container_id, &start2.exec_id);
+                let r = match msg.event {
+                    Some(Event::Stdin(data)) => match &stdin {
+                        Some(s) => run::write_stdin(s, &data).await,
+                        None => Err(Error::failed_precondition(
+                            "attach: stdin was not asked for in `start`",
+                        )),
+                    },
+                    Some(Event::CloseStdin(true)) => {
+                        run::end_stdin(&b, &ns2, id, exec).await;
+                        Ok(())
+                    }
+                    Some(Event::Resize(r)) => run::resize(&b, &ns2, id, exec, r).await,
+                    _ => Ok(()),
+                };
+                if let Err(e) = r {
+                    tracing::debug!(container = %id, error = %e, "attach input");
+                }
+            }
+        });
+        // Process → client: output until the process has exited.
+        tokio::spawn(async move {
+            let _guard = guard;
+            loop {
+                match output.message().await {
+                    Ok(Some(ev)) => {
+                        if tx.send(Ok(ev)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(s) => {
+                        let _ = tx.send(Err(s)).await;
+                        break;
+                    }
+                }
+            }
+            input.abort();
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn exec(
         &self,
-        _request: Request<pb::ExecRequest>,
+        request: Request<pb::ExecRequest>,
     ) -> Result<Response<pb::ExecResponse>, Status> {
-        Err(Status::unimplemented("Exec"))
+        let ns = namespace(&request)?;
+        let (exec_id, pid) = run::exec(&self.b, &ns, request.into_inner())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ExecResponse { exec_id, pid }))
     }
 
     async fn remove_container(
         &self,
-        _request: Request<pb::RemoveContainerRequest>,
+        request: Request<pb::RemoveContainerRequest>,
     ) -> Result<Response<pb::RemoveContainerResponse>, Status> {
-        Err(Status::unimplemented("RemoveContainer"))
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        run::remove(&self.b, &ns, &r.id, r.force)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RemoveContainerResponse {}))
     }
 }

@@ -9,11 +9,16 @@ pub mod import;
 pub mod introspection;
 pub mod pull;
 pub mod router;
+pub mod run;
+pub mod spec;
 
 use std::path::PathBuf;
+use strata_api::containerd::services::containers::v1::containers_client::ContainersClient;
 use strata_api::containerd::services::diff::v1::diff_client::DiffClient;
 use strata_api::containerd::services::images::v1::images_client::ImagesClient;
 use strata_api::containerd::services::leases::v1::leases_client::LeasesClient;
+use strata_api::containerd::services::tasks::v1::tasks_client::TasksClient;
+use strata_api::strata::tasks::v1::io_client::IoClient;
 use strata_grpc::remote::{RemoteContentStore, RemoteSnapshots};
 use tonic::transport::Channel;
 
@@ -28,6 +33,11 @@ pub struct Backends {
     pub diff: DiffClient<Channel>,
     pub images: ImagesClient<Channel>,
     pub leases: LeasesClient<Channel>,
+    pub containers: ContainersClient<Channel>,
+    pub tasks: TasksClient<Channel>,
+    pub io: IoClient<Channel>,
+    /// Clients attached to containers' processes, and stdin pipes.
+    pub attachments: std::sync::Arc<run::Attachments>,
     /// Registries reached over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
     /// The gateway's own state directory.
@@ -43,6 +53,7 @@ impl Backends {
         content: Channel,
         snapshotter: Channel,
         images: Channel,
+        tasks: Channel,
         insecure_registries: Vec<String>,
         root: PathBuf,
     ) -> Result<Self, strata_core::Error> {
@@ -56,6 +67,12 @@ impl Backends {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             leases: LeasesClient::new(images),
+            containers: ContainersClient::new(tasks.clone()),
+            tasks: TasksClient::new(tasks.clone()),
+            io: IoClient::new(tasks)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            attachments: std::sync::Arc::default(),
             insecure_registries,
             root,
             snapshotter: "overlayfs".to_owned(),

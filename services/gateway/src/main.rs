@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         content_ch.clone(),
         snap_ch.clone(),
         images_ch.clone(),
+        tasks_ch.clone(),
         insecure,
         settings.root.clone(),
     )?);
@@ -121,7 +122,8 @@ async fn main() -> anyhow::Result<()> {
         .add_service(Forward::<router::GarbageCollector>::new(images_ch))
         .add_service(Forward::<router::Containers>::new(tasks_ch.clone()))
         .add_service(Forward::<router::Events>::new(tasks_ch.clone()))
-        .add_service(Forward::<router::Tasks>::new(tasks_ch));
+        .add_service(Forward::<router::Tasks>::new(tasks_ch.clone()))
+        .add_service(Forward::<router::Io>::new(tasks_ch));
     server::serve(
         &settings.address,
         routes,
@@ -139,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
             router::Containers::NAME,
             router::Events::NAME,
             router::Tasks::NAME,
+            router::Io::NAME,
         ],
         &[],
     )

@@ -141,7 +141,7 @@ fn wire(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let ts = strata_grpc::convert::timestamp(t);
     ts.to_string()
 }

@@ -40,6 +40,7 @@ names!(
     Containers = "containerd.services.containers.v1.Containers",
     Events = "containerd.services.events.v1.Events",
     Tasks = "containerd.services.tasks.v1.Tasks",
+    Io = "strata.tasks.v1.Io",
 );
 
 /// Forwards every call of service `N` to `channel`.

@@ -1,0 +1,825 @@
+//! Containers run server-side, for `strata run` and its siblings: the gateway creates the
+//! container record and its root snapshot, starts its task with the tasks service, streams its
+//! output (the tasks service's `strata.tasks.v1.Io` logs) and feeds its stdin, and removes it
+//! with its thin layer.
+//!
+//! Stdin: a container created with stdin open gets a FIFO under `<gateway root>/io/<ns>/<id>/`
+//! that its supervisor reads; the gateway holds the write end open from task start until the
+//! client closes stdin (or the container is removed), so stdin stays open between attaches as
+//! with `docker run -i`. Output is never sent through FIFOs: the supervisor writes it to the
+//! container's log and attaching means following that log, so nothing blocks when nobody is
+//! attached and `logs` shows everything.
+
+use crate::Backends;
+use crate::api::find_image;
+use crate::image::details;
+use crate::spec::{self, PROCESS_TYPE, SPEC_TYPE, User};
+use prost_types::Any;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use strata_api::containerd::services::containers::v1 as cpb;
+use strata_api::containerd::services::leases::v1 as lpb;
+use strata_api::containerd::services::tasks::v1 as tpb;
+use strata_api::containerd::v1::types::Status as TaskStatus;
+use strata_api::strata::gateway::v1 as pb;
+use strata_api::strata::tasks::v1 as iopb;
+use strata_core::snapshots::SnapshotStore;
+use strata_core::{Error, Kind, Result};
+use strata_grpc::from_status;
+use strata_grpc::metadata::with_namespace;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::sync::Notify;
+
+/// Label: the container was created with stdin open (`-i`).
+pub const LABEL_STDIN: &str = "io.strata.stdin";
+/// Label: remove the container once its task has exited (`--rm`).
+pub const LABEL_AUTO_REMOVE: &str = "io.strata.auto-remove";
+/// How long a non-detached exec waits for its attach before it is cleaned up unattended.
+const ATTACH_GRACE: Duration = Duration::from_secs(60);
+/// How long the lease covering a container's creation lives if the gateway dies meanwhile.
+const CREATE_LEASE_TTL: Duration = Duration::from_secs(600);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn key(ns: &str, id: &str, exec_id: &str) -> String {
+    format!("{ns}/{id}/{exec_id}")
+}
+
+/// Who is attached to which process, so a removal waits until attached clients have seen the
+/// exit, and the write ends of stdin FIFOs.
+#[derive(Default)]
+pub struct Attachments {
+    count: Mutex<HashMap<String, usize>>,
+    /// Processes started for a client that has not attached yet.
+    reserved: Mutex<HashSet<String>>,
+    idle: Notify,
+    stdin: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<pipe::Sender>>>>>,
+}
+
+/// One attached client; dropping it detaches.
+pub struct Attached {
+    a: Arc<Attachments>,
+    key: String,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.a.leave(&self.key);
+    }
+}
+
+impl Attachments {
+    fn enter(self: &Arc<Self>, key: &str) -> Attached {
+        if !lock(&self.reserved).remove(key) {
+            *lock(&self.count).entry(key.to_owned()).or_default() += 1;
+        }
+        Attached {
+            a: self.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    fn leave(&self, key: &str) {
+        let mut count = lock(&self.count);
+        if let Some(n) = count.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                count.remove(key);
+            }
+        }
+        drop(count);
+        self.idle.notify_waiters();
+    }
+
+    /// Holds `key` for a client expected to attach; released by its attach, or after a grace.
+    fn reserve(self: &Arc<Self>, key: &str) {
+        *lock(&self.count).entry(key.to_owned()).or_default() += 1;
+        lock(&self.reserved).insert(key.to_owned());
+        let (a, k) = (self.clone(), key.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(ATTACH_GRACE).await;
+            if lock(&a.reserved).remove(&k) {
+                a.leave(&k);
+            }
+        });
+    }
+
+    /// Returns once nobody is attached to `key`.
+    async fn wait_idle(&self, key: &str) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !lock(&self.count).contains_key(key) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn stdin(&self, key: &str) -> Option<Arc<tokio::sync::Mutex<Option<pipe::Sender>>>> {
+        lock(&self.stdin).get(key).cloned()
+    }
+}
+
+fn random_id() -> Result<String> {
+    use std::io::Read as _;
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::internal(format!("reading /dev/urandom: {e}")))?;
+    Ok(hex::encode(b))
+}
+
+fn io_dir(b: &Backends, ns: &str, id: &str) -> PathBuf {
+    b.root.join("io").join(ns).join(id)
+}
+
+fn status_of(p: &strata_api::containerd::v1::types::Process) -> TaskStatus {
+    TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown)
+}
+
+/// Creates a FIFO for the stdin of `exec_id` (empty: init) and opens its write end.
+async fn open_stdin(b: &Backends, ns: &str, id: &str, exec_id: &str) -> Result<PathBuf> {
+    let dir = io_dir(b, ns, id);
+    let name = if exec_id.is_empty() {
+        "init.stdin".to_owned()
+    } else {
+        format!("exec-{exec_id}.stdin")
+    };
+    let path = dir.join(name);
+    let io = |e: std::io::Error| Error::internal(format!("stdin pipe {}: {e}", path.display()));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| io(e.into()))?;
+    // Read and write: opening never waits for the supervisor, and the pipe stays open as long
+    // as the gateway holds it.
+    let sender = pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(&path)
+        .map_err(io)?;
+    lock(&b.attachments.stdin).insert(
+        key(ns, id, exec_id),
+        Arc::new(tokio::sync::Mutex::new(Some(sender))),
+    );
+    Ok(path)
+}
+
+fn close_stdin(b: &Backends, ns: &str, id: &str, exec_id: &str) {
+    lock(&b.attachments.stdin).remove(&key(ns, id, exec_id));
+    let dir = io_dir(b, ns, id);
+    let name = if exec_id.is_empty() {
+        "init.stdin".to_owned()
+    } else {
+        format!("exec-{exec_id}.stdin")
+    };
+    let _ = std::fs::remove_file(dir.join(name));
+}
+
+async fn get_container(b: &Backends, ns: &str, id: &str) -> Result<cpb::Container> {
+    b.containers
+        .clone()
+        .get(with_namespace(
+            ns,
+            cpb::GetContainerRequest { id: id.to_owned() },
+        )?)
+        .await
+        .map_err(from_status)?
+        .into_inner()
+        .container
+        .ok_or_else(|| Error::not_found(format!("container {id:?}")))
+}
+
+fn spec_of(c: &cpb::Container) -> Result<Value> {
+    let any = c
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::failed_precondition(format!("container {:?} has no spec", c.id)))?;
+    serde_json::from_slice(&any.value)
+        .map_err(|e| Error::failed_precondition(format!("container {:?}: spec: {e}", c.id)))
+}
+
+async fn get_task(
+    b: &Backends,
+    ns: &str,
+    id: &str,
+    exec_id: &str,
+) -> Result<Option<strata_api::containerd::v1::types::Process>> {
+    match b
+        .tasks
+        .clone()
+        .get(with_namespace(
+            ns,
+            tpb::GetRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            },
+        )?)
+        .await
+    {
+        Ok(r) => Ok(r.into_inner().process),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(from_status(s)),
+    }
+}
+
+fn ignore_missing(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() == Kind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Reads `/etc/passwd` and `/etc/group` of the image whose top layer is `parent`, through a
+/// short-lived read-only view of it.
+async fn image_accounts(
+    b: &Backends,
+    ns: &str,
+    snapshotter: &str,
+    parent: &str,
+    id: &str,
+) -> Result<(String, String)> {
+    let view = format!("strata-user-{id}-{}", random_id()?);
+    let mounts = b
+        .snapshots
+        .view(snapshotter, ns, &view, parent, HashMap::new())
+        .await?;
+    let tmp = b.root.join("tmp");
+    let read = tokio::task::spawn_blocking(move || -> Result<(String, String)> {
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
+        let m = strata_mount::TempMount::new(&mounts, &tmp)
+            .map_err(|e| Error::internal(format!("mounting the image to read its users: {e}")))?;
+        let read = |f: &str| std::fs::read_to_string(m.path().join(f)).unwrap_or_default();
+        Ok((read("etc/passwd"), read("etc/group")))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("reading the image's users: {e}")));
+    let _ = b.snapshots.remove(snapshotter, ns, &view).await;
+    read?
+}
+
+async fn resolve_user(
+    b: &Backends,
+    ns: &str,
+    snapshotter: &str,
+    parent: &str,
+    id: &str,
+    user: &str,
+) -> Result<User> {
+    if user.is_empty() {
+        return Ok(User::default());
+    }
+    if let Some(u) = spec::numeric_user(user)
+        && user.contains(':')
+    {
+        return Ok(u);
+    }
+    let (passwd, group) = image_accounts(b, ns, snapshotter, parent, id).await?;
+    spec::resolve_user(user, &passwd, &group)
+}
+
+/// A lease that keeps what a creation writes from the garbage collector until the container
+/// record holds it.
+async fn lease(b: &Backends, ns: &str, id: &str) -> Result<String> {
+    let lease = format!("strata-create-{id}-{}", random_id()?);
+    let expire = crate::pull::rfc3339(SystemTime::now() + CREATE_LEASE_TTL);
+    b.leases
+        .clone()
+        .create(with_namespace(
+            ns,
+            lpb::CreateRequest {
+                id: lease.clone(),
+                labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
+            },
+        )?)
+        .await
+        .map_err(from_status)?;
+    Ok(lease)
+}
+
+async fn drop_lease(b: &Backends, ns: &str, lease: &str) {
+    if let Ok(req) = with_namespace(
+        ns,
+        lpb::DeleteRequest {
+            id: lease.to_owned(),
+            sync: false,
+        },
+    ) && let Err(e) = b.leases.clone().delete(req).await
+    {
+        tracing::warn!(lease, error = %e.message(), "could not drop a creation lease");
+    }
+}
+
+/// Creates a container of a local image; returns its ID.
+pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> Result<String> {
+    let image = find_image(b, ns, &req.image).await?;
+    let img = details(b, ns, image).await?;
+    let id = if req.name.is_empty() {
+        random_id()?
+    } else {
+        strata_core::identifiers::validate("container name", &req.name)?;
+        req.name.clone()
+    };
+    if get_container(b, ns, &id).await.is_ok() {
+        return Err(Error::already_exists(format!(
+            "container {id:?}: the name is in use"
+        )));
+    }
+    let snapshotter = if req.snapshotter.is_empty() {
+        b.snapshotter.clone()
+    } else {
+        req.snapshotter.clone()
+    };
+    let parent = img
+        .chain_ids
+        .last()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    if !parent.is_empty()
+        && let Err(e) = b.snapshots.stat(&snapshotter, ns, &parent).await
+    {
+        return Err(if e.kind() == Kind::NotFound {
+            Error::failed_precondition(format!(
+                "image {:?} is not unpacked in snapshotter {snapshotter:?}: pull it again",
+                img.name
+            ))
+        } else {
+            e
+        });
+    }
+    let config = img.config.config.clone().unwrap_or_default();
+    let user_s = if req.user.is_empty() {
+        config.user.clone().unwrap_or_default()
+    } else {
+        req.user.clone()
+    };
+    let user = resolve_user(b, ns, &snapshotter, &parent, &id, &user_s).await?;
+    let spec = spec::build(&id, &req, &config, &user)?;
+    for v in &req.volumes {
+        // As `docker run -v`: a missing host directory is created.
+        if !std::path::Path::new(&v.source).exists() {
+            std::fs::create_dir_all(&v.source)
+                .map_err(|e| Error::invalid_argument(format!("volume source {}: {e}", v.source)))?;
+        }
+    }
+    let mut labels = req.labels.clone();
+    if req.stdin {
+        labels.insert(LABEL_STDIN.to_owned(), "true".to_owned());
+    }
+    if req.auto_remove {
+        labels.insert(LABEL_AUTO_REMOVE.to_owned(), "true".to_owned());
+    }
+    let lease_id = lease(b, ns, &id).await?;
+    let result = async {
+        b.leases
+            .clone()
+            .add_resource(with_namespace(
+                ns,
+                lpb::AddResourceRequest {
+                    id: lease_id.clone(),
+                    resource: Some(lpb::Resource {
+                        id: id.clone(),
+                        r#type: format!("snapshots/{snapshotter}"),
+                    }),
+                },
+            )?)
+            .await
+            .map_err(from_status)?;
+        b.snapshots
+            .prepare(&snapshotter, ns, &id, &parent, HashMap::new())
+            .await?;
+        let value = serde_json::to_vec(&spec)
+            .map_err(|e| Error::internal(format!("container {id:?}: spec: {e}")))?;
+        let created = b
+            .containers
+            .clone()
+            .create(with_namespace(
+                ns,
+                cpb::CreateContainerRequest {
+                    container: Some(cpb::Container {
+                        id: id.clone(),
+                        labels,
+                        image: img.name.clone(),
+                        runtime: Some(cpb::container::Runtime {
+                            name: if req.runtime.is_empty() {
+                                "io.containerd.runc.v2".to_owned()
+                            } else {
+                                req.runtime.clone()
+                            },
+                            options: None,
+                        }),
+                        spec: Some(Any {
+                            type_url: SPEC_TYPE.to_owned(),
+                            value,
+                        }),
+                        snapshotter: snapshotter.clone(),
+                        snapshot_key: id.clone(),
+                        ..Default::default()
+                    }),
+                },
+            )?)
+            .await
+            .map_err(from_status);
+        if let Err(e) = created {
+            let _ = b.snapshots.remove(&snapshotter, ns, &id).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+    .await;
+    drop_lease(b, ns, &lease_id).await;
+    result.map(|()| id)
+}
+
+/// Starts the task of container `id` (a new one if its last has exited); returns its pid.
+pub async fn start(b: &Arc<Backends>, ns: &str, id: &str) -> Result<u32> {
+    let c = get_container(b, ns, id).await?;
+    let spec = spec_of(&c)?;
+    let mut tasks = b.tasks.clone();
+    if let Some(t) = get_task(b, ns, id, "").await? {
+        match status_of(&t) {
+            TaskStatus::Running | TaskStatus::Paused | TaskStatus::Pausing => return Ok(t.pid),
+            TaskStatus::Created => {
+                let r = tasks
+                    .start(with_namespace(
+                        ns,
+                        tpb::StartRequest {
+                            container_id: id.to_owned(),
+                            exec_id: String::new(),
+                        },
+                    )?)
+                    .await
+                    .map_err(from_status)?;
+                watch_auto_remove(b, ns, &c);
+                return Ok(r.into_inner().pid);
+            }
+            _ => {
+                tasks
+                    .delete(with_namespace(
+                        ns,
+                        tpb::DeleteTaskRequest {
+                            container_id: id.to_owned(),
+                        },
+                    )?)
+                    .await
+                    .map_err(from_status)?;
+            }
+        }
+    }
+    let stdin = if c.labels.get(LABEL_STDIN).is_some_and(|v| v == "true") {
+        open_stdin(b, ns, id, "").await?.display().to_string()
+    } else {
+        String::new()
+    };
+    let terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);
+    let created = tasks
+        .create(with_namespace(
+            ns,
+            tpb::CreateTaskRequest {
+                container_id: id.to_owned(),
+                stdin,
+                terminal,
+                ..Default::default()
+            },
+        )?)
+        .await
+        .map_err(from_status);
+    if let Err(e) = created {
+        close_stdin(b, ns, id, "");
+        return Err(e);
+    }
+    let started = tasks
+        .start(with_namespace(
+            ns,
+            tpb::StartRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+            },
+        )?)
+        .await
+        .map_err(from_status)?;
+    watch_auto_remove(b, ns, &c);
+    Ok(started.into_inner().pid)
+}
+
+async fn wait(b: &Backends, ns: &str, id: &str, exec_id: &str) -> Result<u32> {
+    Ok(b.tasks
+        .clone()
+        .wait(with_namespace(
+            ns,
+            tpb::WaitRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            },
+        )?)
+        .await
+        .map_err(from_status)?
+        .into_inner()
+        .exit_status)
+}
+
+/// For `--rm`: once the task exits and attached clients have seen it, remove the container.
+fn watch_auto_remove(b: &Arc<Backends>, ns: &str, c: &cpb::Container) {
+    if c.labels.get(LABEL_AUTO_REMOVE).is_none_or(|v| v != "true") {
+        return;
+    }
+    let (b, ns, id) = (b.clone(), ns.to_owned(), c.id.clone());
+    tokio::spawn(async move {
+        if let Err(e) = wait(&b, &ns, &id, "").await {
+            tracing::warn!(container = %id, error = %e, "auto-remove: waiting for the task");
+            return;
+        }
+        b.attachments.wait_idle(&key(&ns, &id, "")).await;
+        if let Err(e) = remove(&b, &ns, &id, false).await
+            && e.kind() != Kind::NotFound
+        {
+            tracing::warn!(container = %id, error = %e, "auto-remove failed");
+        }
+    });
+}
+
+/// Removes container `id`: its task (killed first with `force`), record, snapshot, stdin pipes.
+pub async fn remove(b: &Backends, ns: &str, id: &str, force: bool) -> Result<()> {
+    let c = get_container(b, ns, id).await?;
+    let mut tasks = b.tasks.clone();
+    if let Some(t) = get_task(b, ns, id, "").await? {
+        let status = status_of(&t);
+        if status != TaskStatus::Stopped {
+            if !force {
+                return Err(Error::failed_precondition(format!(
+                    "container {id:?} is running: stop it first or remove it with force"
+                )));
+            }
+            let killed = tasks
+                .kill(with_namespace(
+                    ns,
+                    tpb::KillRequest {
+                        container_id: id.to_owned(),
+                        exec_id: String::new(),
+                        signal: 9,
+                        all: true,
+                    },
+                )?)
+                .await
+                .map_err(from_status);
+            ignore_missing(killed.map(|_| ()))?;
+            if status == TaskStatus::Paused {
+                let _ = tasks
+                    .resume(with_namespace(
+                        ns,
+                        tpb::ResumeTaskRequest {
+                            container_id: id.to_owned(),
+                        },
+                    )?)
+                    .await;
+            }
+            ignore_missing(wait(b, ns, id, "").await.map(|_| ()))?;
+        }
+        let deleted = tasks
+            .delete(with_namespace(
+                ns,
+                tpb::DeleteTaskRequest {
+                    container_id: id.to_owned(),
+                },
+            )?)
+            .await
+            .map_err(from_status);
+        ignore_missing(deleted.map(|_| ()))?;
+    }
+    let deleted = b
+        .containers
+        .clone()
+        .delete(with_namespace(
+            ns,
+            cpb::DeleteContainerRequest { id: id.to_owned() },
+        )?)
+        .await
+        .map_err(from_status);
+    ignore_missing(deleted.map(|_| ()))?;
+    if !c.snapshot_key.is_empty() {
+        ignore_missing(
+            b.snapshots
+                .remove(&c.snapshotter, ns, &c.snapshot_key)
+                .await,
+        )?;
+    }
+    let prefix = key(ns, id, "");
+    lock(&b.attachments.stdin).retain(|k, _| !k.starts_with(&prefix));
+    let _ = std::fs::remove_dir_all(io_dir(b, ns, id));
+    Ok(())
+}
+
+/// Starts a process in the running container `req.container_id`; returns its exec ID and pid.
+pub async fn exec(b: &Arc<Backends>, ns: &str, req: pb::ExecRequest) -> Result<(String, u32)> {
+    let id = req.container_id.clone();
+    let c = get_container(b, ns, &id).await?;
+    match get_task(b, ns, &id, "").await? {
+        Some(t) if status_of(&t) == TaskStatus::Running => {}
+        _ => {
+            return Err(Error::failed_precondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+    }
+    let spec = spec_of(&c)?;
+    let user = if req.user.is_empty() {
+        None
+    } else {
+        let parent = match b.snapshots.stat(&c.snapshotter, ns, &c.snapshot_key).await {
+            Ok(info) => info.parent,
+            Err(_) => String::new(),
+        };
+        Some(resolve_user(b, ns, &c.snapshotter, &parent, &id, &req.user).await?)
+    };
+    let process = spec::exec_process(&spec, &req, user.as_ref())?;
+    let exec_id = if req.exec_id.is_empty() {
+        random_id()?
+    } else {
+        strata_core::identifiers::validate("exec ID", &req.exec_id)?;
+        req.exec_id.clone()
+    };
+    let stdin = if req.stdin {
+        open_stdin(b, ns, &id, &exec_id)
+            .await?
+            .display()
+            .to_string()
+    } else {
+        String::new()
+    };
+    let value = serde_json::to_vec(&process)
+        .map_err(|e| Error::internal(format!("exec {exec_id:?}: process: {e}")))?;
+    let mut tasks = b.tasks.clone();
+    let created = tasks
+        .exec(with_namespace(
+            ns,
+            tpb::ExecProcessRequest {
+                container_id: id.clone(),
+                stdin,
+                stdout: String::new(),
+                stderr: String::new(),
+                terminal: req.tty,
+                spec: Some(Any {
+                    type_url: PROCESS_TYPE.to_owned(),
+                    value,
+                }),
+                exec_id: exec_id.clone(),
+            },
+        )?)
+        .await
+        .map_err(from_status);
+    if let Err(e) = created {
+        close_stdin(b, ns, &id, &exec_id);
+        return Err(e);
+    }
+    let k = key(ns, &id, &exec_id);
+    if !req.detach {
+        b.attachments.reserve(&k);
+    }
+    let started = tasks
+        .start(with_namespace(
+            ns,
+            tpb::StartRequest {
+                container_id: id.clone(),
+                exec_id: exec_id.clone(),
+            },
+        )?)
+        .await
+        .map_err(from_status);
+    let pid = match started {
+        Ok(r) => r.into_inner().pid,
+        Err(e) => {
+            let _ = delete_process(b, ns, &id, &exec_id).await;
+            if !req.detach && lock(&b.attachments.reserved).remove(&k) {
+                b.attachments.leave(&k);
+            }
+            return Err(e);
+        }
+    };
+    // The exec'd process is deleted once it has exited and its attached client has seen it.
+    let (b2, ns2, id2, e2) = (b.clone(), ns.to_owned(), id.clone(), exec_id.clone());
+    tokio::spawn(async move {
+        let _ = wait(&b2, &ns2, &id2, &e2).await;
+        b2.attachments.wait_idle(&key(&ns2, &id2, &e2)).await;
+        let _ = delete_process(&b2, &ns2, &id2, &e2).await;
+    });
+    Ok((exec_id, pid))
+}
+
+async fn delete_process(b: &Backends, ns: &str, id: &str, exec_id: &str) -> Result<()> {
+    close_stdin(b, ns, id, exec_id);
+    let r = b
+        .tasks
+        .clone()
+        .delete_process(with_namespace(
+            ns,
+            tpb::DeleteProcessRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            },
+        )?)
+        .await
+        .map_err(from_status);
+    ignore_missing(r.map(|_| ()))
+}
+
+/// What an attach needs once it has begun: the output stream and the stdin pipe.
+pub struct Attach {
+    pub output: tonic::Streaming<iopb::LogsEvent>,
+    pub stdin: Option<Arc<tokio::sync::Mutex<Option<pipe::Sender>>>>,
+    pub guard: Attached,
+}
+
+/// Begins an attach: registers the client, opens the output stream.
+pub async fn attach(b: &Arc<Backends>, ns: &str, start: &pb::AttachStart) -> Result<Attach> {
+    let id = &start.container_id;
+    get_container(b, ns, id).await?;
+    let k = key(ns, id, &start.exec_id);
+    let stdin = if start.stdin {
+        Some(b.attachments.stdin(&k).ok_or_else(|| {
+            Error::failed_precondition(format!(
+                "container {id:?}{}: stdin is not open (create it with stdin, -i)",
+                if start.exec_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(" exec {:?}", start.exec_id)
+                }
+            ))
+        })?)
+    } else {
+        None
+    };
+    let guard = b.attachments.enter(&k);
+    let output =
+        b.io.clone()
+            .logs(with_namespace(
+                ns,
+                iopb::LogsRequest {
+                    container_id: id.clone(),
+                    exec_id: start.exec_id.clone(),
+                    follow: true,
+                    new_only: !start.logs,
+                    tail: 0,
+                },
+            )?)
+            .await
+            .map_err(from_status)?
+            .into_inner();
+    Ok(Attach {
+        output,
+        stdin,
+        guard,
+    })
+}
+
+/// Writes stdin data from an attached client.
+pub async fn write_stdin(
+    stdin: &Arc<tokio::sync::Mutex<Option<pipe::Sender>>>,
+    data: &[u8],
+) -> Result<()> {
+    let mut s = stdin.lock().await;
+    match s.as_mut() {
+        Some(w) => w
+            .write_all(data)
+            .await
+            .map_err(|e| Error::failed_precondition(format!("writing stdin: {e}"))),
+        None => Err(Error::failed_precondition("stdin is closed")),
+    }
+}
+
+/// Closes stdin for good: the process reads end of file.
+pub async fn end_stdin(b: &Backends, ns: &str, id: &str, exec_id: &str) {
+    let k = key(ns, id, exec_id);
+    if let Some(s) = b.attachments.stdin(&k) {
+        s.lock().await.take();
+    }
+    lock(&b.attachments.stdin).remove(&k);
+}
+
+pub async fn resize(b: &Backends, ns: &str, id: &str, exec_id: &str, r: pb::Resize) -> Result<()> {
+    b.tasks
+        .clone()
+        .resize_pty(with_namespace(
+            ns,
+            tpb::ResizePtyRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+                width: r.width,
+                height: r.height,
+            },
+        )?)
+        .await
+        .map_err(from_status)?;
+    Ok(())
+}
