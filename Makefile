@@ -34,7 +34,7 @@ fmt:
 # The last line sums every test binary's result ("N passed, N failed").
 test: lint build
 	@mkdir -p $(dir $(TEST_LOG))
-	set -o pipefail; $(CARGO) test --workspace --lib --bins --tests -- --test-threads=2 2>&1 | tee $(TEST_LOG)
+	set -o pipefail; $(CARGO) test --workspace --no-fail-fast --lib --bins --tests -- --test-threads=2 2>&1 | tee $(TEST_LOG)
 	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "%d passed, %d failed\n", p, f}' $(TEST_LOG)
 
 up: release

@@ -71,6 +71,22 @@ pub async fn ps(ctx: &Ctx, c: &Clients, all: bool, size: bool, json: bool) -> an
         .await?
         .into_inner()
         .containers;
+    // Virtual size = the container's own layer + its image's (shared) layers.
+    let image_sizes: std::collections::HashMap<String, i64> = if size {
+        ctx.client
+            .clone()
+            .list_images(
+                ctx.req(strata_api::strata::gateway::v1::ListImagesRequest { filters: vec![] })?,
+            )
+            .await?
+            .into_inner()
+            .images
+            .into_iter()
+            .map(|i| (i.name, i.size))
+            .collect()
+    } else {
+        Default::default()
+    };
     let mut rows = Vec::new();
     for ct in list {
         let t = task(ctx, c, &ct.id).await?;
@@ -108,6 +124,7 @@ pub async fn ps(ctx: &Ctx, c: &Clients, all: bool, size: bool, json: bool) -> an
         } else {
             None
         };
+        let own = own.map(|o| (o, o + image_sizes.get(&ct.image).copied().unwrap_or(0)));
         rows.push((ct, status, own));
     }
     if json {
@@ -116,7 +133,8 @@ pub async fn ps(ctx: &Ctx, c: &Clients, all: bool, size: bool, json: bool) -> an
             .map(|(ct, status, own)| {
                 serde_json::json!({
                     "ID": ct.id, "Image": ct.image, "Command": command_of(ct.spec.as_ref()),
-                    "Status": status, "Size": own, "Labels": ct.labels,
+                    "Status": status, "Size": own.map(|o| o.0),
+                    "VirtualSize": own.map(|o| o.1), "Labels": ct.labels,
                 })
             })
             .collect();
@@ -145,8 +163,12 @@ pub async fn ps(ctx: &Ctx, c: &Clients, all: bool, size: bool, json: bool) -> an
             output::ago(ct.created_at.as_ref()),
             status,
         ];
-        if let Some(own) = own {
-            row.push(output::size(own));
+        if let Some((own, virt)) = own {
+            row.push(format!(
+                "{} (virtual {})",
+                output::size(own),
+                output::size(virt)
+            ));
         }
         table.push(row);
     }

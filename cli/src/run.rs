@@ -210,10 +210,13 @@ pub async fn create(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<String> {
         .id)
 }
 
-async fn start_one(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+async fn start_one(ctx: &Ctx, id: &str, attach: bool) -> anyhow::Result<()> {
     ctx.client
         .clone()
-        .start_container(ctx.req(pb::StartContainerRequest { id: id.to_owned() })?)
+        .start_container(ctx.req(pb::StartContainerRequest {
+            id: id.to_owned(),
+            attach,
+        })?)
         .await?;
     Ok(())
 }
@@ -276,7 +279,7 @@ pub struct AttachOpts {
     pub exec_id: String,
     pub stdin: bool,
     pub tty: bool,
-    /// Include output written before attaching.
+    /// Include what the current run wrote before the attach.
     pub logs: bool,
 }
 
@@ -298,8 +301,6 @@ async fn open(ctx: &Ctx, o: &AttachOpts) -> anyhow::Result<Session> {
     })
     .await
     .context("attach")?;
-    // The answer's headers come once the gateway has registered the attach: output written
-    // from then on is not missed.
     let output = ctx
         .client
         .clone()
@@ -440,7 +441,7 @@ pub async fn run(
 ) -> anyhow::Result<i32> {
     let id = create(ctx, a).await?;
     if detach {
-        start_one(ctx, &id).await?;
+        start_one(ctx, &id, false).await?;
         println!("{id}");
         return Ok(0);
     }
@@ -451,13 +452,14 @@ pub async fn run(
         tty: a.tty,
         logs: true,
     };
-    let session = open(ctx, &o).await?;
-    if let Err(e) = start_one(ctx, &id).await {
+    // Started first, then attached from the start of its output: nothing is missed.
+    if let Err(e) = start_one(ctx, &id, true).await {
         if a.rm {
             let _ = remove(ctx, &id, true).await;
         }
         return Err(e);
     }
+    let session = open(ctx, &o).await?;
     let status = stream(ctx, channel, &o, session).await?;
     if a.rm {
         // The gateway removes it too; whoever comes second finds nothing to do.
@@ -482,7 +484,7 @@ pub async fn start(
 ) -> anyhow::Result<i32> {
     if !attach {
         for id in ids {
-            start_one(ctx, id).await?;
+            start_one(ctx, id, false).await?;
             println!("{id}");
         }
         return Ok(0);
@@ -496,10 +498,10 @@ pub async fn start(
         exec_id: String::new(),
         stdin: interactive,
         tty,
-        logs: false,
+        logs: true,
     };
+    start_one(ctx, id, true).await?;
     let session = open(ctx, &o).await?;
-    start_one(ctx, id).await?;
     let status = stream(ctx, channel, &o, session).await?;
     Ok(i32::try_from(status).unwrap_or(255))
 }
@@ -588,6 +590,7 @@ pub async fn logs(
             follow,
             new_only: false,
             tail: tail.unwrap_or(0),
+            this_run: false,
         })?)
         .await?
         .into_inner();

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod registry;
+pub mod stack;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

@@ -445,7 +445,8 @@ impl Gateway for GatewayService {
         request: Request<pb::StartContainerRequest>,
     ) -> Result<Response<pb::StartContainerResponse>, Status> {
         let ns = namespace(&request)?;
-        let pid = run::start(&self.b, &ns, &request.into_inner().id)
+        let r = request.into_inner();
+        let pid = run::start(&self.b, &ns, &r.id, r.attach)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::StartContainerResponse { pid }))
@@ -503,7 +504,12 @@ impl Gateway for GatewayService {
         tokio::spawn(async move {
             let _guard = guard;
             loop {
-                match output.message().await {
+                // A client that goes away ends the attach at once, not at the next output.
+                let next = tokio::select! {
+                    m = output.message() => m,
+                    () = tx.closed() => break,
+                };
+                match next {
                     Ok(Some(ev)) => {
                         if tx.send(Ok(ev)).await.is_err() {
                             break;

@@ -34,6 +34,7 @@ pub enum Watched {
     SnapshotsView,
     SnapshotsCommit,
     NamespacesDelete,
+    ContainersCreate,
 }
 
 impl Watched {
@@ -44,6 +45,7 @@ impl Watched {
             "/containerd.services.snapshots.v1.Snapshots/View" => Self::SnapshotsView,
             "/containerd.services.snapshots.v1.Snapshots/Commit" => Self::SnapshotsCommit,
             "/containerd.services.namespaces.v1.Namespaces/Delete" => Self::NamespacesDelete,
+            "/containerd.services.containers.v1.Containers/Create" => Self::ContainersCreate,
             _ => return None,
         })
     }
@@ -152,6 +154,9 @@ impl Hooks {
         }
         let Some(ns) = ns else { return req };
         self.ensure_namespace(&ns).await;
+        if watched == Watched::ContainersCreate {
+            return req;
+        }
         let Some(lease) = header(&req, LEASE_HEADER) else {
             return req;
         };
@@ -200,9 +205,7 @@ impl Hooks {
                 }
                 http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)))
             }
-            Watched::NamespacesDelete => {
-                http::Request::from_parts(req.into_parts().0, Body::empty())
-            }
+            Watched::NamespacesDelete | Watched::ContainersCreate => req,
         }
     }
 }

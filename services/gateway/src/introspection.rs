@@ -21,7 +21,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Clone)]
 pub struct Backend {
-    /// The service's name in messages: "content", "snapshotter", "images".
+    /// The service's name in messages: "content", "snapshotter", "images", "tasks".
     pub name: &'static str,
     pub channel: Channel,
 }
@@ -85,8 +85,28 @@ const PLUGINS: &[(&str, &str, Option<usize>, &[&str])] = &[
         Some(2),
         &["io.containerd.metadata.v1"],
     ),
+    (
+        "io.containerd.runtime.v2",
+        "task",
+        Some(3),
+        &["io.containerd.metadata.v1"],
+    ),
+    (
+        "io.containerd.grpc.v1",
+        "containers",
+        Some(3),
+        &["io.containerd.metadata.v1"],
+    ),
+    (
+        "io.containerd.grpc.v1",
+        "tasks",
+        Some(3),
+        &["io.containerd.runtime.v2"],
+    ),
+    ("io.containerd.grpc.v1", "events", Some(3), &[]),
     ("io.containerd.grpc.v1", "introspection", None, &[]),
     ("io.containerd.grpc.v1", "version", None, &[]),
+    ("io.containerd.grpc.v1", "healthcheck", None, &[]),
 ];
 
 pub struct IntrospectionService {

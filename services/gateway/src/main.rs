@@ -105,6 +105,10 @@ async fn main() -> anyhow::Result<()> {
                 name: "images",
                 channel: images_ch.clone(),
             },
+            Backend {
+                name: "tasks",
+                channel: tasks_ch.clone(),
+            },
         ],
         &settings.root,
     )
@@ -118,9 +122,11 @@ async fn main() -> anyhow::Result<()> {
         .add_service(Forward::<router::Diff>::new(snap_ch))
         .add_service(Forward::<router::Images>::new(images_ch.clone()))
         .add_service(Forward::<router::Leases>::new(images_ch.clone()))
-        .add_service(Forward::<router::Namespaces>::new(images_ch.clone()).with_hooks(hooks))
+        .add_service(
+            Forward::<router::Namespaces>::new(images_ch.clone()).with_hooks(hooks.clone()),
+        )
         .add_service(Forward::<router::GarbageCollector>::new(images_ch))
-        .add_service(Forward::<router::Containers>::new(tasks_ch.clone()))
+        .add_service(Forward::<router::Containers>::new(tasks_ch.clone()).with_hooks(hooks.clone()))
         .add_service(Forward::<router::Events>::new(tasks_ch.clone()))
         .add_service(Forward::<router::Tasks>::new(tasks_ch.clone()))
         .add_service(Forward::<router::Io>::new(tasks_ch));

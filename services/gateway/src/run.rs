@@ -60,6 +60,8 @@ pub struct Attachments {
     reserved: Mutex<HashSet<String>>,
     idle: Notify,
     stdin: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<pipe::Sender>>>>>,
+    /// One removal at a time per container (`--rm` is done by both the CLI and the gateway).
+    removals: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// One attached client; dropping it detaches.
@@ -444,7 +446,7 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
 }
 
 /// Starts the task of container `id` (a new one if its last has exited); returns its pid.
-pub async fn start(b: &Arc<Backends>, ns: &str, id: &str) -> Result<u32> {
+pub async fn start(b: &Arc<Backends>, ns: &str, id: &str, attach: bool) -> Result<u32> {
     let c = get_container(b, ns, id).await?;
     let spec = spec_of(&c)?;
     let mut tasks = b.tasks.clone();
@@ -462,7 +464,7 @@ pub async fn start(b: &Arc<Backends>, ns: &str, id: &str) -> Result<u32> {
                     )?)
                     .await
                     .map_err(from_status)?;
-                watch_auto_remove(b, ns, &c);
+                watch_auto_remove(b, ns, &c, attach);
                 return Ok(r.into_inner().pid);
             }
             _ => {
@@ -510,7 +512,7 @@ pub async fn start(b: &Arc<Backends>, ns: &str, id: &str) -> Result<u32> {
         )?)
         .await
         .map_err(from_status)?;
-    watch_auto_remove(b, ns, &c);
+    watch_auto_remove(b, ns, &c, attach);
     Ok(started.into_inner().pid)
 }
 
@@ -531,9 +533,12 @@ async fn wait(b: &Backends, ns: &str, id: &str, exec_id: &str) -> Result<u32> {
 }
 
 /// For `--rm`: once the task exits and attached clients have seen it, remove the container.
-fn watch_auto_remove(b: &Arc<Backends>, ns: &str, c: &cpb::Container) {
+fn watch_auto_remove(b: &Arc<Backends>, ns: &str, c: &cpb::Container, attach: bool) {
     if c.labels.get(LABEL_AUTO_REMOVE).is_none_or(|v| v != "true") {
         return;
+    }
+    if attach {
+        b.attachments.reserve(&key(ns, &c.id, ""));
     }
     let (b, ns, id) = (b.clone(), ns.to_owned(), c.id.clone());
     tokio::spawn(async move {
@@ -552,6 +557,23 @@ fn watch_auto_remove(b: &Arc<Backends>, ns: &str, c: &cpb::Container) {
 
 /// Removes container `id`: its task (killed first with `force`), record, snapshot, stdin pipes.
 pub async fn remove(b: &Backends, ns: &str, id: &str, force: bool) -> Result<()> {
+    let k = key(ns, id, "");
+    let slot = lock(&b.attachments.removals)
+        .entry(k.clone())
+        .or_default()
+        .clone();
+    let result = {
+        let _one = slot.lock().await;
+        remove_locked(b, ns, id, force).await
+    };
+    let mut removals = lock(&b.attachments.removals);
+    if removals.get(&k).is_some_and(|s| Arc::strong_count(s) <= 2) {
+        removals.remove(&k);
+    }
+    result
+}
+
+async fn remove_locked(b: &Backends, ns: &str, id: &str, force: bool) -> Result<()> {
     let c = get_container(b, ns, id).await?;
     let mut tasks = b.tasks.clone();
     if let Some(t) = get_task(b, ns, id, "").await? {
@@ -771,6 +793,7 @@ pub async fn attach(b: &Arc<Backends>, ns: &str, start: &pb::AttachStart) -> Res
                     follow: true,
                     new_only: !start.logs,
                     tail: 0,
+                    this_run: start.logs,
                 },
             )?)
             .await
@@ -805,6 +828,22 @@ pub async fn end_stdin(b: &Backends, ns: &str, id: &str, exec_id: &str) {
         s.lock().await.take();
     }
     lock(&b.attachments.stdin).remove(&k);
+    // The supervisor holds the process's end open until told: what the pipe held is delivered,
+    // then the process reads end of file.
+    let closed = match with_namespace(
+        ns,
+        tpb::CloseIoRequest {
+            container_id: id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            stdin: true,
+        },
+    ) {
+        Ok(req) => b.tasks.clone().close_io(req).await.map_err(from_status),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = closed {
+        tracing::debug!(container = %id, exec = %exec_id, error = %e, "closing stdin");
+    }
 }
 
 pub async fn resize(b: &Backends, ns: &str, id: &str, exec_id: &str, r: pb::Resize) -> Result<()> {

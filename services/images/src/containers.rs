@@ -64,4 +64,25 @@ impl RootProvider for ContainerRoots {
             Ok(roots)
         })
     }
+
+    fn residents<'a>(&'a self, ns: &'a str) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        Box::pin(async move {
+            if self.absent() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<String> = self
+                .client
+                .list(ns, &[])
+                .await
+                .map_err(|e| e.context(format!("listing containers at {}", self.address)))?
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            Ok(if ids.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("containers {}", ids.join(", "))]
+            })
+        })
+    }
 }

@@ -90,6 +90,11 @@ pub trait RootProvider: Send + Sync + 'static {
     /// The roots of `ns`. An error fails the namespace's collection: nothing is removed from a
     /// namespace whose roots are not all known.
     fn roots<'a>(&'a self, ns: &'a str) -> BoxFuture<'a, Result<Vec<Root>, Error>>;
+    /// What `ns` still holds in this provider's service, described for a refusal to delete the
+    /// namespace (e.g. `containers a, b`); empty when nothing.
+    fn residents<'a>(&'a self, _ns: &'a str) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// What one collection did.
@@ -610,6 +615,13 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                 let keys: Vec<String> = list.into_iter().map(|i| i.name).collect();
                 left.push(describe(&format!("snapshots on {sn:?} snapshotter"), &keys));
             }
+        }
+        for p in &self.providers {
+            left.extend(
+                p.residents(ns)
+                    .await
+                    .map_err(|e| e.context(format!("asking {}", p.name())))?,
+            );
         }
         Ok(left)
     }

@@ -1,15 +1,20 @@
 //! strata-shim: the supervisor of one container, like containerd's shim.
 //!
 //! `strata-shim --id ID --bundle DIR --state DIR [--runtime builtin|runc|crun|PATH]
-//!  [--stdin PATH] [--stdout PATH] [--stderr PATH]`
+//!  [--log PATH] [--stdin PATH] [--stdout PATH] [--stderr PATH]`
 //!
 //! It detaches into its own session, becomes the subreaper of what the container leaves
 //! behind, creates the container, answers on `<state>/shim.sock` (see [`protocol`]), reaps the
 //! container's processes and records init's exit status in `<state>/exit` (written to a
 //! temporary file, fsynced and renamed), so a restarted tasks service finds every container
-//! again and learns its true exit code. The container's output is kept in `<state>/log` and
-//! copied to the stdout/stderr paths (FIFOs, as containerd clients give) when given. It prints
-//! `ready <pid>` on stdout once the socket accepts, then closes stdout.
+//! again and learns its true exit code. The container's output is appended to the framed log
+//! (`--log`, default `<state>/log`; records tell stdout from stderr, see
+//! `strata_core::logfile`) and copied to the stdout/stderr paths (FIFOs, as containerd clients
+//! give) when given; an exec'd process's to `<state>/exec-<id>.log`. When the process asks for a
+//! terminal (`process.terminal`), the supervisor holds the pty master: its output goes to the
+//! log as stdout and to the stdout path, the stdin path feeds it. An exit is told (wait, state)
+//! only once the process's output has reached the log. It prints `ready <pid>` on stdout once
+//! the socket accepts, then closes stdout.
 
 mod protocol;
 mod runtime;
@@ -23,6 +28,8 @@ pub struct Args {
     pub bundle: PathBuf,
     pub state: PathBuf,
     pub runtime: String,
+    /// The container's framed log; `<state>/log` when not given.
+    pub log: Option<PathBuf>,
     pub stdin: Option<PathBuf>,
     pub stdout: Option<PathBuf>,
     pub stderr: Option<PathBuf>,
@@ -41,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
             "--bundle" => a.bundle = value()?.into(),
             "--state" => a.state = value()?.into(),
             "--runtime" => a.runtime = value()?,
+            "--log" => a.log = Some(value()?.into()),
             "--stdin" => a.stdin = Some(value()?.into()),
             "--stdout" => a.stdout = Some(value()?.into()),
             "--stderr" => a.stderr = Some(value()?.into()),

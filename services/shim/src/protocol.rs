@@ -14,12 +14,14 @@ pub enum Request {
         #[serde(default)]
         all: bool,
     },
-    /// Blocks until init exits; answers its exit status.
+    /// Blocks until init has exited and its output has been copied (or, for output held open
+    /// by processes left behind, a short while has passed); answers its exit status.
     Wait,
     Pids,
     Pause,
     Resume,
-    /// Closes the container's stdin (the write side the supervisor holds).
+    /// Closes the container's stdin (the write side the supervisor holds; nothing for a
+    /// terminal, whose input stops when the client closes its stdin).
     CloseIo,
     /// Runs a process in the container (`process` is an OCI runtime-spec Process in JSON).
     Exec {
@@ -38,6 +40,21 @@ pub enum Request {
     KillExec {
         exec_id: String,
         signal: i32,
+    },
+    /// An exec'd process's pid and status (running, stopped) and, once stopped, its exit.
+    StateExec {
+        exec_id: String,
+    },
+    /// Forgets an exec'd process that has exited, and removes its log.
+    DeleteExec {
+        exec_id: String,
+    },
+    /// Sets the size of the terminal of init (empty `exec_id`) or of an exec'd process.
+    ResizePty {
+        #[serde(default)]
+        exec_id: String,
+        width: u32,
+        height: u32,
     },
     /// Applies new resources (an OCI LinuxResources in JSON).
     Update {
@@ -59,10 +76,21 @@ pub struct Exit {
     pub at_nanos: u32,
 }
 
+/// What kind of failure an error reply reports (`Reply::kind`), for the caller's status codes.
+pub mod kind {
+    pub const NOT_FOUND: &str = "not_found";
+    pub const ALREADY_EXISTS: &str = "already_exists";
+    pub const FAILED_PRECONDITION: &str = "failed_precondition";
+    pub const INVALID_ARGUMENT: &str = "invalid_argument";
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// One of [`kind`]'s values when the error is not an internal one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// created, running, paused, stopped
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -78,6 +106,15 @@ impl Reply {
     pub fn err(msg: impl Into<String>) -> Self {
         Self {
             error: Some(msg.into()),
+            ..Default::default()
+        }
+    }
+
+    /// An error of a [`kind`].
+    pub fn fail(kind: &str, msg: impl Into<String>) -> Self {
+        Self {
+            error: Some(msg.into()),
+            kind: Some(kind.to_owned()),
             ..Default::default()
         }
     }

@@ -2,10 +2,12 @@
 //! no binary needed), or an external runtime binary with runc's command line (runc, crun).
 
 use crate::supervisor::Reaper;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use strata_runtime::oci_spec::runtime::{LinuxResources, Process};
 use strata_runtime::{Container, Pid, Signal};
 
@@ -26,10 +28,100 @@ pub enum RuntimeError {
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
 /// The container's standard streams as the runtime receives them.
+#[derive(Default)]
 pub struct Fds {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+}
+
+/// How long an external runtime may take to hand over a terminal it said it had made.
+const CONSOLE_LIMIT: Duration = Duration::from_secs(10);
+
+/// A unix socket an external runtime sends a pty master to (`--console-socket`).
+struct ConsoleSocket {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    fn bind(path: PathBuf) -> Result<Self> {
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| RuntimeError::Other(format!("console socket {}: {e}", path.display())))?;
+        Ok(Self { path, listener })
+    }
+
+    fn arg(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The master the runtime sent. The runtime connects and sends it before its command
+    /// returns, so it is waiting in the socket by the time this is called.
+    fn receive(&self) -> Result<OwnedFd> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            RuntimeError::Other(format!(
+                "console socket {}: {what}: {e}",
+                self.path.display()
+            ))
+        };
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| fail("nonblocking", &e))?;
+        let deadline = Instant::now() + CONSOLE_LIMIT;
+        let conn = loop {
+            match self.listener.accept() {
+                Ok((c, _)) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err(fail("accept", &"the runtime sent no terminal"));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(fail("accept", &e)),
+            }
+        };
+        conn.set_nonblocking(false)
+            .and_then(|()| conn.set_read_timeout(Some(CONSOLE_LIMIT)))
+            .map_err(|e| fail("socket options", &e))?;
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| fail("recvmsg", &e))?;
+        let mut master = None;
+        for c in msg.cmsgs().map_err(|e| fail("control message", &e))? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: the kernel has just installed this descriptor in our table for
+                    // this message; nothing else owns it.
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    if master.is_none() {
+                        master = Some(owned);
+                    }
+                }
+            }
+        }
+        master.ok_or_else(|| fail("message", &"no descriptor in it"))
+    }
+}
+
+/// `<state>/console.sock` (beside `shim.sock`, not in the runtime root below it: a unix
+/// socket's path must stay under 108 bytes).
+fn console_path(root: &Path) -> PathBuf {
+    root.with_file_name("console.sock")
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 pub enum Runtime {
@@ -143,8 +235,9 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Creates the container; returns its init pid.
-    pub fn create(&mut self, fds: Fds) -> Result<i32> {
+    /// Creates the container; returns its init pid and, when its process has a terminal
+    /// (`terminal`, from the bundle's `process.terminal`), the pty master.
+    pub fn create(&mut self, fds: Fds, terminal: bool) -> Result<(i32, Option<OwnedFd>)> {
         match self {
             Self::Builtin {
                 id,
@@ -157,10 +250,11 @@ impl Runtime {
                     stdout: fds.stdout,
                     stderr: fds.stderr,
                 };
-                let c = Container::create(id, bundle, root, stdio)?;
+                let mut c = Container::create(id, bundle, root, stdio)?;
                 let pid = c.pid().as_raw();
+                let console = c.take_console();
                 *container = Some(c);
-                Ok(pid)
+                Ok((pid, console))
             }
             Self::External {
                 id, bundle, root, ..
@@ -168,15 +262,27 @@ impl Runtime {
                 let pid_file = root.join(format!("{id}.pid"));
                 let (id, bundle) = (id.clone(), bundle.display().to_string());
                 let pid_arg = pid_file.display().to_string();
-                self.cli(
-                    &["create", "--bundle", &bundle, "--pid-file", &pid_arg, &id],
-                    Some(fds),
-                )?;
+                let mut args = vec!["create", "--bundle", &bundle, "--pid-file", &pid_arg];
+                let console = if terminal {
+                    Some(ConsoleSocket::bind(console_path(root))?)
+                } else {
+                    None
+                };
+                let sock_arg = console.as_ref().map(ConsoleSocket::arg);
+                if let Some(a) = &sock_arg {
+                    args.extend(["--console-socket", a.as_str()]);
+                }
+                args.push(&id);
+                // With a terminal the runtime gives the container none of its own stdio: keep
+                // its output for the error message instead.
+                self.cli(&args, if terminal { None } else { Some(fds) })?;
+                let master = console.as_ref().map(ConsoleSocket::receive).transpose()?;
                 let text = std::fs::read_to_string(&pid_file)
                     .map_err(|e| RuntimeError::Other(format!("{}: {e}", pid_file.display())))?;
-                text.trim().parse().map_err(|_| {
+                let pid = text.trim().parse().map_err(|_| {
                     RuntimeError::Other(format!("bad pid file {}", pid_file.display()))
-                })
+                })?;
+                Ok((pid, master))
             }
         }
     }
@@ -248,14 +354,16 @@ impl Runtime {
             .map_err(|e| RuntimeError::Other(format!("runtime ps output: {e}")))
     }
 
-    /// Starts `process` in the container; returns its pid.
+    /// Starts `process` in the container; returns its pid and, when the process has a
+    /// terminal (`terminal`, from its `terminal` field), the pty master.
     pub fn exec(
         &self,
         process: &serde_json::Value,
         fds: Fds,
         state: &Path,
         exec_id: &str,
-    ) -> Result<i32> {
+        terminal: bool,
+    ) -> Result<(i32, Option<OwnedFd>)> {
         if let Self::Builtin { .. } = self {
             let p: Process = serde_json::from_value(process.clone())
                 .map_err(|e| RuntimeError::Other(format!("exec {exec_id}: process: {e}")))?;
@@ -264,8 +372,12 @@ impl Runtime {
                 stdout: fds.stdout,
                 stderr: fds.stderr,
             };
-            return Ok(self.builtin()?.exec(&p, stdio)?.pid.as_raw());
+            let p = self.builtin()?.exec(&p, stdio)?;
+            return Ok((p.pid.as_raw(), p.console));
         }
+        let Self::External { root, .. } = self else {
+            return Err(RuntimeError::Other("not an external runtime".into()));
+        };
         let spec = state.join(format!("exec-{exec_id}.json"));
         std::fs::write(&spec, process.to_string())
             .map_err(|e| RuntimeError::Other(format!("{}: {e}", spec.display())))?;
@@ -275,22 +387,31 @@ impl Runtime {
             pid_file.display().to_string(),
             self.id(),
         );
-        self.cli(
-            &[
-                "exec",
-                "--detach",
-                "--process",
-                &spec_s,
-                "--pid-file",
-                &pid_s,
-                &id,
-            ],
-            Some(fds),
-        )?;
-        std::fs::read_to_string(&pid_file)
+        let console = if terminal {
+            Some(ConsoleSocket::bind(console_path(root))?)
+        } else {
+            None
+        };
+        let sock_arg = console.as_ref().map(ConsoleSocket::arg);
+        let mut args = vec![
+            "exec",
+            "--detach",
+            "--process",
+            &spec_s,
+            "--pid-file",
+            &pid_s,
+        ];
+        if let Some(a) = &sock_arg {
+            args.extend(["--console-socket", a.as_str()]);
+        }
+        args.push(&id);
+        self.cli(&args, if terminal { None } else { Some(fds) })?;
+        let master = console.as_ref().map(ConsoleSocket::receive).transpose()?;
+        let pid = std::fs::read_to_string(&pid_file)
             .ok()
             .and_then(|t| t.trim().parse().ok())
-            .ok_or_else(|| RuntimeError::Other(format!("bad pid file {}", pid_file.display())))
+            .ok_or_else(|| RuntimeError::Other(format!("bad pid file {}", pid_file.display())))?;
+        Ok((pid, master))
     }
 
     pub fn update(&self, resources: &serde_json::Value, state: &Path) -> Result<()> {

@@ -1,18 +1,19 @@
 //! The supervisor's body: detach, create the container, serve the control socket, reap.
 
 use crate::Args;
-use crate::protocol::{Exit, Reply, Request};
+use crate::protocol::{Exit, Reply, Request, kind};
 use crate::runtime::{Fds, Runtime};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+use strata_core::logfile::{self, HEADER_LEN, Stream};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -113,16 +114,109 @@ impl Reaper {
     }
 }
 
+/// How long after a process's exit its output copiers may take to reach end of file before the
+/// exit is told anyway: processes it left behind (daemons) can hold its output open for ever.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Output copiers of one process still running.
+#[derive(Default)]
+struct Drain {
+    open: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Drain {
+    fn add(&self) {
+        *lock(&self.open) += 1;
+    }
+
+    fn done(&self) {
+        let mut open = lock(&self.open);
+        *open = open.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    /// Waits until every copier has reached end of file, or until `deadline`.
+    fn wait(&self, deadline: Instant) {
+        let mut open = lock(&self.open);
+        while *open > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            open = self
+                .changed
+                .wait_timeout(open, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// A process's exit once it may be told: the process has exited and its output is drained.
+#[derive(Default)]
+struct Finished {
+    exit: Mutex<Option<Exit>>,
+    changed: Condvar,
+}
+
+impl Finished {
+    fn set(&self, exit: Exit) {
+        *lock(&self.exit) = Some(exit);
+        self.changed.notify_all();
+    }
+
+    fn get(&self) -> Option<Exit> {
+        lock(&self.exit).clone()
+    }
+
+    fn wait(&self) -> Exit {
+        let mut exit = lock(&self.exit);
+        loop {
+            if let Some(e) = exit.as_ref() {
+                return e.clone();
+            }
+            exit = self
+                .changed
+                .wait(exit)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// Init or an exec'd process.
+struct Proc {
+    pid: i32,
+    /// The pty master, when the process has a terminal (for resizes).
+    console: Option<File>,
+    finished: Arc<Finished>,
+    /// Its own log (exec'd processes), removed with it.
+    log: Option<PathBuf>,
+}
+
+/// Marks `pid` finished once it has exited and `drain` has emptied (or [`DRAIN_LIMIT`] has
+/// passed since the exit).
+fn watch(reaper: Arc<Reaper>, pid: i32, drain: Arc<Drain>) -> Arc<Finished> {
+    let finished = Arc::new(Finished::default());
+    let f = finished.clone();
+    std::thread::spawn(move || {
+        let exit = reaper.wait_exit(pid);
+        drain.wait(Instant::now() + DRAIN_LIMIT);
+        f.set(exit);
+    });
+    finished
+}
+
 struct Shared {
     runtime: Mutex<Runtime>,
     reaper: Arc<Reaper>,
     state: PathBuf,
-    init: i32,
+    init: Proc,
     started: Mutex<bool>,
     paused: Mutex<bool>,
     /// The write end of the container's stdin pipe, until CloseIo.
     stdin: Mutex<Option<File>>,
-    execs: Mutex<HashMap<String, i32>>,
+    execs: Mutex<HashMap<String, Proc>>,
 }
 
 fn write_exit(path: &Path, exit: &Exit) {
@@ -150,21 +244,58 @@ fn open_rw(p: &Path) -> std::io::Result<File> {
     OpenOptions::new().read(true).write(true).open(p)
 }
 
-/// Copies one output stream of the container to the log file and to the client's path.
-fn copy_out(mut from: File, log: Arc<Mutex<File>>, to: Option<File>) {
+/// A framed log (see `strata_core::logfile`), shared by a process's output copiers.
+type Log = Arc<Mutex<File>>;
+
+fn open_log(path: &Path) -> std::io::Result<Log> {
+    Ok(Arc::new(Mutex::new(
+        OpenOptions::new().create(true).append(true).open(path)?,
+    )))
+}
+
+/// Copies one output stream of a process to its log (one record per read, written whole) and
+/// to the client's path, until end of file; then tells `drain`.
+fn copy_out(mut from: File, stream: Stream, log: Log, to: Option<File>, drain: Arc<Drain>) {
+    drain.add();
     std::thread::spawn(move || {
+        let mut to = to;
+        let mut buf = vec![0u8; HEADER_LEN + (32 << 10)];
+        loop {
+            let n = match from.read(&mut buf[HEADER_LEN..]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // A pty master answers EIO once the last holder of its slave has gone.
+                Err(_) => break,
+            };
+            logfile::put_header(&mut buf, stream, n);
+            let _ = lock(&log).write_all(&buf[..HEADER_LEN + n]);
+            if let Some(t) = to.as_mut()
+                && t.write_all(&buf[HEADER_LEN..HEADER_LEN + n]).is_err()
+            {
+                to = None;
+            }
+        }
+        drain.done();
+    });
+}
+
+/// Copies the client's stdin (a FIFO) to `to` until the client closes it.
+fn copy_in(src: PathBuf, to: File) {
+    std::thread::spawn(move || {
+        let Ok(mut s) = File::open(&src) else { return };
         let mut to = to;
         let mut buf = vec![0u8; 32 << 10];
         loop {
-            let n = match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let _ = lock(&log).write_all(&buf[..n]);
-            if let Some(t) = to.as_mut()
-                && t.write_all(&buf[..n]).is_err()
-            {
-                to = None;
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
             }
         }
     });
@@ -175,42 +306,31 @@ fn pipe() -> std::io::Result<(File, File)> {
     Ok((File::from(r), File::from(w)))
 }
 
-/// Pipes for a process's stdio: the ends the process gets, and output copied to log and paths.
-fn plumb(
-    stdin: Option<&Path>,
-    stdout: Option<&Path>,
-    stderr: Option<&Path>,
-    log: &Arc<Mutex<File>>,
-) -> std::io::Result<(Fds, Option<File>)> {
-    let (in_r, in_w) = match stdin {
+/// The client's stdio paths for a process; empty paths are none.
+#[derive(Default)]
+struct Paths {
+    stdin: Option<PathBuf>,
+    stdout: Option<PathBuf>,
+    stderr: Option<PathBuf>,
+}
+
+/// Pipes for a process without a terminal: the ends the process gets, the write end of its
+/// stdin, and output copied to the log and paths.
+fn pipes(paths: &Paths, log: &Log, drain: &Arc<Drain>) -> std::io::Result<(Fds, Option<File>)> {
+    let (in_r, in_w) = match &paths.stdin {
         Some(p) => {
             let (r, w) = pipe()?;
-            let src = p.to_owned();
-            let w2 = w.try_clone()?;
-            // Client's stdin (a FIFO) → the container, until the client closes it.
-            std::thread::spawn(move || {
-                let Ok(mut s) = File::open(&src) else { return };
-                let mut w2 = w2;
-                let mut buf = vec![0u8; 32 << 10];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if w2.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
+            copy_in(p.clone(), w.try_clone()?);
             (Some(OwnedFd::from(r)), Some(w))
         }
         None => (None, None),
     };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    copy_out(out_r, log.clone(), stdout.map(open_rw).transpose()?);
-    copy_out(err_r, log.clone(), stderr.map(open_rw).transpose()?);
+    let out_to = paths.stdout.as_deref().map(open_rw).transpose()?;
+    let err_to = paths.stderr.as_deref().map(open_rw).transpose()?;
+    copy_out(out_r, Stream::Stdout, log.clone(), out_to, drain.clone());
+    copy_out(err_r, Stream::Stderr, log.clone(), err_to, drain.clone());
     Ok((
         Fds {
             stdin: in_r,
@@ -221,8 +341,48 @@ fn plumb(
     ))
 }
 
+/// Serves a process's terminal: master → log (as stdout) and the stdout path, stdin path →
+/// master. Returns the master, for resizes.
+fn serve_console(
+    master: OwnedFd,
+    paths: &Paths,
+    log: &Log,
+    drain: &Arc<Drain>,
+) -> std::io::Result<File> {
+    let master = File::from(master);
+    let out_to = paths.stdout.as_deref().map(open_rw).transpose()?;
+    copy_out(
+        master.try_clone()?,
+        Stream::Stdout,
+        log.clone(),
+        out_to,
+        drain.clone(),
+    );
+    if let Some(p) = &paths.stdin {
+        copy_in(p.clone(), master.try_clone()?);
+    }
+    Ok(master)
+}
+
+/// Sets a terminal's size (TIOCSWINSZ on its master).
+fn resize(master: &File, width: u32, height: u32) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: u16::try_from(height).unwrap_or(u16::MAX),
+        ws_col: u16::try_from(width).unwrap_or(u16::MAX),
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize through the pointer, which points at a live local;
+    // the descriptor is an open pty master.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn status_of(s: &Shared) -> String {
-    if s.reaper.peek(s.init).is_some() {
+    if s.init.finished.get().is_some() {
         "stopped".into()
     } else if *lock(&s.paused) {
         "paused".into()
@@ -230,6 +390,71 @@ fn status_of(s: &Shared) -> String {
         "running".into()
     } else {
         "created".into()
+    }
+}
+
+fn exec_not_found(exec_id: &str) -> Reply {
+    Reply::fail(kind::NOT_FOUND, format!("exec {exec_id:?}: not found"))
+}
+
+/// Runs an exec'd process: its stdio (pipes or a terminal), its log, its exit watch.
+fn exec(s: &Shared, exec_id: String, process: &serde_json::Value, paths: &Paths) -> Reply {
+    if exec_id.is_empty() || exec_id.contains('/') || exec_id.starts_with('.') {
+        return Reply::fail(
+            kind::INVALID_ARGUMENT,
+            format!("exec id {exec_id:?}: not a valid name"),
+        );
+    }
+    if lock(&s.execs).contains_key(&exec_id) {
+        return Reply::fail(
+            kind::ALREADY_EXISTS,
+            format!("exec {exec_id:?}: already exists"),
+        );
+    }
+    let terminal = process["terminal"].as_bool().unwrap_or(false);
+    let log_path = s.state.join(format!("exec-{exec_id}.log"));
+    let log = match open_log(&log_path) {
+        Ok(l) => l,
+        Err(e) => return Reply::err(format!("exec {exec_id:?}: log: {e}")),
+    };
+    let drain = Arc::new(Drain::default());
+    let (fds, _stdin) = if terminal {
+        (Fds::default(), None)
+    } else {
+        match pipes(paths, &log, &drain) {
+            Ok(v) => v,
+            Err(e) => return Reply::err(format!("exec {exec_id:?}: stdio: {e}")),
+        }
+    };
+    let (pid, master) = match lock(&s.runtime).exec(process, fds, &s.state, &exec_id, terminal) {
+        Ok(v) => v,
+        Err(e) => return Reply::err(format!("exec {exec_id:?}: {e}")),
+    };
+    let console = match master.map(|m| serve_console(m, paths, &log, &drain)) {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            return Reply::err(format!("exec {exec_id:?}: terminal: {e}"));
+        }
+        None if terminal => {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            return Reply::err(format!("exec {exec_id:?}: the runtime made no terminal"));
+        }
+        None => None,
+    };
+    let finished = watch(s.reaper.clone(), pid, drain);
+    lock(&s.execs).insert(
+        exec_id,
+        Proc {
+            pid,
+            console,
+            finished,
+            log: Some(log_path),
+        },
+    );
+    Reply {
+        pid: Some(pid),
+        ..Reply::default()
     }
 }
 
@@ -243,8 +468,8 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
         Request::State => (
             Reply {
                 status: Some(status_of(s)),
-                pid: Some(s.init),
-                exit: s.reaper.peek(s.init),
+                pid: Some(s.init.pid),
+                exit: s.init.finished.get(),
                 ..ok()
             },
             false,
@@ -258,10 +483,11 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
         }
         Request::Kill { signal, all } => (res(lock(&s.runtime).kill(signal, all)), false),
         Request::Wait => {
-            let exit = s.reaper.wait_exit(s.init);
+            let exit = s.init.finished.wait();
             (
                 Reply {
                     exit: Some(exit),
+                    pid: Some(s.init.pid),
                     ..ok()
                 },
                 false,
@@ -296,61 +522,114 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
             stdout,
             stderr,
         } => {
-            if lock(&s.execs).contains_key(&exec_id) {
-                return (
-                    Reply::err(format!("exec {exec_id:?}: already exists")),
-                    false,
-                );
-            }
-            let log = match OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(s.state.join(format!("exec-{exec_id}.log")))
-            {
-                Ok(f) => Arc::new(Mutex::new(f)),
-                Err(e) => return (Reply::err(format!("exec {exec_id:?}: log: {e}")), false),
+            let path = |p: Option<String>| p.filter(|s| !s.is_empty()).map(PathBuf::from);
+            let paths = Paths {
+                stdin: path(stdin),
+                stdout: path(stdout),
+                stderr: path(stderr),
             };
-            let path =
-                |p: &Option<String>| p.as_deref().filter(|s| !s.is_empty()).map(PathBuf::from);
-            let (fds, _stdin) = match plumb(
-                path(&stdin).as_deref(),
-                path(&stdout).as_deref(),
-                path(&stderr).as_deref(),
-                &log,
-            ) {
-                Ok(v) => v,
-                Err(e) => return (Reply::err(format!("exec {exec_id:?}: stdio: {e}")), false),
-            };
-            match lock(&s.runtime).exec(&process, fds, &s.state, &exec_id) {
-                Ok(pid) => {
-                    lock(&s.execs).insert(exec_id, pid);
-                    (
-                        Reply {
-                            pid: Some(pid),
-                            ..ok()
-                        },
-                        false,
-                    )
-                }
-                Err(e) => (Reply::err(format!("exec {exec_id:?}: {e}")), false),
-            }
+            (exec(s, exec_id, &process, &paths), false)
         }
         Request::WaitExec { exec_id } => {
-            let pid = lock(&s.execs).get(&exec_id).copied();
-            match pid {
-                Some(pid) => (
+            let found = lock(&s.execs)
+                .get(&exec_id)
+                .map(|p| (p.pid, p.finished.clone()));
+            match found {
+                Some((pid, finished)) => (
                     Reply {
-                        exit: Some(s.reaper.wait_exit(pid)),
+                        exit: Some(finished.wait()),
                         pid: Some(pid),
                         ..ok()
                     },
                     false,
                 ),
-                None => (Reply::err(format!("exec {exec_id:?}: not found")), false),
+                None => (exec_not_found(&exec_id), false),
+            }
+        }
+        Request::StateExec { exec_id } => {
+            let execs = lock(&s.execs);
+            match execs.get(&exec_id) {
+                Some(p) => {
+                    let exit = p.finished.get();
+                    let status = if exit.is_some() { "stopped" } else { "running" };
+                    (
+                        Reply {
+                            status: Some(status.into()),
+                            pid: Some(p.pid),
+                            exit,
+                            ..ok()
+                        },
+                        false,
+                    )
+                }
+                None => (exec_not_found(&exec_id), false),
+            }
+        }
+        Request::DeleteExec { exec_id } => {
+            let mut execs = lock(&s.execs);
+            let Some(p) = execs.get(&exec_id) else {
+                return (exec_not_found(&exec_id), false);
+            };
+            let Some(exit) = p.finished.get() else {
+                return (
+                    Reply::fail(
+                        kind::FAILED_PRECONDITION,
+                        format!("exec {exec_id:?} is still running: kill it first"),
+                    ),
+                    false,
+                );
+            };
+            let pid = p.pid;
+            if let Some(p) = execs.remove(&exec_id)
+                && let Some(log) = p.log
+            {
+                let _ = std::fs::remove_file(log);
+            }
+            for ext in ["json", "pid"] {
+                let _ = std::fs::remove_file(s.state.join(format!("exec-{exec_id}.{ext}")));
+            }
+            (
+                Reply {
+                    exit: Some(exit),
+                    pid: Some(pid),
+                    ..ok()
+                },
+                false,
+            )
+        }
+        Request::ResizePty {
+            exec_id,
+            width,
+            height,
+        } => {
+            let execs = lock(&s.execs);
+            let (what, console) = if exec_id.is_empty() {
+                ("init".to_owned(), s.init.console.as_ref())
+            } else {
+                match execs.get(&exec_id) {
+                    Some(p) => (format!("exec {exec_id:?}"), p.console.as_ref()),
+                    None => return (exec_not_found(&exec_id), false),
+                }
+            };
+            let Some(console) = console else {
+                return (
+                    Reply::fail(
+                        kind::FAILED_PRECONDITION,
+                        format!("{what} has no terminal to resize"),
+                    ),
+                    false,
+                );
+            };
+            match resize(console, width, height) {
+                Ok(()) => (ok(), false),
+                Err(e) => (
+                    Reply::err(format!("{what}: resizing its terminal: {e}")),
+                    false,
+                ),
             }
         }
         Request::KillExec { exec_id, signal } => {
-            let pid = lock(&s.execs).get(&exec_id).copied();
+            let pid = lock(&s.execs).get(&exec_id).map(|p| p.pid);
             match pid {
                 Some(pid) => {
                     let r = nix::sys::signal::kill(
@@ -362,18 +641,25 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
                         Err(e) => (Reply::err(format!("exec {exec_id:?}: kill: {e}")), false),
                     }
                 }
-                None => (Reply::err(format!("exec {exec_id:?}: not found")), false),
+                None => (exec_not_found(&exec_id), false),
             }
         }
         Request::Update { resources } => {
             (res(lock(&s.runtime).update(&resources, &s.state)), false)
         }
         Request::Delete { force } => {
-            if !force && s.reaper.peek(s.init).is_none() {
+            if !force && s.reaper.peek(s.init.pid).is_none() {
                 return (
-                    Reply::err("container is still running: kill it first or delete with force"),
+                    Reply::fail(
+                        kind::FAILED_PRECONDITION,
+                        "container is still running: kill it first or delete with force",
+                    ),
                     false,
                 );
+            }
+            if s.reaper.peek(s.init.pid).is_some() {
+                // Its output is in the log before the container goes.
+                s.init.finished.wait();
             }
             let r = lock(&s.runtime).delete(force);
             let done = r.is_ok();
@@ -404,6 +690,15 @@ fn serve_conn(s: Arc<Shared>, conn: UnixStream) {
     }
 }
 
+/// Whether the bundle's process asks for a terminal (`process.terminal` in config.json).
+fn wants_terminal(bundle: &Path) -> Result<bool, String> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let spec: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(spec["process"]["terminal"].as_bool().unwrap_or(false))
+}
+
 pub fn run(args: Args) -> Result<(), String> {
     std::fs::create_dir_all(&args.state)
         .map_err(|e| format!("creating {}: {e}", args.state.display()))?;
@@ -428,22 +723,21 @@ pub fn run(args: Args) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
+    let terminal = wants_terminal(&args.bundle)?;
     let reaper = Arc::new(Reaper::default());
-    let log_path = args.state.join("log");
-    let log = Arc::new(Mutex::new(
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?,
-    ));
-    let (fds, stdin) = plumb(
-        args.stdin.as_deref(),
-        args.stdout.as_deref(),
-        args.stderr.as_deref(),
-        &log,
-    )
-    .map_err(|e| format!("container stdio: {e}"))?;
+    let log_path = args.log.clone().unwrap_or_else(|| args.state.join("log"));
+    let log = open_log(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let paths = Paths {
+        stdin: args.stdin.clone(),
+        stdout: args.stdout.clone(),
+        stderr: args.stderr.clone(),
+    };
+    let drain = Arc::new(Drain::default());
+    let (fds, stdin) = if terminal {
+        (Fds::default(), None)
+    } else {
+        pipes(&paths, &log, &drain).map_err(|e| format!("container stdio: {e}"))?
+    };
     let mut runtime = Runtime::new(
         &args.runtime,
         &args.id,
@@ -456,16 +750,36 @@ pub fn run(args: Args) -> Result<(), String> {
         let r = reaper.clone();
         std::thread::spawn(move || r.run());
     }
-    let init = runtime
-        .create(fds)
+    let (init, master) = runtime
+        .create(fds, terminal)
         .map_err(|e| format!("creating container {}: {e}", args.id))?;
+    let console = match master {
+        Some(m) => Some(
+            serve_console(m, &paths, &log, &drain)
+                .map_err(|e| format!("container terminal: {e}"))?,
+        ),
+        None if terminal => {
+            let _ = runtime.delete(true);
+            return Err(format!(
+                "creating container {}: the runtime made no terminal",
+                args.id
+            ));
+        }
+        None => None,
+    };
     write_atomic(&args.state.join("init.pid"), init.to_string().as_bytes())
         .map_err(|e| format!("init.pid: {e}"))?;
+    let finished = watch(reaper.clone(), init, drain);
     let shared = Arc::new(Shared {
         runtime: Mutex::new(runtime),
         reaper: reaper.clone(),
         state: args.state.clone(),
-        init,
+        init: Proc {
+            pid: init,
+            console,
+            finished,
+            log: None,
+        },
         started: Mutex::new(false),
         paused: Mutex::new(false),
         stdin: Mutex::new(stdin),

@@ -1,6 +1,8 @@
 //! The supervisor with each runtime (built-in, runc, crun): a busybox container created, started,
 //! waited on with its true exit code and output, exec'd into, paused, killed and deleted, all
-//! through the control socket; the supervisor outlives the process that started it.
+//! through the control socket; the supervisor outlives the process that started it. Output goes
+//! to a framed log that tells stdout from stderr and is complete when the exit is told;
+//! terminals (init's and an exec's) are served and resized.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
@@ -8,6 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use strata_core::logfile::{Decoder, Stream};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_strata-shim");
 
@@ -21,14 +24,16 @@ fn rootfs(dir: &Path) -> PathBuf {
         .find(|p| Path::new(p).exists())
         .expect("busybox-static is not installed (apt-get install busybox-static)");
     std::fs::copy(bb, root.join("bin/busybox")).unwrap();
-    for cmd in ["sh", "echo", "cat", "sleep", "ps", "hostname", "true"] {
+    for cmd in [
+        "sh", "echo", "cat", "sleep", "ps", "hostname", "true", "tty", "stty", "seq",
+    ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(cmd)).unwrap();
     }
     root
 }
 
 /// A bundle whose process runs `args`, with containerd's defaults.
-fn bundle(dir: &Path, id: &str, args: &[&str]) -> PathBuf {
+fn bundle(dir: &Path, id: &str, args: &[&str], terminal: bool) -> PathBuf {
     let b = dir.join(format!("bundle-{id}"));
     std::fs::create_dir_all(&b).unwrap();
     let root = rootfs(&b);
@@ -37,28 +42,105 @@ fn bundle(dir: &Path, id: &str, args: &[&str]) -> PathBuf {
     linux.set_cgroups_path(Some(PathBuf::from(format!("/strata-shim-test/{id}"))));
     spec.set_linux(Some(linux));
     spec.set_hostname(Some(format!("h-{id}")));
+    let mut process = spec.process().clone().unwrap();
+    process.set_terminal(Some(terminal));
+    spec.set_process(Some(process));
     std::fs::write(b.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
     b
 }
 
+/// Every record of a framed log, in order.
+fn records(path: &Path) -> Vec<(Stream, Vec<u8>)> {
+    let mut d = Decoder::default();
+    d.feed(&std::fs::read(path).unwrap_or_default());
+    let mut out = Vec::new();
+    while let Some(r) = d.next_record().unwrap() {
+        out.push(r);
+    }
+    assert_eq!(
+        d.pending(),
+        0,
+        "{} ends in a partial record",
+        path.display()
+    );
+    out
+}
+
+/// What one stream wrote to a framed log.
+fn stream_text(path: &Path, stream: Stream) -> String {
+    let bytes: Vec<u8> = records(path)
+        .into_iter()
+        .filter(|(s, _)| *s == stream)
+        .flat_map(|(_, d)| d)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+/// A client slow to read its stdout FIFO: it starts reading a while after the process has
+/// run (so the supervisor's copy to the FIFO, and to the log, is held up until then), and
+/// reads until the output ends with `last`.
+fn slow_reader(fifo: PathBuf, last: &'static str) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut f = std::fs::File::open(&fifo).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !out.ends_with(last.as_bytes()) {
+            let n = f.read(&mut buf).unwrap();
+            assert!(n > 0, "end of the FIFO before {last:?}");
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(out).unwrap()
+    })
+}
+
 struct Shim {
     state: PathBuf,
+    log: PathBuf,
 }
 
 impl Shim {
     fn start(dir: &Path, id: &str, runtime: &str, args: &[&str]) -> Shim {
-        let b = bundle(dir, id, args);
+        Self::start_with(dir, id, runtime, args, false, None)
+    }
+
+    /// With a terminal when `terminal`; with `stdin` (a FIFO) as its stdin when given. The log
+    /// is kept outside the state directory (`--log`), as the tasks service keeps it.
+    fn start_with(
+        dir: &Path,
+        id: &str,
+        runtime: &str,
+        args: &[&str],
+        terminal: bool,
+        stdin: Option<&Path>,
+    ) -> Shim {
+        let b = bundle(dir, id, args, terminal);
         let state = dir.join(format!("state-{id}"));
+        let log = dir.join(format!("{id}.log"));
         let out = dir.join(format!("{id}.out"));
-        std::fs::write(&out, b"").unwrap();
-        let mut child = Command::new(SHIM)
-            .args(["--id", id, "--runtime", runtime])
+        // A FIFO the test made stays one.
+        if !out.exists() {
+            std::fs::write(&out, b"").unwrap();
+        }
+        let mut cmd = Command::new(SHIM);
+        cmd.args(["--id", id, "--runtime", runtime])
             .arg("--bundle")
             .arg(&b)
             .arg("--state")
             .arg(&state)
+            .arg("--log")
+            .arg(&log)
             .arg("--stdout")
-            .arg(&out)
+            .arg(&out);
+        if let Some(p) = stdin {
+            cmd.arg("--stdin").arg(p);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -70,7 +152,7 @@ impl Shim {
         assert!(line.starts_with("ready "), "supervisor said {line:?}");
         // The supervisor outlives its starter.
         drop(child);
-        Shim { state }
+        Shim { state, log }
     }
 
     fn call(&self, req: Value) -> Value {
@@ -89,21 +171,28 @@ impl Shim {
         r
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.state.join("log")).unwrap_or_default()
+    fn stdout(&self) -> String {
+        stream_text(&self.log, Stream::Stdout)
     }
 }
 
 fn lifecycle(runtime: &str) {
     let dir = strata_testkit::tempdir();
     let id = format!("t-{runtime}-{}", std::process::id());
+    let fifo = dir.path().join(format!("{id}.out"));
+    mkfifo(&fifo);
     let s = Shim::start(
         dir.path(),
         &id,
         runtime,
-        &["sh", "-c", "echo pid=$$ host=$(hostname); exit 7"],
+        &[
+            "sh",
+            "-c",
+            "echo pid=$$ host=$(hostname); echo to-stderr >&2; seq 1 20000; exit 7",
+        ],
     );
     assert_eq!(s.ok(json!({"op": "state"}))["status"], "created");
+    let reader = slow_reader(fifo, "\n20000\n");
     s.ok(json!({"op": "start"}));
     let exit = s.ok(json!({"op": "wait"}));
     assert_eq!(exit["exit"]["status"], 7, "{exit}");
@@ -112,19 +201,23 @@ fn lifecycle(runtime: &str) {
     let on_disk: Value =
         serde_json::from_slice(&std::fs::read(s.state.join("exit")).unwrap()).unwrap();
     assert_eq!(on_disk["status"], 7);
-    for _ in 0..200 {
-        if s.log().contains("host=") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    // The exit is told once the output is in the log: nothing to wait for, the last line
+    // included. Streams are told apart.
+    let out = s.stdout();
+    assert!(out.starts_with(&format!("pid=1 host=h-{id}\n")), "{out:?}");
     assert!(
-        s.log().contains(&format!("pid=1 host=h-{id}")),
-        "log: {:?}",
-        s.log()
+        out.ends_with("\n19999\n20000\n"),
+        "{:?}",
+        &out[out.len() - 40..]
     );
-    let out = std::fs::read_to_string(dir.path().join(format!("{id}.out"))).unwrap();
-    assert!(out.contains("pid=1"), "stdout path got {out:?}");
+    assert!(!out.contains("to-stderr"), "stderr in stdout");
+    assert_eq!(stream_text(&s.log, Stream::Stderr), "to-stderr\n");
+    assert!(!s.state.join("log").exists(), "the log went to --log");
+    assert_eq!(
+        reader.join().unwrap(),
+        out,
+        "the stdout path got other output"
+    );
     s.ok(json!({"op": "delete"}));
     assert!(!s.state.join("shim.sock").exists());
 }
@@ -140,13 +233,26 @@ fn signals_exec_pause(runtime: &str) {
     s.ok(json!({"op": "exec", "exec_id": "e1", "process": process}));
     let e = s.ok(json!({"op": "wait_exec", "exec_id": "e1"}));
     assert_eq!(e["exit"]["status"], 3, "{e}");
-    let exec_log = std::fs::read_to_string(s.state.join("exec-e1.log")).unwrap_or_default();
+    let exec_log = stream_text(&s.state.join("exec-e1.log"), Stream::Stdout);
     assert!(
         exec_log
             .lines()
             .any(|l| l.trim_start().starts_with("1 ") && l.contains("sleep")),
         "{exec_log}"
     );
+    let st = s.ok(json!({"op": "state_exec", "exec_id": "e1"}));
+    assert_eq!(st["status"], "stopped", "{st}");
+    assert_eq!(st["exit"]["status"], 3, "{st}");
+    // No terminal to resize; unknown execs are not found.
+    let r = s.call(json!({"op": "resize_pty", "width": 80, "height": 24}));
+    assert_eq!(r["kind"], "failed_precondition", "{r}");
+    let r = s.call(json!({"op": "resize_pty", "exec_id": "nope", "width": 80, "height": 24}));
+    assert_eq!(r["kind"], "not_found", "{r}");
+    // Deleting an exec forgets it and removes its log.
+    s.ok(json!({"op": "delete_exec", "exec_id": "e1"}));
+    assert!(!s.state.join("exec-e1.log").exists());
+    let r = s.call(json!({"op": "wait_exec", "exec_id": "e1"}));
+    assert_eq!(r["kind"], "not_found", "{r}");
     let pids = s.ok(json!({"op": "pids"}));
     assert!(!pids["pids"].as_array().unwrap().is_empty(), "{pids}");
     s.ok(json!({"op": "pause"}));
@@ -161,6 +267,95 @@ fn signals_exec_pause(runtime: &str) {
     let exit = s.ok(json!({"op": "wait"}));
     assert_eq!(exit["exit"]["status"], 137, "{exit}");
     s.ok(json!({"op": "delete"}));
+}
+
+/// A terminal for init and for an exec: the process sees a pty, its output (with \r\n) goes
+/// to the log as stdout, stdin reaches it through the terminal, and resizes are seen.
+fn terminal(runtime: &str) {
+    let dir = strata_testkit::tempdir();
+    let id = format!("tty-{runtime}-{}", std::process::id());
+    let fifo = dir.path().join("stdin");
+    mkfifo(&fifo);
+    let s = Shim::start_with(
+        dir.path(),
+        &id,
+        runtime,
+        &[
+            "sh",
+            "-c",
+            "tty; read line; stty size; echo got=$line; exit 5",
+        ],
+        true,
+        Some(&fifo),
+    );
+    s.ok(json!({"op": "start"}));
+    s.ok(json!({"op": "resize_pty", "width": 123, "height": 45}));
+    // The shell waits for a line before it reads the size: the resize is in place by then.
+    let mut stdin = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    let exit = s.ok(json!({"op": "wait"}));
+    assert_eq!(exit["exit"]["status"], 5, "{exit}");
+    let out = s.stdout();
+    // The terminal echoes the input line whenever it arrives: look for lines, not an order.
+    assert!(out.lines().any(|l| l.starts_with("/dev/pts/")), "{out:?}");
+    assert!(out.contains("45 123\r\n"), "{out:?}");
+    assert!(out.contains("got=hello\r\n"), "{out:?}");
+    assert_eq!(stream_text(&s.log, Stream::Stderr), "");
+    let fifo_out = std::fs::read_to_string(dir.path().join(format!("{id}.out"))).unwrap();
+    assert!(fifo_out.contains("got=hello"), "{fifo_out:?}");
+    drop(stdin);
+    s.ok(json!({"op": "delete"}));
+
+    // An exec with a terminal, in a container without one.
+    let id = format!("ttyx-{runtime}-{}", std::process::id());
+    let s = Shim::start(dir.path(), &id, runtime, &["sleep", "1000"]);
+    s.ok(json!({"op": "start"}));
+    let efifo = dir.path().join("exec-stdin");
+    mkfifo(&efifo);
+    let process = json!({"args": ["sh", "-c", "tty; read l; stty size; echo l=$l"], "cwd": "/",
+        "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}, "terminal": true});
+    s.ok(json!({"op": "exec", "exec_id": "t1", "process": process,
+        "stdin": efifo.display().to_string()}));
+    s.ok(json!({"op": "resize_pty", "exec_id": "t1", "width": 77, "height": 22}));
+    let mut stdin = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&efifo)
+        .unwrap();
+    stdin.write_all(b"there\n").unwrap();
+    let e = s.ok(json!({"op": "wait_exec", "exec_id": "t1"}));
+    assert_eq!(e["exit"]["status"], 0, "{e}");
+    let out = stream_text(&s.state.join("exec-t1.log"), Stream::Stdout);
+    assert!(out.lines().any(|l| l.starts_with("/dev/pts/")), "{out:?}");
+    assert!(
+        out.contains("22 77\r\n") && out.contains("l=there\r\n"),
+        "{out:?}"
+    );
+    // Init has no terminal.
+    let r = s.call(json!({"op": "resize_pty", "width": 80, "height": 24}));
+    assert_eq!(r["kind"], "failed_precondition", "{r}");
+    s.ok(json!({"op": "kill", "signal": 9}));
+    s.ok(json!({"op": "wait"}));
+    s.ok(json!({"op": "delete"}));
+}
+
+/// A process that leaves a daemon holding its output open: its exit is still told, once the
+/// bounded drain gives up; what it wrote before exiting is in the log.
+fn daemon_holds_output(runtime: &str) {
+    let dir = strata_testkit::tempdir();
+    let id = format!("d-{runtime}-{}", std::process::id());
+    let s = Shim::start(
+        dir.path(),
+        &id,
+        runtime,
+        &["sh", "-c", "sleep 1000 & echo bye; exit 4"],
+    );
+    s.ok(json!({"op": "start"}));
+    let exit = s.ok(json!({"op": "wait"}));
+    assert_eq!(exit["exit"]["status"], 4, "{exit}");
+    assert_eq!(s.ok(json!({"op": "state"}))["status"], "stopped");
+    assert_eq!(s.stdout(), "bye\n");
+    s.ok(json!({"op": "kill", "signal": 9, "all": true}));
+    s.ok(json!({"op": "delete", "force": true}));
 }
 
 fn have(tool: &str) -> bool {
@@ -190,4 +385,26 @@ fn runc_lifecycle() {
 fn runc_signals_exec_pause() {
     assert!(have("runc"), "runc is not installed (apt-get install runc)");
     signals_exec_pause("runc");
+}
+
+#[test]
+fn builtin_terminal() {
+    terminal("builtin");
+}
+
+#[test]
+fn runc_terminal() {
+    assert!(have("runc"), "runc is not installed (apt-get install runc)");
+    terminal("runc");
+}
+
+#[test]
+fn builtin_daemon_holds_output() {
+    daemon_holds_output("builtin");
+}
+
+#[test]
+fn runc_daemon_holds_output() {
+    assert!(have("runc"), "runc is not installed (apt-get install runc)");
+    daemon_holds_output("runc");
 }

@@ -178,6 +178,9 @@ fn apply_update(stored: &mut Container, from: &Container, paths: &[String]) -> R
     Ok(())
 }
 
+/// Called with (namespace, id) once a container's deletion has committed.
+type DeleteHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// The local container store. Cheap to clone.
 #[derive(Clone)]
 pub struct LocalContainers {
@@ -185,6 +188,7 @@ pub struct LocalContainers {
     events: Arc<Exchange>,
     /// Held from a change's commit to its event, so events come in commit order.
     order: Arc<Mutex<()>>,
+    on_delete: Option<DeleteHook>,
 }
 
 impl LocalContainers {
@@ -206,7 +210,16 @@ impl LocalContainers {
             db: Arc::new(db),
             events,
             order: Arc::new(Mutex::new(())),
+            on_delete: None,
         })
+    }
+
+    /// Runs `hook` with (namespace, id) after each container deletion has committed: what
+    /// the service keeps beside a container (its output log) goes with it.
+    #[must_use]
+    pub fn on_delete(mut self, hook: impl Fn(&str, &str) + Send + Sync + 'static) -> Self {
+        self.on_delete = Some(Arc::new(hook));
+        self
     }
 
     /// The database, for other modules of the service to keep their own tables in.
@@ -433,6 +446,9 @@ impl ContainerStore for LocalContainers {
             move |_: &()| encode(types::CONTAINER_DELETE, &ev::ContainerDelete { id: eid }),
         )
         .await?;
+        if let Some(hook) = &self.on_delete {
+            hook(ns, id);
+        }
         tracing::debug!(namespace = %ns, id, "container deleted");
         Ok(())
     }

@@ -1,11 +1,15 @@
 //! strata-tasks: containers over an embedded database ([`containers`]), the in-process event
 //! exchange ([`events`]) and the gRPC adapters ([`grpc`]) serving containerd's Containers and
-//! Events APIs. The Tasks API (and the per-container supervisors) will live beside them, in
-//! their own modules, sharing the [`Config`], the database and the exchange.
+//! Events APIs; tasks driving per-container supervisors ([`tasks`], served by [`tasks_grpc`]);
+//! and the processes' output logs read back ([`logs`], served as `strata.tasks.v1.Io` by
+//! [`io_grpc`]).
 
 pub mod containers;
 pub mod events;
 pub mod grpc;
+pub mod io_grpc;
+pub mod logs;
+pub mod metrics;
 pub mod tasks;
 pub mod tasks_grpc;
 

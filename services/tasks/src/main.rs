@@ -1,4 +1,5 @@
-//! strata-tasks: serves containerd's Containers and Events APIs (the Tasks API comes later).
+//! strata-tasks: serves containerd's Containers, Events and Tasks APIs, and strata's Io
+//! (container and exec logs).
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
@@ -7,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use strata_grpc::server::{self, CommonArgs};
 use strata_tasks::grpc::{ContainersService, EventsService, names};
-use strata_tasks::tasks::Tasks;
+use strata_tasks::io_grpc::{self, IoService};
+use strata_tasks::tasks::{self as tasks_core, Tasks};
 use strata_tasks::tasks_grpc::TasksService;
 use strata_tasks::{Config, Exchange, LocalContainers};
 
@@ -95,8 +97,20 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating state directory {}", config.state.display()))?;
 
     let exchange = Arc::new(Exchange::new(config.event_buffer));
+    let logs_in = config.state.clone();
     let containers = LocalContainers::open(&config.root, exchange.clone())
-        .with_context(|| format!("opening tasks metadata at {}", config.root.display()))?;
+        .with_context(|| format!("opening tasks metadata at {}", config.root.display()))?
+        // A container's log goes with its record.
+        .on_delete(move |ns, id| {
+            let log = tasks_core::container_log(&logs_in, ns, id);
+            match std::fs::remove_file(&log) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %log.display(), error = %e, "could not remove a container's log");
+                }
+            }
+        });
     tracing::info!(
         root = %config.root.display(),
         state = %config.state.display(),
@@ -130,9 +144,11 @@ async fn main() -> anyhow::Result<()> {
     ));
     let routes = tonic::service::Routes::new(ContainersService::new(containers).into_server())
         .add_service(EventsService::new(exchange).into_server())
-        .add_service(TasksService::new(tasks).into_server());
+        .add_service(TasksService::new(tasks.clone()).into_server())
+        .add_service(IoService::new(tasks).into_server());
     let mut served = names::ALL.to_vec();
     served.push("containerd.services.tasks.v1.Tasks");
+    served.push(io_grpc::NAME);
     server::serve(&settings.address, routes, &served, &[]).await?;
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! container's stdio, reaps it and records its exit; this module starts supervisors, talks to
 //! them on their sockets, mounts root file systems and publishes task events. Everything about
 //! a task lives under `<state>/<namespace>/<id>/`, so a restarted service finds every task again
-//! by looking there.
+//! by looking there. A container's output log is kept beside it, `<state>/<namespace>/<id>.log`,
+//! so it outlives its tasks (a container started again appends to it) until the container is
+//! deleted; an exec'd process's log lives in the task directory until the process is deleted.
 
 use crate::events::{Exchange, encode};
 use serde_json::{Value, json};
@@ -37,6 +39,7 @@ pub struct ProcessView {
     pub stdin: String,
     pub stdout: String,
     pub stderr: String,
+    pub terminal: bool,
     pub exit_status: u32,
     pub exited_at: Option<SystemTime>,
 }
@@ -77,6 +80,12 @@ pub struct Tasks<C, S> {
     pending: Mutex<HashMap<(String, String, String), PendingExec>>,
 }
 
+/// The framed log of container `id`'s output (every task it has had), beside its task
+/// directory.
+pub fn container_log(state: &Path, ns: &str, id: &str) -> PathBuf {
+    state.join(ns).join(format!("{id}.log"))
+}
+
 fn shim_err(id: &str, what: &str, e: impl std::fmt::Display) -> Error {
     Error::internal(format!("task {id:?}: {what}: {e}"))
 }
@@ -110,6 +119,14 @@ async fn call(dir: &Path, id: &str, req: Value) -> Result<Value> {
         .map_err(|e| shim_err(id, "reply", e))?;
     let v: Value = serde_json::from_str(&reply).map_err(|e| shim_err(id, "reply", e))?;
     if let Some(err) = v.get("error").and_then(Value::as_str) {
+        let msg = format!("task {id:?}: {err}");
+        match v.get("kind").and_then(Value::as_str) {
+            Some("not_found") => return Err(Error::not_found(msg)),
+            Some("already_exists") => return Err(Error::already_exists(msg)),
+            Some("failed_precondition") => return Err(Error::failed_precondition(msg)),
+            Some("invalid_argument") => return Err(Error::invalid_argument(msg)),
+            _ => {}
+        }
         let lower = err.to_lowercase();
         return Err(if lower.contains("not found") {
             Error::not_found(format!("task {id:?}: {err}"))
@@ -185,17 +202,35 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
                 "task {id:?}: already exists"
             )));
         }
-        if opts.terminal {
-            return Err(Error::invalid_argument(format!(
-                "task {id:?}: terminals are not supported by strata's supervisor yet"
+        // Container "a" logs to `a.log`, which is also where container "a.log" would have its
+        // task: refuse rather than mix them up.
+        let log = container_log(&self.state, ns, id);
+        if log.is_dir() {
+            return Err(Error::failed_precondition(format!(
+                "container {id:?}: its log {} is taken by another container's task",
+                log.display()
             )));
         }
+        // Where this task's output begins in the container's log (it spans restarts).
+        let run_start = if log.exists() {
+            crate::logs::end_of_records(&log)?
+        } else {
+            0
+        };
         let spec = container
             .spec
             .as_ref()
             .ok_or_else(|| Error::failed_precondition(format!("container {id:?} has no spec")))?;
         let mut spec: Value = serde_json::from_slice(&spec.value)
             .map_err(|e| Error::invalid_argument(format!("container {id:?}: spec: {e}")))?;
+        // The request and the spec agree on the terminal (containerd clients set both).
+        let terminal = opts.terminal || spec["process"]["terminal"].as_bool().unwrap_or(false);
+        if !spec["process"].is_object() {
+            return Err(Error::invalid_argument(format!(
+                "container {id:?}: its spec has no process"
+            )));
+        }
+        spec["process"]["terminal"] = json!(terminal);
         let bundle = dir.join("bundle");
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(|e| shim_err(id, "bundle", e))?;
@@ -231,7 +266,9 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             .arg("--bundle")
             .arg(&bundle)
             .arg("--state")
-            .arg(&dir);
+            .arg(&dir)
+            .arg("--log")
+            .arg(&log);
         for (flag, path) in [
             ("--stdin", &opts.stdin),
             ("--stdout", &opts.stdout),
@@ -272,9 +309,13 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             if mounts.is_empty() { "0" } else { "1" },
         )
         .map_err(|e| shim_err(id, "state", e))?;
+        std::fs::write(dir.join("log.start"), run_start.to_string())
+            .map_err(|e| shim_err(id, "state", e))?;
         std::fs::write(
             dir.join("io.json"),
-            json!({"stdin": opts.stdin, "stdout": opts.stdout, "stderr": opts.stderr}).to_string(),
+            json!({"stdin": opts.stdin, "stdout": opts.stdout, "stderr": opts.stderr,
+                   "terminal": terminal})
+            .to_string(),
         )
         .map_err(|e| shim_err(id, "state", e))?;
         self.publish(
@@ -292,7 +333,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
                     stdin: opts.stdin,
                     stdout: opts.stdout,
                     stderr: opts.stderr,
-                    terminal: false,
+                    terminal,
                 }),
                 checkpoint: String::new(),
                 pid,
@@ -477,17 +518,34 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         let dir = self.dir(ns, id)?;
         let sig = i32::try_from(signal)
             .map_err(|_| Error::invalid_argument(format!("signal {signal}")))?;
-        if exec_id.is_empty() {
-            call(&dir, id, json!({"op": "kill", "signal": sig, "all": all})).await?;
+        let sent = if exec_id.is_empty() {
+            call(&dir, id, json!({"op": "kill", "signal": sig, "all": all})).await
         } else {
             call(
                 &dir,
                 id,
                 json!({"op": "kill_exec", "exec_id": exec_id, "signal": sig}),
             )
-            .await?;
+            .await
+        };
+        match sent {
+            Ok(_) => Ok(()),
+            // A process that has exited cannot be signalled: NotFound, as containerd answers.
+            Err(e) if e.kind() != strata_core::Kind::NotFound => {
+                match self.exit_now(ns, id, exec_id).await {
+                    Ok(Some(_)) => Err(Error::not_found(format!(
+                        "task {id:?}{}: process already finished",
+                        if exec_id.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" exec {exec_id:?}")
+                        }
+                    ))),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     pub async fn get(&self, ns: &str, id: &str, exec_id: &str) -> Result<ProcessView> {
@@ -501,11 +559,44 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(Value::Null);
         let s = |k: &str| io[k].as_str().unwrap_or_default().to_owned();
+        let terminal = io["terminal"].as_bool().unwrap_or(false);
         if !exec_id.is_empty() {
-            return Err(Error::new(
-                strata_core::Kind::NotImplemented,
-                format!("exec {exec_id:?} of task {id:?}: per-process state is not kept yet"),
-            ));
+            let key = (ns.to_owned(), id.to_owned(), exec_id.to_owned());
+            let pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            // Created, not started: known only here.
+            if let Some(p) = pending {
+                return Ok(ProcessView {
+                    container_id: id.to_owned(),
+                    exec_id: exec_id.to_owned(),
+                    pid: 0,
+                    status: Status::Created,
+                    stdin: p.stdin,
+                    stdout: p.stdout,
+                    stderr: p.stderr,
+                    terminal: p.process["terminal"].as_bool().unwrap_or(false),
+                    exit_status: 0,
+                    exited_at: None,
+                });
+            }
+            let st = call(&dir, id, json!({"op": "state_exec", "exec_id": exec_id})).await?;
+            let exit = exit_from(&st);
+            return Ok(ProcessView {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+                pid: u32::try_from(st["pid"].as_i64().unwrap_or(0)).unwrap_or(0),
+                status: status_of(st["status"].as_str().unwrap_or("")),
+                stdin: String::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+                terminal: false,
+                exit_status: exit.map_or(0, |e| e.0),
+                exited_at: exit.map(|e| e.1),
+            });
         }
         let exit = exit_from(&state);
         Ok(ProcessView {
@@ -516,6 +607,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             stdin: s("stdin"),
             stdout: s("stdout"),
             stderr: s("stderr"),
+            terminal,
             exit_status: exit.map_or(0, |e| e.0),
             exited_at: exit.map(|e| e.1),
         })
@@ -527,7 +619,11 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         let Ok(entries) = std::fs::read_dir(self.state.join(ns)) else {
             return Ok(out);
         };
+        // Task directories; containers' logs lie beside them.
         for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             let id = e.file_name().to_string_lossy().into_owned();
             if let Ok(p) = self.get(ns, &id, "").await {
                 out.push(p);
@@ -598,6 +694,112 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             );
         }
         Ok(v)
+    }
+
+    /// Sets the size of the terminal of the task (empty `exec_id`) or of an exec'd process.
+    pub async fn resize_pty(
+        &self,
+        ns: &str,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<()> {
+        let dir = self.dir(ns, id)?;
+        if !dir.join("shim.sock").exists() {
+            return Err(Error::not_found(format!("task {id:?}: not found")));
+        }
+        if !exec_id.is_empty() && self.is_pending(ns, id, exec_id) {
+            return Err(Error::failed_precondition(format!(
+                "exec {exec_id:?} of task {id:?} is not started: it has no terminal yet"
+            )));
+        }
+        call(
+            &dir,
+            id,
+            json!({"op": "resize_pty", "exec_id": exec_id, "width": width, "height": height}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes an exec'd process that has exited (or was never started): the supervisor
+    /// forgets it and its log goes.
+    pub async fn delete_exec(&self, ns: &str, id: &str, exec_id: &str) -> Result<ExitInfo> {
+        let dir = self.dir(ns, id)?;
+        identifiers::validate("exec id", exec_id)?;
+        let key = (ns.to_owned(), id.to_owned(), exec_id.to_owned());
+        if self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+            .is_some()
+        {
+            return Ok(ExitInfo {
+                pid: 0,
+                status: 0,
+                at: SystemTime::now(),
+            });
+        }
+        let reply = call(&dir, id, json!({"op": "delete_exec", "exec_id": exec_id})).await?;
+        let (status, at) = exit_from(&reply)
+            .ok_or_else(|| shim_err(id, "delete exec", "no exit status in the reply"))?;
+        let pid = u32::try_from(reply["pid"].as_i64().unwrap_or(0)).unwrap_or(0);
+        Ok(ExitInfo { pid, status, at })
+    }
+
+    /// The framed log of the task (empty `exec_id`: the container's log) or of an exec'd
+    /// process.
+    /// Where the current task's output begins in its container's log (0 when unknown).
+    pub fn run_start(&self, ns: &str, id: &str) -> Result<u64> {
+        let p = self.dir(ns, id)?.join("log.start");
+        Ok(std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    pub fn log_path(&self, ns: &str, id: &str, exec_id: &str) -> Result<PathBuf> {
+        let dir = self.dir(ns, id)?;
+        if exec_id.is_empty() {
+            return Ok(container_log(&self.state, ns, id));
+        }
+        identifiers::validate("exec id", exec_id)?;
+        Ok(dir.join(format!("exec-{exec_id}.log")))
+    }
+
+    /// Whether the task has a supervisor.
+    pub fn has_task(&self, ns: &str, id: &str) -> Result<bool> {
+        Ok(self.dir(ns, id)?.join("shim.sock").exists())
+    }
+
+    /// Whether `exec_id` was created and not started yet.
+    pub fn is_pending(&self, ns: &str, id: &str, exec_id: &str) -> bool {
+        let key = (ns.to_owned(), id.to_owned(), exec_id.to_owned());
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key)
+    }
+
+    /// The exit of the task or of an exec'd process if it has exited (and its output has all
+    /// reached its log), without waiting. NotFound when there is no such process.
+    pub async fn exit_now(&self, ns: &str, id: &str, exec_id: &str) -> Result<Option<ExitInfo>> {
+        let dir = self.dir(ns, id)?;
+        if !exec_id.is_empty() && self.is_pending(ns, id, exec_id) {
+            return Ok(None);
+        }
+        if !dir.join("shim.sock").exists() {
+            return Err(Error::not_found(format!("task {id:?}: not found")));
+        }
+        let reply = if exec_id.is_empty() {
+            call(&dir, id, json!({"op": "state"})).await?
+        } else {
+            call(&dir, id, json!({"op": "state_exec", "exec_id": exec_id})).await?
+        };
+        let pid = u32::try_from(reply["pid"].as_i64().unwrap_or(0)).unwrap_or(0);
+        Ok(exit_from(&reply).map(|(status, at)| ExitInfo { pid, status, at }))
     }
 
     pub async fn update(&self, ns: &str, id: &str, resources: Value) -> Result<()> {

@@ -45,7 +45,7 @@ fn view(p: ProcessView) -> tpb::Process {
         stdin: p.stdin,
         stdout: p.stdout,
         stderr: p.stderr,
-        terminal: false,
+        terminal: p.terminal,
         exit_status: p.exit_status,
         exited_at: p.exited_at.map(timestamp),
     }
@@ -128,7 +128,7 @@ impl<C: ContainerStore, S: SnapshotStore> TasksApi for TasksService<C, S> {
         let r = request.into_inner();
         let exit = self
             .tasks
-            .wait(&ns, &r.container_id, &r.exec_id)
+            .delete_exec(&ns, &r.container_id, &r.exec_id)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DeleteResponse {
@@ -179,12 +179,21 @@ impl<C: ContainerStore, S: SnapshotStore> TasksApi for TasksService<C, S> {
     async fn exec(&self, request: Request<pb::ExecProcessRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&request)?;
         let r = request.into_inner();
+        let mut process = json_any("exec spec", r.spec)?;
+        // The request and the spec agree on the terminal (containerd clients set both).
         if r.terminal {
-            return Err(Status::invalid_argument(
-                "terminals are not supported by strata's supervisor yet",
-            ));
+            match process.as_object_mut() {
+                Some(p) => {
+                    p.insert("terminal".into(), serde_json::Value::Bool(true));
+                }
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "exec {:?}: its spec is not a process object",
+                        r.exec_id
+                    )));
+                }
+            }
         }
-        let process = json_any("exec spec", r.spec)?;
         self.tasks
             .exec(
                 &ns,
@@ -202,11 +211,13 @@ impl<C: ContainerStore, S: SnapshotStore> TasksApi for TasksService<C, S> {
         &self,
         request: Request<pb::ResizePtyRequest>,
     ) -> Result<Response<()>, Status> {
+        let ns = namespace(&request)?;
         let r = request.into_inner();
-        Err(Status::failed_precondition(format!(
-            "task {:?} has no terminal to resize",
-            r.container_id
-        )))
+        self.tasks
+            .resize_pty(&ns, &r.container_id, &r.exec_id, r.width, r.height)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(()))
     }
 
     async fn close_io(&self, request: Request<pb::CloseIoRequest>) -> Result<Response<()>, Status> {
@@ -288,9 +299,45 @@ impl<C: ContainerStore, S: SnapshotStore> TasksApi for TasksService<C, S> {
 
     async fn metrics(
         &self,
-        _request: Request<pb::MetricsRequest>,
+        request: Request<pb::MetricsRequest>,
     ) -> Result<Response<pb::MetricsResponse>, Status> {
-        Err(Status::unimplemented("task metrics are not served yet"))
+        use crate::metrics::{MetricsError, TaskFields, collect};
+        let ns = namespace(&request)?;
+        let filters = request.into_inner().filters;
+        let filter = strata_core::filters::Filter::parse_all(&filters).map_err(to_status)?;
+        let mut metrics = Vec::new();
+        for task in self.tasks.list(&ns).await.map_err(to_status)? {
+            let fields = TaskFields {
+                namespace: &ns,
+                id: &task.container_id,
+            };
+            // A stopped task has no cgroup left, and its pid may name another process by now.
+            if task.status == TaskStatus::Stopped || task.pid == 0 || !filter.matches(&fields) {
+                continue;
+            }
+            let (pid, at) = (task.pid, std::time::SystemTime::now());
+            let read = tokio::task::spawn_blocking(move || collect(pid))
+                .await
+                .map_err(|e| {
+                    Status::internal(format!("task {:?}: metrics: {e}", task.container_id))
+                })?;
+            match read {
+                Ok(m) => metrics.push(strata_api::containerd::types::Metric {
+                    timestamp: Some(timestamp(at)),
+                    id: task.container_id,
+                    data: Some(m.to_any()),
+                }),
+                // Ended between the listing and the reading: left out, as containerd does.
+                Err(MetricsError::Gone { .. }) => {}
+                Err(e) => {
+                    return Err(to_status(
+                        strata_core::Error::from(e)
+                            .context(format!("task {:?}: metrics", task.container_id)),
+                    ));
+                }
+            }
+        }
+        Ok(Response::new(pb::MetricsResponse { metrics }))
     }
 
     async fn wait(

@@ -12,6 +12,7 @@ pub mod identifiers;
 pub mod images;
 pub mod labels;
 pub mod leases;
+pub mod logfile;
 pub mod mount;
 pub mod namespaces;
 pub mod snapshots;

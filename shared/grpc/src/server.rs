@@ -197,6 +197,9 @@ pub fn notify_ready() {
 
 /// Installs the SIGTERM and SIGINT handlers now (before readiness is announced, so an early
 /// SIGTERM is never lost to the default action) and returns a future that ends on either.
+/// How long a stopping service waits for calls in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, ServeError> {
     use tokio::signal::unix::{SignalKind, signal};
     let err = |source| ServeError::Signal { source };
@@ -304,19 +307,39 @@ pub async fn serve(
         .tcp_nodelay(true);
     let router = builder.add_routes(routes);
 
-    let shutdown = shutdown_signal()?;
+    // Graceful for a while: calls in flight finish; streams that never end (a follow, an
+    // attach) do not hold the service past the grace period.
+    let signal = shutdown_signal()?;
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        signal.await;
+        let _ = stopping_tx.send(());
+    };
+    let deadline = async move {
+        if stopping.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!(
+                grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                "calls still running after the grace period: stopping anyway"
+            );
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     match address {
         Address::Unix(path) => {
             let listener = prepare_unix(path)?;
             tracing::info!(address = %address, "serving");
             notify_ready();
-            let result = router
-                .serve_with_incoming_shutdown(
-                    UnixListenerStream::new(listener)
-                        .map(|conn| conn.map(crate::authority::FixAuthority::new)),
-                    shutdown,
-                )
-                .await;
+            let serve = router.serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener)
+                    .map(|conn| conn.map(crate::authority::FixAuthority::new)),
+                shutdown,
+            );
+            let result = tokio::select! {
+                r = serve => r,
+                () = deadline => Ok(()),
+            };
             let _ = std::fs::remove_file(path);
             result?;
         }
@@ -329,9 +352,12 @@ pub async fn serve(
                 })?;
             tracing::info!(address = %address, "serving");
             notify_ready();
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-                .await?;
+            let serve =
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+            tokio::select! {
+                r = serve => r?,
+                () = deadline => {}
+            }
         }
     }
     tracing::info!("stopped");

@@ -44,8 +44,10 @@ pub(crate) struct Args<'a> {
     pub process: &'a Process,
     /// stdin, stdout, stderr; `None` is `/dev/null`.
     pub stdio: [Option<RawFd>; 3],
-    /// The pty slave when the process has a terminal.
-    pub console: Option<RawFd>,
+    /// When the process has a terminal: the socket the child sends the pty master over. The
+    /// pty is opened inside the container (its own devpts, as `/dev/ptmx`), so the process
+    /// sees `/dev/pts/N` as its terminal.
+    pub console_socket: Option<RawFd>,
     /// Read end: the parent writes one byte once the child is in its cgroup.
     pub go: RawFd,
     /// Write end of the status pipe.
@@ -142,13 +144,13 @@ fn setup(args: Args<'_>, status: &OwnedFd) -> Result<Infallible> {
             ),
         });
     }
-    let console = args.console.map(raise).transpose()?;
+    let console_socket = args.console_socket.map(raise).transpose()?;
     // Drop every other inherited descriptor now: parallel creates in the parent leave their
     // pipe ends in us, and holding them would keep other callers from seeing EOF.
     let mut keep: Vec<RawFd> = [go.as_raw_fd(), status.as_raw_fd()]
         .into_iter()
         .chain(stdio.iter().map(AsRawFd::as_raw_fd))
-        .chain(console.as_ref().map(AsRawFd::as_raw_fd))
+        .chain(console_socket.as_ref().map(AsRawFd::as_raw_fd))
         .collect();
     if let Role::Exec { namespaces } = &args.role {
         keep.extend(namespaces.iter().map(|(fd, _)| fd.as_raw_fd()));
@@ -191,6 +193,12 @@ fn setup(args: Args<'_>, status: &OwnedFd) -> Result<Infallible> {
         }
     };
 
+    let is_init = matches!(args.role, Role::Init { .. });
+    let console = console_socket
+        .as_ref()
+        .map(|sock| make_console(args.process, sock, is_init))
+        .transpose()?;
+    drop(console_socket);
     let (path, argv, envp) = prepare_process(args.process, console.as_ref(), &stdio)?;
     drop(stdio);
     drop(console);
@@ -221,6 +229,68 @@ fn setup(args: Args<'_>, status: &OwnedFd) -> Result<Infallible> {
     }
     let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err_or_errno();
     Err(Error::sys("exec", format!("{path:?}"), err))
+}
+
+/// Opens a pty in the container's own devpts (`/dev/ptmx`, the root being the container's by
+/// now), sends its master to the parent over `sock` and returns the slave. For init, the slave
+/// is also bind-mounted on `/dev/console` when that can be done.
+fn make_console(p: &Process, sock: &OwnedFd, is_init: bool) -> Result<OwnedFd> {
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(|e| {
+        Error::sys(
+            "open",
+            "/dev/ptmx (a terminal needs /dev/pts mounted in the container)",
+            e,
+        )
+    })?;
+    grantpt(&master).map_err(|e| Error::sys("grantpt", "/dev/ptmx", e))?;
+    unlockpt(&master).map_err(|e| Error::sys("unlockpt", "/dev/ptmx", e))?;
+    let name = ptsname_r(&master).map_err(|e| Error::sys("ptsname", "/dev/ptmx", e))?;
+    let slave = nix::fcntl::open(
+        Path::new(&name),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open", name.clone(), e))?;
+    if let Some(b) = p.console_size() {
+        let ws = libc::winsize {
+            ws_row: u16::try_from(b.height()).unwrap_or(u16::MAX),
+            ws_col: u16::try_from(b.width()).unwrap_or(u16::MAX),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize through the pointer, a live local; slave is an
+        // open pty.
+        if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+            return Err(Error::sys(
+                "ioctl TIOCSWINSZ",
+                name,
+                nix::errno::Errno::last(),
+            ));
+        }
+    }
+    if is_init {
+        // Best effort: a read-only /dev or one without a console leaves the terminal as is.
+        let console = Path::new("/dev/console");
+        if fs::symlink_metadata(console).is_err() {
+            let _ = fs::File::create(console);
+        }
+        let _ = nix::mount::mount(
+            Some(Path::new(&name)),
+            console,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        );
+    }
+    let fds = [master.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(name.as_bytes())];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .map_err(|e| Error::sys("sendmsg", "console socket", e))?;
+    drop(master);
+    Ok(slave)
 }
 
 trait ExecResult {

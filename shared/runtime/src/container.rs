@@ -233,18 +233,55 @@ fn read_status(read: OwnedFd) -> std::result::Result<bool, String> {
     Err(String::from_utf8_lossy(&buf).into_owned())
 }
 
-fn open_pty(process: &Process) -> Result<Option<(OwnedFd, OwnedFd)>> {
+/// A socket pair over which the child sends the pty master, when `process` has a terminal:
+/// (the parent's end, the child's end).
+fn console_pair(process: &Process) -> Result<Option<(OwnedFd, OwnedFd)>> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     if process.terminal() != Some(true) {
         return Ok(None);
     }
-    let size = process.console_size().map(|b| nix::pty::Winsize {
-        ws_row: u16::try_from(b.height()).unwrap_or(u16::MAX),
-        ws_col: u16::try_from(b.width()).unwrap_or(u16::MAX),
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    });
-    let pty = nix::pty::openpty(size.as_ref(), None).map_err(|e| Error::sys("openpty", "", e))?;
-    Ok(Some((pty.master, pty.slave)))
+    let pair = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::sys("socketpair", "console", e))?;
+    Ok(Some(pair))
+}
+
+/// The pty master the child sent (see `child::make_console`).
+fn receive_console(sock: &OwnedFd) -> Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{FromRawFd as _, RawFd};
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| Error::sys("recvmsg", "console", e))?;
+    let mut master = None;
+    for c in msg
+        .cmsgs()
+        .map_err(|e| Error::sys("recvmsg", "console", e))?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel has just installed this descriptor for this message;
+                // nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                master.get_or_insert(owned);
+            }
+        }
+    }
+    master.ok_or_else(|| Error::Init {
+        id: String::new(),
+        message: "the container process sent no terminal".into(),
+    })
 }
 
 fn stdio_raw(stdio: &Stdio) -> [Option<i32>; 3] {
@@ -422,7 +459,7 @@ impl Container {
             .process()
             .as_ref()
             .ok_or_else(|| Error::InvalidSpec(format!("container {id:?}: no process")))?;
-        let pty = open_pty(process)?;
+        let pair = console_pair(process)?;
         let (go_r, go_w) = pipe()?;
         let (st_r, st_w) = pipe()?;
         let args = child::Args {
@@ -434,13 +471,13 @@ impl Container {
             },
             process,
             stdio: stdio_raw(&stdio),
-            console: pty.as_ref().map(|(_, s)| s.as_raw_fd()),
+            console_socket: pair.as_ref().map(|(_, c)| c.as_raw_fd()),
             go: go_r.as_raw_fd(),
             status: st_w.as_raw_fd(),
         };
         let pid = fork_in_pid_ns(pid_ns, move || child::run(args))?;
         drop((go_r, st_w, stdio));
-        let console = pty.map(|(master, _slave)| master);
+        let console_sock = pair.map(|(ours, _theirs)| ours);
         let fail = |e: Error| {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
@@ -450,7 +487,14 @@ impl Container {
         nix::unistd::write(&go_w, &[1]).map_err(|e| fail(Error::sys("write", "sync pipe", e)))?;
         drop(go_w);
         match read_status(st_r) {
-            Ok(true) => Ok((pid, console)),
+            Ok(true) => {
+                let console = console_sock
+                    .as_ref()
+                    .map(receive_console)
+                    .transpose()
+                    .map_err(fail)?;
+                Ok((pid, console))
+            }
             Ok(false) => Err(fail(Error::Init {
                 id: id.to_string(),
                 message: "init exited during setup".into(),
@@ -651,19 +695,20 @@ impl Container {
                 namespaces.push((fd, flag));
             }
         }
-        let pty = open_pty(process)?;
+        let pair = console_pair(process)?;
         let (go_r, go_w) = pipe()?;
         let (st_r, st_w) = pipe()?;
         let args = child::Args {
             role: child::Role::Exec { namespaces },
             process,
             stdio: stdio_raw(&stdio),
-            console: pty.as_ref().map(|(_, s)| s.as_raw_fd()),
+            console_socket: pair.as_ref().map(|(_, c)| c.as_raw_fd()),
             go: go_r.as_raw_fd(),
             status: st_w.as_raw_fd(),
         };
         let child = fork_in_pid_ns(pid_ns, move || child::run(args))?;
         drop((go_r, st_w, stdio));
+        let console_sock = pair.map(|(ours, _theirs)| ours);
         let fail = |e: Error| {
             let _ = kill(child, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(child, None);
@@ -675,7 +720,11 @@ impl Container {
         match read_status(st_r) {
             Ok(_) => Ok(ExecProcess {
                 pid: child,
-                console: pty.map(|(m, _)| m),
+                console: console_sock
+                    .as_ref()
+                    .map(receive_console)
+                    .transpose()
+                    .map_err(fail)?,
             }),
             Err(message) => Err(fail(Error::Init {
                 id: self.data.id.clone(),

@@ -1,0 +1,131 @@
+//! The whole strata stack (content, snapshotter, tasks, images, gateway) from the built service
+//! binaries, on sockets in a temporary directory: what a client sees at `/run/strata/strata.sock`.
+
+use crate::{Service, sibling_bin, tempdir, tool};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Stack {
+    // Dropped in this order: the gateway first, the content service last.
+    pub gateway: Service,
+    pub images: Service,
+    pub tasks: Service,
+    pub snapshotter: Service,
+    pub content: Service,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts the five services in a new temporary directory. The collector's grace period is
+    /// 0, so a synchronous removal reclaims what it frees before answering.
+    pub fn start() -> Self {
+        Self::start_in(tempdir())
+    }
+
+    /// As [`Stack::start`], in `dir` (sockets, roots and logs go there).
+    pub fn start_in(dir: tempfile::TempDir) -> Self {
+        let d = dir.path();
+        let content = Service::start(sibling_bin("strata-content"), d, "content", &[]);
+        let c = content.address();
+        let snapshotter = Service::start(
+            sibling_bin("strata-snapshotter"),
+            d,
+            "snapshotter",
+            &["--content", &c],
+        );
+        let s = snapshotter.address();
+        let state = d.join("tasks-state").display().to_string();
+        let tasks = Service::start(
+            sibling_bin("strata-tasks"),
+            d,
+            "tasks",
+            &["--snapshotter", &s, "--state", &state],
+        );
+        let t = tasks.address();
+        let images_config = d.join("images.toml");
+        std::fs::write(&images_config, "gc_grace_seconds = 0\n").unwrap();
+        let images_config = images_config.display().to_string();
+        let images = Service::start(
+            sibling_bin("strata-images"),
+            d,
+            "images",
+            &[
+                "--content",
+                &c,
+                "--snapshotter",
+                &s,
+                "--tasks",
+                &t,
+                "--config",
+                &images_config,
+            ],
+        );
+        let i = images.address();
+        let gateway = Service::start(
+            sibling_bin("strata-gateway"),
+            d,
+            "gateway",
+            &[
+                "--content",
+                &c,
+                "--snapshotter",
+                &s,
+                "--images",
+                &i,
+                "--tasks",
+                &t,
+            ],
+        );
+        Self {
+            gateway,
+            images,
+            tasks,
+            snapshotter,
+            content,
+            dir,
+        }
+    }
+
+    /// The gateway's socket: the one address a client needs.
+    pub fn socket(&self) -> &Path {
+        &self.gateway.socket
+    }
+
+    /// The temporary directory holding the stack's sockets, roots and logs.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every service's log, for a failure message.
+    pub fn logs(&self) -> String {
+        [
+            &self.content,
+            &self.snapshotter,
+            &self.images,
+            &self.tasks,
+            &self.gateway,
+        ]
+        .iter()
+        .map(|s| format!("--- {} ---\n{}", s.name, s.log_text()))
+        .collect()
+    }
+
+    /// The `strata` CLI, pointed at the gateway.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(sibling_bin("strata"));
+        c.arg("--address").arg(self.socket());
+        c
+    }
+
+    /// containerd's `ctr`, pointed at the gateway.
+    pub fn ctr(&self) -> Command {
+        let mut c = Command::new(ctr_path());
+        c.arg("--address").arg(self.socket());
+        c
+    }
+}
+
+/// containerd's own client (Debian's package containerd).
+pub fn ctr_path() -> PathBuf {
+    tool("ctr", "containerd")
+}
