@@ -90,6 +90,30 @@ async fn main() -> anyhow::Result<()> {
         settings.root.clone(),
     )?);
     tracing::info!(%content, %snapshotter, %images, %tasks, "gateway backends");
+    {
+        // `--rm` containers whose task ended while no gateway ran are removed now.
+        let (b, ch) = (backends.clone(), images_ch.clone());
+        tokio::spawn(async move {
+            use strata_api::containerd::services::namespaces::v1 as npb;
+            let list = npb::namespaces_client::NamespacesClient::new(ch)
+                .list(npb::ListNamespacesRequest {
+                    filter: String::new(),
+                })
+                .await;
+            match list {
+                Ok(r) => {
+                    let names = r
+                        .into_inner()
+                        .namespaces
+                        .into_iter()
+                        .map(|n| n.name)
+                        .collect();
+                    strata_gateway::run::rearm_auto_remove(b, names).await;
+                }
+                Err(s) => tracing::warn!(error = %s.message(), "auto-remove: listing namespaces"),
+            }
+        });
+    }
 
     let introspection = IntrospectionService::new(
         vec![

@@ -141,7 +141,29 @@ fn wire(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-pub(crate) fn rfc3339(t: SystemTime) -> String {
+/// Creates lease `id`, expiring after `ttl` (should its holder die before dropping it).
+pub(crate) async fn take_lease(
+    b: &Backends,
+    ns: &str,
+    id: &str,
+    ttl: std::time::Duration,
+) -> Result<()> {
+    let expire = rfc3339(SystemTime::now() + ttl);
+    b.leases
+        .clone()
+        .create(with_namespace(
+            ns,
+            lpb::CreateRequest {
+                id: id.to_owned(),
+                labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
+            },
+        )?)
+        .await
+        .map_err(from_status)?;
+    Ok(())
+}
+
+fn rfc3339(t: SystemTime) -> String {
     let ts = strata_grpc::convert::timestamp(t);
     ts.to_string()
 }
@@ -509,18 +531,7 @@ impl<'a> Pull<'a> {
             .unwrap_or_default()
             .as_nanos();
         let lease = format!("strata-pull-{nanos}");
-        let expire = rfc3339(SystemTime::now() + LEASE_TTL);
-        b.leases
-            .clone()
-            .create(with_namespace(
-                ns,
-                lpb::CreateRequest {
-                    id: lease.clone(),
-                    labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
-                },
-            )?)
-            .await
-            .map_err(from_status)?;
+        take_lease(b, ns, &lease, LEASE_TTL).await?;
         Ok(Pull {
             b,
             ns: ns.to_owned(),

@@ -19,7 +19,7 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use strata_api::containerd::services::containers::v1 as cpb;
 use strata_api::containerd::services::leases::v1 as lpb;
 use strata_api::containerd::services::tasks::v1 as tpb;
@@ -296,18 +296,7 @@ async fn resolve_user(
 /// record holds it.
 async fn lease(b: &Backends, ns: &str, id: &str) -> Result<String> {
     let lease = format!("strata-create-{id}-{}", random_id()?);
-    let expire = crate::pull::rfc3339(SystemTime::now() + CREATE_LEASE_TTL);
-    b.leases
-        .clone()
-        .create(with_namespace(
-            ns,
-            lpb::CreateRequest {
-                id: lease.clone(),
-                labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
-            },
-        )?)
-        .await
-        .map_err(from_status)?;
+    crate::pull::take_lease(b, ns, &lease, CREATE_LEASE_TTL).await?;
     Ok(lease)
 }
 
@@ -454,18 +443,9 @@ pub async fn start(b: &Arc<Backends>, ns: &str, id: &str, attach: bool) -> Resul
         match status_of(&t) {
             TaskStatus::Running | TaskStatus::Paused | TaskStatus::Pausing => return Ok(t.pid),
             TaskStatus::Created => {
-                let r = tasks
-                    .start(with_namespace(
-                        ns,
-                        tpb::StartRequest {
-                            container_id: id.to_owned(),
-                            exec_id: String::new(),
-                        },
-                    )?)
-                    .await
-                    .map_err(from_status)?;
+                let pid = start_process(b, ns, id, "").await?;
                 watch_auto_remove(b, ns, &c, attach);
-                return Ok(r.into_inner().pid);
+                return Ok(pid);
             }
             _ => {
                 tasks
@@ -502,18 +482,26 @@ pub async fn start(b: &Arc<Backends>, ns: &str, id: &str, attach: bool) -> Resul
         close_stdin(b, ns, id, "");
         return Err(e);
     }
-    let started = tasks
+    let pid = start_process(b, ns, id, "").await?;
+    watch_auto_remove(b, ns, &c, attach);
+    Ok(pid)
+}
+
+/// Starts a created task (empty `exec_id`) or exec'd process; returns its pid.
+async fn start_process(b: &Backends, ns: &str, id: &str, exec_id: &str) -> Result<u32> {
+    Ok(b.tasks
+        .clone()
         .start(with_namespace(
             ns,
             tpb::StartRequest {
                 container_id: id.to_owned(),
-                exec_id: String::new(),
+                exec_id: exec_id.to_owned(),
             },
         )?)
         .await
-        .map_err(from_status)?;
-    watch_auto_remove(b, ns, &c, attach);
-    Ok(started.into_inner().pid)
+        .map_err(from_status)?
+        .into_inner()
+        .pid)
 }
 
 async fn wait(b: &Backends, ns: &str, id: &str, exec_id: &str) -> Result<u32> {
@@ -553,6 +541,43 @@ fn watch_auto_remove(b: &Arc<Backends>, ns: &str, c: &cpb::Container, attach: bo
             tracing::warn!(container = %id, error = %e, "auto-remove failed");
         }
     });
+}
+
+/// After a gateway restart: containers created with `--rm` whose task has ended while no
+/// gateway watched are removed, and running ones are watched again.
+pub async fn rearm_auto_remove(b: Arc<Backends>, namespaces: Vec<String>) {
+    for ns in namespaces {
+        let filter = format!("labels.\"{LABEL_AUTO_REMOVE}\"==true");
+        let Ok(req) = with_namespace(
+            &ns,
+            cpb::ListContainersRequest {
+                filters: vec![filter],
+            },
+        ) else {
+            continue;
+        };
+        let list = match b.containers.clone().list(req).await {
+            Ok(r) => r.into_inner().containers,
+            Err(s) => {
+                tracing::warn!(namespace = %ns, error = %s.message(), "auto-remove: listing containers");
+                continue;
+            }
+        };
+        for c in list {
+            match get_task(&b, &ns, &c.id, "").await {
+                Ok(Some(t)) if status_of(&t) != TaskStatus::Stopped => {
+                    watch_auto_remove(&b, &ns, &c, false);
+                }
+                Ok(Some(_)) => {
+                    if let Err(e) = remove(&b, &ns, &c.id, false).await {
+                        tracing::warn!(container = %c.id, error = %e, "auto-remove failed");
+                    }
+                }
+                // Never started, or its task is unknown: left alone.
+                Ok(None) | Err(_) => {}
+            }
+        }
+    }
 }
 
 /// Removes container `id`: its task (killed first with `force`), record, snapshot, stdin pipes.
@@ -709,18 +734,8 @@ pub async fn exec(b: &Arc<Backends>, ns: &str, req: pb::ExecRequest) -> Result<(
     if !req.detach {
         b.attachments.reserve(&k);
     }
-    let started = tasks
-        .start(with_namespace(
-            ns,
-            tpb::StartRequest {
-                container_id: id.clone(),
-                exec_id: exec_id.clone(),
-            },
-        )?)
-        .await
-        .map_err(from_status);
-    let pid = match started {
-        Ok(r) => r.into_inner().pid,
+    let pid = match start_process(b, ns, &id, &exec_id).await {
+        Ok(pid) => pid,
         Err(e) => {
             let _ = delete_process(b, ns, &id, &exec_id).await;
             if !req.detach && lock(&b.attachments.reserved).remove(&k) {

@@ -15,102 +15,23 @@ use strata_grpc::remote::{RemoteContentStore, RemoteSnapshots};
 use strata_testkit::registry::{
     Entry, Registry, busybox_layer, host_arch, layer, oci_image, oci_index,
 };
-use strata_testkit::{Service, ok, run, sibling_bin};
+use strata_testkit::stack::Stack;
+use strata_testkit::{ok, run};
 
 const NS: &str = "default";
 
-pub struct Stack {
-    pub dir: tempfile::TempDir,
-    pub content: Service,
-    pub snapshotter: Service,
-    pub images: Service,
-    pub tasks: Service,
-    pub gateway: Service,
+/// Direct clients of the stack's content and snapshot services, to look behind the gateway.
+trait Stores {
+    fn content(&self) -> RemoteContentStore;
+    fn snapshots(&self) -> RemoteSnapshots;
 }
 
-impl Stack {
-    pub fn start() -> Self {
-        let dir = strata_testkit::tempdir();
-        let content = Service::start(sibling_bin("strata-content"), dir.path(), "content", &[]);
-        let c = content.address();
-        let snapshotter = Service::start(
-            sibling_bin("strata-snapshotter"),
-            dir.path(),
-            "snapshotter",
-            &["--content", &c],
-        );
-        let s = snapshotter.address();
-        let state = dir.path().join("tasks-state").display().to_string();
-        let tasks = Service::start(
-            sibling_bin("strata-tasks"),
-            dir.path(),
-            "tasks",
-            &["--snapshotter", &s, "--state", &state],
-        );
-        let t = tasks.address();
-        // No grace period: tests check what a collection removes right after deleting.
-        let images_config = dir.path().join("images.toml");
-        std::fs::write(&images_config, "gc_grace_seconds = 0\n").unwrap();
-        let images_config = images_config.display().to_string();
-        let images = Service::start(
-            sibling_bin("strata-images"),
-            dir.path(),
-            "images",
-            &[
-                "--content",
-                &c,
-                "--snapshotter",
-                &s,
-                "--tasks",
-                &t,
-                "--config",
-                &images_config,
-            ],
-        );
-        let i = images.address();
-        let gateway = Service::start(
-            env!("CARGO_BIN_EXE_strata-gateway"),
-            dir.path(),
-            "gateway",
-            &[
-                "--content",
-                &c,
-                "--snapshotter",
-                &s,
-                "--images",
-                &i,
-                "--tasks",
-                &t,
-            ],
-        );
-        Self {
-            dir,
-            content,
-            snapshotter,
-            images,
-            tasks,
-            gateway,
-        }
-    }
-
-    pub fn cli(&self) -> Command {
-        let mut c = Command::new(sibling_bin("strata"));
-        c.arg("--address").arg(&self.gateway.socket);
-        c
-    }
-
-    /// containerd's own client, pointed at the gateway.
-    pub fn ctr(&self) -> Command {
-        let mut c = Command::new(strata_testkit::tool("ctr", "containerd"));
-        c.arg("--address").arg(&self.gateway.socket);
-        c
-    }
-
-    pub fn content(&self) -> RemoteContentStore {
+impl Stores for Stack {
+    fn content(&self) -> RemoteContentStore {
         RemoteContentStore::connect(&self.content.address()).unwrap()
     }
 
-    pub fn snapshots(&self) -> RemoteSnapshots {
+    fn snapshots(&self) -> RemoteSnapshots {
         RemoteSnapshots::connect(&self.snapshotter.address()).unwrap()
     }
 }

@@ -334,3 +334,31 @@ fn bad_requests_name_their_input() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn auto_remove_survives_a_gateway_restart() {
+    let mut w = world();
+    let id = w.ok(&["run", "-d", "--rm", &w.image, "sleep", "1"]);
+    let id = id.trim().to_owned();
+    w.stack.gateway.kill9();
+    // The task ends while no gateway runs (asked of the tasks service itself).
+    let tasks = w.stack.tasks.address();
+    w.eventually("the task's exit", || {
+        let out = ok(
+            Command::new(strata_testkit::stack::ctr_path()).args([
+                "--address",
+                &tasks,
+                "tasks",
+                "ls",
+            ]),
+            None,
+        );
+        out.lines()
+            .any(|l| l.starts_with(&id) && l.contains("STOPPED"))
+    });
+    w.stack.gateway.restart();
+    w.eventually("removal by the restarted gateway", || {
+        !w.ok(&["ps", "-a"]).contains(&id)
+    });
+    assert!(!w.snapshots().lines().any(|l| l.starts_with(&id)));
+}
