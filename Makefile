@@ -20,8 +20,16 @@ all: build
 build:
 	$(CARGO) build --workspace --bins
 
+# The supervisor ships statically linked and whole-program optimized (profile `shim`): one
+# runs per container, and a static non-PIE binary shares its pages and dirties none for
+# relocations. It replaces the plain release build of it beside the other binaries.
+SHIM_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 release:
 	$(CARGO) build --release --workspace --bins
+	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+	  $(CARGO) build --profile shim -p strata-shim --target $(SHIM_TARGET)
+	install -m 0755 $(or $(CARGO_TARGET_DIR),target)/$(SHIM_TARGET)/shim/strata-shim \
+	  $(or $(CARGO_TARGET_DIR),target)/release/strata-shim
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -157,18 +157,10 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateContainerRequest> 
     })
 }
 
-/// Pulls `image` when the gateway does not have it, as `docker run` does.
-async fn ensure_image(ctx: &Ctx, image: &str) -> anyhow::Result<()> {
-    match ctx
-        .client
-        .clone()
-        .inspect_image(ctx.req(pb::InspectImageRequest {
-            name: image.to_owned(),
-        })?)
-        .await
+/// Pulls `image`, as `docker run` does when the image is missing.
+async fn pull_missing(ctx: &Ctx, image: &str) -> anyhow::Result<()> {
     {
-        Ok(_) => Ok(()),
-        Err(s) if s.code() == tonic::Code::NotFound => {
+        {
             eprintln!("Unable to find image '{image}' locally");
             let mut stream = ctx
                 .client
@@ -194,13 +186,24 @@ async fn ensure_image(ctx: &Ctx, image: &str) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(s) => Err(s.into()),
     }
 }
 
 pub async fn create(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<String> {
     let req = create_request(a)?;
-    ensure_image(ctx, &a.image).await?;
+    // Created at once when the image is here (the common case: no extra round trip); a
+    // missing image is pulled, then the creation is tried again.
+    match ctx
+        .client
+        .clone()
+        .create_container(ctx.req(req.clone())?)
+        .await
+    {
+        Ok(r) => return Ok(r.into_inner().id),
+        Err(s) if s.code() == tonic::Code::NotFound && s.message().starts_with("image ") => {}
+        Err(s) => return Err(s.into()),
+    }
+    pull_missing(ctx, &a.image).await?;
     Ok(ctx
         .client
         .clone()

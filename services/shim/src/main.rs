@@ -66,6 +66,12 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() {
+    // One malloc arena for all threads: a supervisor allocates little, and every arena a
+    // thread would otherwise get costs resident memory in each container's supervisor.
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

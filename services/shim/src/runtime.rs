@@ -210,6 +210,7 @@ impl Runtime {
             message,
         };
         let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
+        reaper.kick();
         let pid = i32::try_from(child.id()).map_err(|_| fail("pid out of range".into()))?;
         let (mut out, mut err) = (String::new(), String::new());
         if capture {

@@ -27,6 +27,9 @@ pub struct Reaper {
     changed: Condvar,
     /// Init's pid and where its exit is recorded on disk, once known.
     init: Mutex<Option<(i32, PathBuf)>>,
+    /// Raised when a child is spawned: a reaper idle for want of children looks again at once.
+    spawned: Mutex<bool>,
+    kick: Condvar,
 }
 
 /// Exit statuses of processes nobody asked for (orphans reparented to the supervisor) are kept
@@ -54,11 +57,30 @@ impl Reaper {
                     self.record(pid.as_raw(), 128 + sig as u32)
                 }
                 Ok(_) => {}
-                Err(nix::Error::ECHILD) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                Err(nix::Error::ECHILD) => self.idle(),
                 Err(nix::Error::EINTR) => {}
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
             }
         }
+    }
+
+    /// No children: sleeps until one is spawned (or a while, for orphans reparented to us).
+    fn idle(&self) {
+        let mut spawned = lock(&self.spawned);
+        if !*spawned {
+            spawned = self
+                .kick
+                .wait_timeout(spawned, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        *spawned = false;
+    }
+
+    /// Tells the reaper a child now exists, so its exit is reaped without delay.
+    pub fn kick(&self) {
+        *lock(&self.spawned) = true;
+        self.kick.notify_all();
     }
 
     fn record(&self, pid: i32, status: u32) {
@@ -426,7 +448,9 @@ fn exec(s: &Shared, exec_id: String, process: &serde_json::Value, paths: &Paths)
             Err(e) => return Reply::err(format!("exec {exec_id:?}: stdio: {e}")),
         }
     };
-    let (pid, master) = match lock(&s.runtime).exec(process, fds, &s.state, &exec_id, terminal) {
+    let spawned = lock(&s.runtime).exec(process, fds, &s.state, &exec_id, terminal);
+    s.reaper.kick();
+    let (pid, master) = match spawned {
         Ok(v) => v,
         Err(e) => return Reply::err(format!("exec {exec_id:?}: {e}")),
     };
@@ -753,6 +777,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let (init, master) = runtime
         .create(fds, terminal)
         .map_err(|e| format!("creating container {}: {e}", args.id))?;
+    reaper.kick();
     let console = match master {
         Some(m) => Some(
             serve_console(m, &paths, &log, &drain)
