@@ -61,9 +61,9 @@ install: release
 	  [ -e $(DESTDIR)/etc/strata/$$s.toml ] || install -m 0644 deploy/config/$$s.toml $(DESTDIR)/etc/strata/; \
 	done
 
+# One table of every strata/containerd ratio (bench/run.sh; each bench/*.sh also runs alone).
 bench: release
-	$(CARGO) build --release -p strata-bench
-	bench/run.sh
+	BIN=$(CURDIR)/target/release bench/run.sh
 
 clean:
 	$(CARGO) clean

@@ -41,4 +41,4 @@ printf '  %-26s %8.3f s %7s MiB/s\n' "sha256 (openssl, limit)" "$sha" "$(mibs "$
 printf '  %-26s %8.3f s %7s MiB/s\n' "strata-content" "$s" "$(mibs "$s")"
 printf '  %-26s %8.3f s %7s MiB/s\n' "containerd $(containerd --version | awk '{print $3}')" "$c" "$(mibs "$c")"
 printf '  ratio strata/containerd time: %.2f (goal: <= 1.00)\n' "$(echo "$s / $c" | bc -l)"
-printf 'RESULT content_write_ratio %.3f\n' "$(echo "$s / $c" | bc -l)"
+result "Content.Write of a ${SIZE_MIB} MiB blob (ctr content ingest)" "$s" "$c" s "<= 1"

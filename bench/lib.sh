@@ -70,7 +70,9 @@ oci_image() {
     diffs+="$sep\"sha256:$diff\""
     sep=","
   done
-  local cfg="{\"architecture\":\"$(dpkg --print-architecture)\",\"os\":\"linux\",\"config\":{\"Cmd\":[\"sh\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[$diffs]}}"
+  local arch cfg
+  arch=$(dpkg --print-architecture)
+  cfg="{\"architecture\":\"$arch\",\"os\":\"linux\",\"config\":{\"Cmd\":[\"sh\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[$diffs]}}"
   local chex csize
   chex=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1); csize=${#cfg}
   printf '%s' "$cfg" >"$layout/blobs/sha256/$chex"
@@ -94,9 +96,10 @@ start_registry() {
   echo "127.0.0.1:$port"
 }
 
-# start_strata_stack BIN DIR: content, snapshotter, images and gateway under DIR.
+# start_strata_stack BIN DIR [tasks]: content, snapshotter, images and gateway under DIR; with
+# "tasks", the tasks service too (state in DIR/tasks-state), and the gateway routes to it.
 start_strata_stack() {
-  local bin=$1 d=$2
+  local bin=$1 d=$2 with_tasks=${3:-}
   mkdir -p "$d"
   "$bin/strata-content" --address "$d/content.sock" --root "$d/content" >"$d/content.log" 2>&1 &
   echo $! >"$d/content.pid"; wait_socket "$d/content.sock"
@@ -104,13 +107,68 @@ start_strata_stack() {
   echo $! >"$d/snapshotter.pid"; wait_socket "$d/snapshotter.sock"
   "$bin/strata-images" --address "$d/images.sock" --root "$d/images" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" --tasks "$d/tasks.sock" >"$d/images.log" 2>&1 &
   echo $! >"$d/images.pid"; wait_socket "$d/images.sock"
-  "$bin/strata-gateway" --address "$d/strata.sock" --root "$d/gateway" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" --images "$d/images.sock" >"$d/gateway.log" 2>&1 &
+  if [ "$with_tasks" = tasks ]; then
+    "$bin/strata-tasks" --address "$d/tasks.sock" --root "$d/tasks" --state "$d/tasks-state" \
+      --snapshotter "$d/snapshotter.sock" >"$d/tasks.log" 2>&1 &
+    echo $! >"$d/tasks.pid"; wait_socket "$d/tasks.sock"
+  fi
+  "$bin/strata-gateway" --address "$d/strata.sock" --root "$d/gateway" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" --images "$d/images.sock" --tasks "$d/tasks.sock" >"$d/gateway.log" 2>&1 &
   echo $! >"$d/gateway.pid"; wait_socket "$d/strata.sock"
 }
 
 stop_strata_stack() {
   local d=$1
-  for s in gateway images snapshotter content; do stop_pidfile "$d/$s.pid"; done
+  for s in gateway tasks images snapshotter content; do stop_pidfile "$d/$s.pid"; done
+}
+
+# state_on_tmpfs DIR: runtime state on tmpfs, as /run is on a usual host (containerd's
+# /run/containerd, strata's /run/strata/tasks): containerd's state (DIR/c/state) and strata's
+# tasks state (DIR/s/tasks-state). unmount_under DIR undoes it.
+state_on_tmpfs() {
+  local d
+  for d in "$1/c/state" "$1/s/tasks-state"; do
+    mkdir -p "$d"
+    mountpoint -q "$d" || mount -t tmpfs -o mode=0711 tmpfs "$d"
+  done
+}
+
+# pids_with_arg TEXT: the processes whose command line contains TEXT (a path unique to this run).
+pids_with_arg() {
+  local f pid
+  for f in /proc/[0-9]*/cmdline; do
+    pid=${f#/proc/}; pid=${pid%/cmdline}
+    [ "$pid" = "$$" ] && continue
+    { tr '\0' ' ' <"$f"; } 2>/dev/null | grep -qF -- "$1" && echo "$pid"
+  done
+  return 0
+}
+
+# kill_pids PID...: SIGKILL each and wait until it is gone.
+kill_pids() {
+  local p
+  for p in "$@"; do kill -9 "$p" 2>/dev/null || true; done
+  for p in "$@"; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done
+}
+
+# rss_kib PID... / pss_kib PID...: summed resident / proportional set size, KiB.
+rss_kib() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/^VmRSS:/{print $2}' "/proc/$p/status"))); done; echo "$t"; }
+pss_kib() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup"))); done; echo "$t"; }
+
+# seed_busybox DIR: a private registry (pid in DIR/registry.pid) holding the busybox-static image
+# of deploy/scripts/seed-registry.sh; prints the image reference.
+seed_busybox() {
+  local dir=$1 addr
+  addr=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print("127.0.0.1:%d" % s.getsockname()[1])')
+  REGISTRY_ADDR=$addr "$(dirname "${BASH_SOURCE[0]}")/../deploy/scripts/seed-registry.sh" "$dir/registry" >/dev/null
+  cp "$dir/registry/registry.pid" "$dir/registry.pid"
+  echo "$addr/busybox:latest"
+}
+
+# result LABEL STRATA CONTAINERD UNIT GOAL: one row of `make bench`'s table (bench/run.sh sets
+# BENCH_RESULTS); GOAL is the issue's bound on strata/containerd ("<= 0.33", "< 1"), or empty.
+result() {
+  [ -n "${BENCH_RESULTS:-}" ] || return 0
+  printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$BENCH_RESULTS"
 }
 
 # unmount_under DIR: unmounts whatever is mounted below DIR (deepest first).
