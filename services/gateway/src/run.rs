@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use strata_api::containerd::services::containers::v1 as cpb;
-use strata_api::containerd::services::leases::v1 as lpb;
 use strata_api::containerd::services::tasks::v1 as tpb;
 use strata_api::containerd::v1::types::Status as TaskStatus;
 use strata_api::strata::gateway::v1 as pb;
@@ -40,8 +39,6 @@ pub const LABEL_STDIN: &str = "io.strata.stdin";
 pub const LABEL_AUTO_REMOVE: &str = "io.strata.auto-remove";
 /// How long a non-detached exec waits for its attach before it is cleaned up unattended.
 const ATTACH_GRACE: Duration = Duration::from_secs(60);
-/// How long the lease covering a container's creation lives if the gateway dies meanwhile.
-const CREATE_LEASE_TTL: Duration = Duration::from_secs(600);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -292,27 +289,6 @@ async fn resolve_user(
     spec::resolve_user(user, &passwd, &group)
 }
 
-/// A lease that keeps what a creation writes from the garbage collector until the container
-/// record holds it.
-async fn lease(b: &Backends, ns: &str, id: &str) -> Result<String> {
-    let lease = format!("strata-create-{id}-{}", random_id()?);
-    crate::pull::take_lease(b, ns, &lease, CREATE_LEASE_TTL).await?;
-    Ok(lease)
-}
-
-async fn drop_lease(b: &Backends, ns: &str, lease: &str) {
-    if let Ok(req) = with_namespace(
-        ns,
-        lpb::DeleteRequest {
-            id: lease.to_owned(),
-            sync: false,
-        },
-    ) && let Err(e) = b.leases.clone().delete(req).await
-    {
-        tracing::warn!(lease, error = %e.message(), "could not drop a creation lease");
-    }
-}
-
 /// Creates a container of a local image; returns its ID.
 pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> Result<String> {
     let image = find_image(b, ns, &req.image).await?;
@@ -323,11 +299,6 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
         strata_core::identifiers::validate("container name", &req.name)?;
         req.name.clone()
     };
-    if get_container(b, ns, &id).await.is_ok() {
-        return Err(Error::already_exists(format!(
-            "container {id:?}: the name is in use"
-        )));
-    }
     let snapshotter = if req.snapshotter.is_empty() {
         b.snapshotter.clone()
     } else {
@@ -372,66 +343,60 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
     if req.auto_remove {
         labels.insert(LABEL_AUTO_REMOVE.to_owned(), "true".to_owned());
     }
-    let lease_id = lease(b, ns, &id).await?;
-    let result = async {
-        b.leases
-            .clone()
-            .add_resource(with_namespace(
-                ns,
-                lpb::AddResourceRequest {
-                    id: lease_id.clone(),
-                    resource: Some(lpb::Resource {
-                        id: id.clone(),
-                        r#type: format!("snapshots/{snapshotter}"),
+    let value = serde_json::to_vec(&spec)
+        .map_err(|e| Error::internal(format!("container {id:?}: spec: {e}")))?;
+    // The record first: as a root of garbage collection it holds its snapshot's key before the
+    // snapshot exists, so the snapshot is never unreferenced and no lease is needed.
+    let created = b
+        .containers
+        .clone()
+        .create(with_namespace(
+            ns,
+            cpb::CreateContainerRequest {
+                container: Some(cpb::Container {
+                    id: id.clone(),
+                    labels,
+                    image: img.name.clone(),
+                    runtime: Some(cpb::container::Runtime {
+                        name: if req.runtime.is_empty() {
+                            "io.containerd.runc.v2".to_owned()
+                        } else {
+                            req.runtime.clone()
+                        },
+                        options: None,
                     }),
-                },
-            )?)
-            .await
-            .map_err(from_status)?;
-        b.snapshots
-            .prepare(&snapshotter, ns, &id, &parent, HashMap::new())
-            .await?;
-        let value = serde_json::to_vec(&spec)
-            .map_err(|e| Error::internal(format!("container {id:?}: spec: {e}")))?;
-        let created = b
-            .containers
-            .clone()
-            .create(with_namespace(
-                ns,
-                cpb::CreateContainerRequest {
-                    container: Some(cpb::Container {
-                        id: id.clone(),
-                        labels,
-                        image: img.name.clone(),
-                        runtime: Some(cpb::container::Runtime {
-                            name: if req.runtime.is_empty() {
-                                "io.containerd.runc.v2".to_owned()
-                            } else {
-                                req.runtime.clone()
-                            },
-                            options: None,
-                        }),
-                        spec: Some(Any {
-                            type_url: SPEC_TYPE.to_owned(),
-                            value,
-                        }),
-                        snapshotter: snapshotter.clone(),
-                        snapshot_key: id.clone(),
-                        ..Default::default()
+                    spec: Some(Any {
+                        type_url: SPEC_TYPE.to_owned(),
+                        value,
                     }),
-                },
-            )?)
-            .await
-            .map_err(from_status);
-        if let Err(e) = created {
-            let _ = b.snapshots.remove(&snapshotter, ns, &id).await;
-            return Err(e);
+                    snapshotter: snapshotter.clone(),
+                    snapshot_key: id.clone(),
+                    ..Default::default()
+                }),
+            },
+        )?)
+        .await
+        .map_err(from_status);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == Kind::AlreadyExists => {
+            return Err(Error::already_exists(format!(
+                "container {id:?}: the name is in use"
+            )));
         }
-        Ok(())
+        Err(e) => return Err(e),
     }
-    .await;
-    drop_lease(b, ns, &lease_id).await;
-    result.map(|()| id)
+    if let Err(e) = b
+        .snapshots
+        .prepare(&snapshotter, ns, &id, &parent, HashMap::new())
+        .await
+    {
+        if let Ok(req) = with_namespace(ns, cpb::DeleteContainerRequest { id: id.clone() }) {
+            let _ = b.containers.clone().delete(req).await;
+        }
+        return Err(e);
+    }
+    Ok(id)
 }
 
 /// Starts the task of container `id` (a new one if its last has exited); returns its pid.
