@@ -2,6 +2,7 @@
 //! killed with SIGKILL and restarted, and external clients (ctr, grpcurl) pointed at them.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod fifo;
 pub mod registry;
 pub mod stack;
 
