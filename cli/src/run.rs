@@ -427,7 +427,11 @@ async fn stream(
                     out.flush()?;
                 }
             }
-            Some(iopb::logs_event::Event::Exit(e)) => status = Some(e.exit_status),
+            Some(iopb::logs_event::Event::Exit(e)) => {
+                // The exit comes last: no need to wait for the stream's end.
+                status = Some(e.exit_status);
+                break;
+            }
             None => {}
         }
     }
