@@ -343,3 +343,26 @@ pub fn stop_json_logs(child: Child) -> String {
     );
     logs
 }
+
+/// Starts `bin` once per `(config text, needle)` with that text as its `--config`: each must
+/// be refused, with an error naming `needle` (the file or the offending key).
+pub fn assert_bad_configs(bin: &str, cases: &[(&str, &str)]) {
+    let dir = tempdir();
+    for (text, needle) in cases {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = run(
+            Command::new(bin)
+                .arg("--config")
+                .arg(&config)
+                .arg("--address")
+                .arg(dir.path().join("x.sock"))
+                .arg("--root")
+                .arg(dir.path().join("root")),
+            None,
+        );
+        assert!(!out.status.success(), "{text} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}

@@ -6,7 +6,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use strata_testkit::run;
 
 const BIN: &str = common::IMAGES_BIN;
 
@@ -62,27 +61,13 @@ fn notifies_ready_and_reads_the_shipped_config() {
 
 #[test]
 fn bad_config_is_a_clear_error() {
-    let dir = strata_testkit::tempdir();
-    for (text, needle) in [
-        ("address = [", "bad.toml"),
-        ("gc_grace_seconds = \"ten\"", "gc_grace_seconds"),
-        ("gc_grace_seconds = -1", "gc_grace_seconds"),
-        ("snapshotters = \"overlayfs\"", "snapshotters"),
-    ] {
-        let config = dir.path().join("bad.toml");
-        std::fs::write(&config, text).unwrap();
-        let out = run(
-            Command::new(BIN)
-                .arg("--config")
-                .arg(&config)
-                .arg("--address")
-                .arg(dir.path().join("x.sock"))
-                .arg("--root")
-                .arg(dir.path().join("root")),
-            None,
-        );
-        assert!(!out.status.success(), "{text} accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(needle), "{text}: {err}");
-    }
+    strata_testkit::assert_bad_configs(
+        BIN,
+        &[
+            ("address = [", "bad.toml"),
+            ("gc_grace_seconds = \"ten\"", "gc_grace_seconds"),
+            ("gc_grace_seconds = -1", "gc_grace_seconds"),
+            ("snapshotters = \"overlayfs\"", "snapshotters"),
+        ],
+    );
 }

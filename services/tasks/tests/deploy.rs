@@ -7,7 +7,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use strata_testkit::run;
 
 const BIN: &str = common::TASKS_BIN;
 
@@ -75,28 +74,14 @@ async fn notifies_ready_reads_the_shipped_config_and_stops_with_subscribers() {
 
 #[test]
 fn bad_config_is_a_clear_error() {
-    let dir = strata_testkit::tempdir();
-    for (text, needle) in [
-        ("address = [", "bad.toml"),
-        ("event_buffer = \"many\"", "event_buffer"),
-        ("event_buffer = 0", "event_buffer"),
-        ("snapshotter = 1", "snapshotter"),
-        ("state = true", "state"),
-    ] {
-        let config = dir.path().join("bad.toml");
-        std::fs::write(&config, text).unwrap();
-        let out = run(
-            Command::new(BIN)
-                .arg("--config")
-                .arg(&config)
-                .arg("--address")
-                .arg(dir.path().join("x.sock"))
-                .arg("--root")
-                .arg(dir.path().join("root")),
-            None,
-        );
-        assert!(!out.status.success(), "{text} accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(needle), "{text}: {err}");
-    }
+    strata_testkit::assert_bad_configs(
+        BIN,
+        &[
+            ("address = [", "bad.toml"),
+            ("event_buffer = \"many\"", "event_buffer"),
+            ("event_buffer = 0", "event_buffer"),
+            ("snapshotter = 1", "snapshotter"),
+            ("state = true", "state"),
+        ],
+    );
 }
