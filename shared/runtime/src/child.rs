@@ -157,18 +157,16 @@ fn setup(args: Args<'_>, status: &OwnedFd) -> Result<Infallible> {
     }
     close_others(keep);
 
-    // Wait until the parent has put us into the cgroup (EOF: the parent gave up).
-    let mut byte = [0u8; 1];
-    // SAFETY: byte is a valid one-byte buffer; go is an open pipe read end.
-    let n = unsafe { libc::read(go.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
-    if n != 1 {
-        return Err(Error::sys(
-            "read",
-            "sync pipe (the parent went away before releasing the child)",
-            nix::errno::Errno::EPIPE,
-        ));
+    // The parent moves us into the container's cgroup meanwhile. The first write to a
+    // `cgroup.procs` waits for an RCU grace period in the kernel (several milliseconds), so an
+    // init sets up its namespaces and root during that wait and only then waits to be let go:
+    // nothing of the container's own runs before it is in its cgroup (device files are checked
+    // again at open). A new cgroup namespace takes the cgroup current when it is made, so an
+    // init that makes one, and an exec'd process, wait first.
+    let mut go = Some(go);
+    if !matches!(args.role, Role::Init { spec, .. } if !new_cgroup_ns(spec)) {
+        wait_for_go(go.take())?;
     }
-    drop(go);
 
     let fifo = match &args.role {
         Role::Init {
@@ -203,6 +201,7 @@ fn setup(args: Args<'_>, status: &OwnedFd) -> Result<Infallible> {
     drop(stdio);
     drop(console);
 
+    wait_for_go(go.take())?;
     if let Some(fifo) = fifo {
         // The parent reads just this byte; the descriptor closes at exec.
         write_all(status.as_raw_fd(), &[0]);
@@ -229,6 +228,41 @@ fn setup(args: Args<'_>, status: &OwnedFd) -> Result<Infallible> {
     }
     let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err_or_errno();
     Err(Error::sys("exec", format!("{path:?}"), err))
+}
+
+/// Whether `spec` asks for a new cgroup namespace (one without a path to join).
+fn new_cgroup_ns(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
+        })
+}
+
+/// Blocks until the parent writes its byte on `go` (it has put us into the cgroup); end of
+/// file means the parent gave up. `None`: already waited.
+fn wait_for_go(go: Option<OwnedFd>) -> Result<()> {
+    let Some(go) = go else {
+        return Ok(());
+    };
+    let mut byte = [0u8; 1];
+    loop {
+        // SAFETY: byte is a valid one-byte buffer; go is an open pipe read end.
+        let n = unsafe { libc::read(go.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+        if n == 1 {
+            return Ok(());
+        }
+        if n < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        return Err(Error::sys(
+            "read",
+            "sync pipe (the parent went away before releasing the child)",
+            nix::errno::Errno::EPIPE,
+        ));
+    }
 }
 
 /// Opens a pty in the container's own devpts (`/dev/ptmx`, the root being the container's by

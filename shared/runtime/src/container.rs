@@ -483,10 +483,25 @@ impl Container {
             let _ = nix::sys::wait::waitpid(pid, None);
             e
         };
-        cgroup.add(pid).map_err(fail)?;
-        nix::unistd::write(&go_w, &[1]).map_err(|e| fail(Error::sys("write", "sync pipe", e)))?;
+        // The child sets itself up meanwhile and waits for this byte before its process runs.
+        // If it failed already, the status pipe says why (rather than the attach or the write).
+        let released = cgroup.add(pid).and_then(|()| {
+            nix::unistd::write(&go_w, &[1])
+                .map(drop)
+                .map_err(|e| Error::sys("write", "sync pipe", e))
+        });
         drop(go_w);
-        match read_status(st_r) {
+        let status = match released {
+            Ok(()) => read_status(st_r),
+            Err(e) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                match read_status(st_r) {
+                    Err(message) => Err(message),
+                    Ok(_) => return Err(fail(e)),
+                }
+            }
+        };
+        match status {
             Ok(true) => {
                 let console = console_sock
                     .as_ref()
