@@ -384,6 +384,8 @@ impl ContainerStore for LocalContainers {
 
     async fn create(&self, ns: &str, container: Container) -> Result<Container, Error> {
         check_ns(ns)?;
+        // A task usually follows: its cgroup attach's wait in the kernel starts now.
+        crate::attach::prime();
         let owned = ns.to_owned();
         let c = self
             .write(

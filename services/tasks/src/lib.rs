@@ -4,6 +4,7 @@
 //! and the processes' output logs read back ([`logs`], served as `strata.tasks.v1.Io` by
 //! [`io_grpc`]).
 
+pub mod attach;
 pub mod containers;
 pub mod events;
 pub mod grpc;
