@@ -9,11 +9,12 @@
 use crate::events::{Exchange, encode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStringExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_api::containerd::events as ev;
-use strata_core::containers::ContainerStore;
+use strata_core::containers::{ContainerStore, LABEL_VOLATILE_ROOTFS};
 use strata_core::mount::Mount;
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Error, Result, identifiers};
@@ -78,6 +79,21 @@ pub struct Tasks<C, S> {
     events: Arc<Exchange>,
     /// Exec'd processes created but not started yet, by (namespace, container, exec id).
     pending: Mutex<HashMap<(String, String, String), PendingExec>>,
+}
+
+/// In a task directory: the overlay work directory of a volatile root file system.
+const VOLATILE_FILE: &str = "volatile";
+
+/// Adds `volatile` to a root file system that is one overlay mount with a writable layer;
+/// returns its work directory (`None`: left as it was).
+fn make_volatile(mounts: &mut [Mount]) -> Option<PathBuf> {
+    let [m] = mounts else { return None };
+    if m.kind != "overlay" || m.option("upperdir").is_none() || m.has_flag("volatile") {
+        return None;
+    }
+    let work = PathBuf::from(m.option("workdir")?);
+    m.options.push("volatile".to_owned());
+    Some(work)
 }
 
 /// The framed log of container `id`'s output (every task it has had), beside its task
@@ -195,6 +211,8 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
     /// Creates the task of container `id`: mounts its root file system, writes the bundle,
     /// starts its supervisor. Returns init's pid.
     pub async fn create(&self, ns: &str, id: &str, opts: CreateOptions) -> Result<u32> {
+        // The supervisor will attach the init to its cgroup: that wait starts now.
+        crate::attach::prime();
         let dir = self.dir(ns, id)?;
         let container = self.containers.get(ns, id).await?;
         if dir.join("shim.sock").exists() {
@@ -234,7 +252,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         let bundle = dir.join("bundle");
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(|e| shim_err(id, "bundle", e))?;
-        let mounts = if !opts.rootfs.is_empty() {
+        let mut mounts = if !opts.rootfs.is_empty() {
             opts.rootfs.clone()
         } else if !container.snapshot_key.is_empty() {
             self.snapshots
@@ -243,6 +261,12 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         } else {
             Vec::new()
         };
+        let volatile = container
+            .labels
+            .get(LABEL_VOLATILE_ROOTFS)
+            .is_some_and(|v| v == "true")
+            .then(|| make_volatile(&mut mounts))
+            .flatten();
         if !mounts.is_empty() {
             let (m, r) = (mounts.clone(), rootfs.clone());
             tokio::task::spawn_blocking(move || strata_mount::mount_all(&m, &r))
@@ -250,6 +274,10 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
                 .map_err(|e| shim_err(id, "mount", e))?
                 .map_err(|e| Error::from(e).context(format!("task {id:?}: mounting its root")))?;
             spec["root"]["path"] = json!(rootfs.display().to_string());
+        }
+        if let Some(work) = &volatile {
+            std::fs::write(dir.join(VOLATILE_FILE), work.as_os_str().as_encoded_bytes())
+                .map_err(|e| shim_err(id, "state", e))?;
         }
         if spec["linux"]["cgroupsPath"]
             .as_str()
@@ -349,6 +377,12 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
                 "unmounting {}: {e}",
                 rootfs.display()
             )));
+        }
+        if mounted && let Ok(work) = std::fs::read(dir.join(VOLATILE_FILE)) {
+            // Unmounted cleanly, so the layer may be mounted again (a crash leaves the marker,
+            // and overlayfs then refuses the layer, as it should).
+            let work = PathBuf::from(std::ffi::OsString::from_vec(work));
+            let _ = std::fs::remove_dir_all(work.join("work/incompat/volatile"));
         }
         let _ = std::fs::remove_dir_all(dir);
         Ok(())
@@ -452,6 +486,8 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
     ) -> Result<()> {
         let dir = self.dir(ns, id)?;
         identifiers::validate("exec id", exec_id)?;
+        // Its start attaches it to the container's cgroup: that wait starts now.
+        crate::attach::prime();
         call(&dir, id, json!({"op": "state"})).await?;
         let key = (ns.to_owned(), id.to_owned(), exec_id.to_owned());
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());

@@ -11,6 +11,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::SystemTime;
 
+/// Container label: its task's root file system is mounted with overlayfs's `volatile` option,
+/// which drops every sync of the writable layer (the container's own fsyncs, and the sync of
+/// the whole upper file system that unmounting otherwise does). The layer then does not
+/// survive a host crash: the gateway sets it for containers removed when they exit
+/// (`strata run --rm`, as Podman does for `--rm`); any client that accepts that may set it.
+pub const LABEL_VOLATILE_ROOTFS: &str = "io.strata.rootfs.volatile";
+
 /// A protobuf `Any` kept as sent: type URL and encoded bytes, never decoded by the store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Any {
