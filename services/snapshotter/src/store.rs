@@ -101,6 +101,19 @@ struct Inner {
     /// Held while a directory is renamed into place and recorded, and while cleanup decides
     /// what no record names, so cleanup never takes a snapshot being born.
     dirs: std::sync::Mutex<()>,
+    /// Directories of removed snapshots, moved out of `snapshots/` and deleted in the
+    /// background (by [`deleter`]): a removal is committed and answered without waiting for
+    /// its files to go.
+    doomed: std::sync::Mutex<std::sync::mpsc::Sender<PathBuf>>,
+}
+
+/// Deletes the directories sent to it, one after another, until every sender is gone.
+fn deleter(rx: std::sync::mpsc::Receiver<PathBuf>) {
+    for path in rx {
+        if let Err(e) = fs::remove_dir_all(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "removal left for the next start");
+        }
+    }
 }
 
 /// The local snapshot store serving one or more snapshotters.
@@ -127,6 +140,11 @@ impl Inner {
 
     fn snapshots_dir(&self, b: Backend) -> PathBuf {
         self.root.join(b.name()).join("snapshots")
+    }
+
+    /// Where removed snapshots' directories wait for deletion (emptied at start-up).
+    fn removed_dir(&self, b: Backend) -> PathBuf {
+        self.root.join(b.name()).join("removed")
     }
 
     fn dir(&self, b: Backend, id: u64) -> PathBuf {
@@ -433,11 +451,18 @@ impl Inner {
         }
         tx.commit()?;
         let dir = self.dir(b, id);
-        let doomed = self.snapshots_dir(b).join(format!("rm-{id}"));
+        let doomed = self.removed_dir(b).join(id.to_string());
         match fs::rename(&dir, &doomed) {
             Ok(()) => {
-                if let Err(e) = fs::remove_dir_all(&doomed) {
-                    tracing::warn!(path = %doomed.display(), error = %e, "removal left for cleanup");
+                let sent = self
+                    .doomed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .send(doomed);
+                if let Err(std::sync::mpsc::SendError(path)) = sent
+                    && let Err(e) = fs::remove_dir_all(&path)
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "removal left for the next start");
                 }
             }
             Err(e) => tracing::warn!(path = %dir.display(), error = %e, "removal left for cleanup"),
@@ -570,18 +595,32 @@ impl LocalSnapshots {
         } else {
             Vec::new()
         };
+        let (doomed, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("snapshot-rm".into())
+            .spawn(move || deleter(rx))
+            .map_err(io_err(root))?;
         let inner = Inner {
             root: root.to_owned(),
             db,
             backends: backends.to_vec(),
             overlay_options,
             dirs: std::sync::Mutex::new(()),
+            doomed: std::sync::Mutex::new(doomed),
         };
         for &b in backends {
+            use std::os::unix::fs::PermissionsExt;
             let dir = inner.snapshots_dir(b);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
+            // What a removal before a crash or stop had not deleted yet.
+            let removed = inner.removed_dir(b);
+            if removed.exists() {
+                fs::remove_dir_all(&removed).map_err(io_err(&removed))?;
+            }
+            fs::create_dir_all(&removed).map_err(io_err(&removed))?;
+            fs::set_permissions(&removed, fs::Permissions::from_mode(0o700))
+                .map_err(io_err(&removed))?;
             inner.cleanup(b, true)?;
         }
         Ok(Self {

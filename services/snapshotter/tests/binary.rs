@@ -107,11 +107,39 @@ async fn kill9_leaves_metadata_and_disk_in_agreement() {
     std::fs::create_dir_all(snaps.join("new-abc/fs")).unwrap();
     std::fs::create_dir_all(snaps.join("999999/fs")).unwrap();
     std::fs::create_dir_all(snaps.join("rm-5/fs")).unwrap();
+    // A removal whose files a background deletion had not reached yet.
+    let removed = svc.root.join("overlayfs/removed");
+    std::fs::create_dir_all(removed.join("7/fs/deep/tree")).unwrap();
     svc.restart();
     for leftover in ["new-abc", "999999", "rm-5"] {
         assert!(!snaps.join(leftover).exists(), "{leftover} still there");
     }
+    assert!(
+        !removed.join("7").exists(),
+        "a removed snapshot's files survived a restart"
+    );
     assert_disk_matches_metadata(&svc, &store, "overlayfs").await;
+
+    // A removal answers once committed; its directory leaves snapshots/ at once and its files
+    // are then deleted in the background.
+    store
+        .prepare("overlayfs", NS, "doomed", "", HashMap::new())
+        .await
+        .unwrap();
+    let m = store.mounts("overlayfs", NS, "doomed").await.unwrap()[0].clone();
+    let upper = m.option("upperdir").map_or(m.source.clone(), str::to_owned);
+    std::fs::write(Path::new(&upper).join("file"), b"x").unwrap();
+    store.remove("overlayfs", NS, "doomed").await.unwrap();
+    assert!(!Path::new(&upper).exists());
+    assert_disk_matches_metadata(&svc, &store, "overlayfs").await;
+    let start = std::time::Instant::now();
+    while std::fs::read_dir(&removed).unwrap().next().is_some() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "removed snapshot files never deleted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn ctr(svc: &Service) -> Command {
