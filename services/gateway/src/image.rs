@@ -2,6 +2,8 @@
 //! the platform manifest, the config and the chain IDs of its layers.
 
 use sha2::Digest as _;
+use std::collections::HashMap;
+use std::sync::Arc;
 use strata_api::containerd::services::images::v1 as ipb;
 use strata_core::content::read_all;
 use strata_core::descriptor::Descriptor;
@@ -47,6 +49,46 @@ impl ImageDetails {
     }
 }
 
+/// Image metadata blobs (indexes, manifests, configs) already read, by namespace and digest.
+/// Being content-addressed they never change, so every container created from an image does
+/// not read them again from the content service; the namespace is part of the key, as blobs
+/// are visible per namespace. Bounded: emptied when full.
+#[derive(Default)]
+pub struct MetadataCache {
+    blobs: std::sync::Mutex<Blobs>,
+}
+
+/// (namespace, digest) → the blob's bytes.
+type Blobs = HashMap<(String, Digest), Arc<Vec<u8>>>;
+
+/// Entries the cache holds before it is emptied, and the largest blob it keeps.
+const CACHE_ENTRIES: usize = 256;
+const CACHE_MAX_BLOB: usize = 1 << 20;
+
+impl MetadataCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Blobs> {
+        self.blobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blob `digest` of namespace `ns`, from the cache or the content service (verified
+    /// before it is kept).
+    async fn read(&self, b: &Backends, ns: &str, digest: &Digest) -> Result<Arc<Vec<u8>>> {
+        let key = (ns.to_owned(), digest.clone());
+        if let Some(hit) = self.lock().get(&key) {
+            return Ok(hit.clone());
+        }
+        let bytes = Arc::new(read_all(&b.content, ns, digest).await?);
+        if bytes.len() <= CACHE_MAX_BLOB && Digest::of(&bytes) == *digest {
+            let mut blobs = self.lock();
+            if blobs.len() >= CACHE_ENTRIES {
+                blobs.clear();
+            }
+            blobs.insert(key, bytes.clone());
+        }
+        Ok(bytes)
+    }
+}
+
 /// Reads the manifest for this host (through an index if need be) and the config of `image`.
 pub async fn details(b: &Backends, ns: &str, image: ipb::Image) -> Result<ImageDetails> {
     let target = descriptors::from_pb(image.target.ok_or_else(|| {
@@ -54,7 +96,7 @@ pub async fn details(b: &Backends, ns: &str, image: ipb::Image) -> Result<ImageD
     })?)?;
     let mut manifest_digest = target.digest.clone();
     if media_types::is_index(&target.media_type) {
-        let bytes = read_all(&b.content, ns, &target.digest).await?;
+        let bytes = b.metadata.read(b, ns, &target.digest).await?;
         let index = ImageIndex::from_slice(&bytes)?;
         let host = Platform::host();
         let m = select_platform(&index, &host).ok_or_else(|| {
@@ -65,10 +107,10 @@ pub async fn details(b: &Backends, ns: &str, image: ipb::Image) -> Result<ImageD
         })?;
         manifest_digest = m.digest.clone();
     }
-    let bytes = read_all(&b.content, ns, &manifest_digest).await?;
+    let bytes = b.metadata.read(b, ns, &manifest_digest).await?;
     let manifest = ImageManifest::from_slice(&bytes)?;
     let config_digest = manifest.config.digest.clone();
-    let bytes = read_all(&b.content, ns, &config_digest).await?;
+    let bytes = b.metadata.read(b, ns, &config_digest).await?;
     let config = ImageConfig::from_slice(&bytes)?;
     Ok(ImageDetails {
         chain_ids: chain_ids(&config.rootfs.diff_ids),

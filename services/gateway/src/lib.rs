@@ -46,6 +46,8 @@ pub struct Backends {
     pub snapshotter: String,
     /// Blobs and unpacks in flight, shared by concurrent pulls.
     pub flights: std::sync::Arc<pull::Flights>,
+    /// Image indexes, manifests and configs already read.
+    pub metadata: image::MetadataCache,
 }
 
 impl Backends {
@@ -77,6 +79,7 @@ impl Backends {
             root,
             snapshotter: "overlayfs".to_owned(),
             flights: std::sync::Arc::default(),
+            metadata: image::MetadataCache::default(),
         })
     }
 }

@@ -58,7 +58,9 @@ pub struct Attachments {
     idle: Notify,
     stdin: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<pipe::Sender>>>>>,
     /// One removal at a time per container (`--rm` is done by both the CLI and the gateway).
-    removals: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Once a removal through a slot succeeds it is marked done: callers that were waiting
+    /// for it are answered at once.
+    removals: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
 }
 
 /// One attached client; dropping it detaches.
@@ -309,25 +311,27 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
         .last()
         .map(ToString::to_string)
         .unwrap_or_default();
-    if !parent.is_empty()
-        && let Err(e) = b.snapshots.stat(&snapshotter, ns, &parent).await
-    {
-        return Err(if e.kind() == Kind::NotFound {
+    // An image whose top layer is not unpacked is found out by the first use of that layer
+    // (reading its users, or preparing the container's snapshot over it): no extra call.
+    let not_unpacked = |e: Error| {
+        if e.kind() == Kind::NotFound && !parent.is_empty() {
             Error::failed_precondition(format!(
                 "image {:?} is not unpacked in snapshotter {snapshotter:?}: pull it again",
                 img.name
             ))
         } else {
             e
-        });
-    }
+        }
+    };
     let config = img.config.config.clone().unwrap_or_default();
     let user_s = if req.user.is_empty() {
         config.user.clone().unwrap_or_default()
     } else {
         req.user.clone()
     };
-    let user = resolve_user(b, ns, &snapshotter, &parent, &id, &user_s).await?;
+    let user = resolve_user(b, ns, &snapshotter, &parent, &id, &user_s)
+        .await
+        .map_err(not_unpacked)?;
     let spec = spec::build(&id, &req, &config, &user)?;
     for v in &req.volumes {
         // As `docker run -v`: a missing host directory is created.
@@ -342,6 +346,11 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
     }
     if req.auto_remove {
         labels.insert(LABEL_AUTO_REMOVE.to_owned(), "true".to_owned());
+        // Its layer goes with it: no sync of it is worth waiting for.
+        labels.insert(
+            strata_core::containers::LABEL_VOLATILE_ROOTFS.to_owned(),
+            "true".to_owned(),
+        );
     }
     let value = serde_json::to_vec(&spec)
         .map_err(|e| Error::internal(format!("container {id:?}: spec: {e}")))?;
@@ -394,7 +403,7 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
         if let Ok(req) = with_namespace(ns, cpb::DeleteContainerRequest { id: id.clone() }) {
             let _ = b.containers.clone().delete(req).await;
         }
-        return Err(e);
+        return Err(not_unpacked(e));
     }
     Ok(id)
 }
@@ -412,17 +421,7 @@ pub async fn start(b: &Arc<Backends>, ns: &str, id: &str, attach: bool) -> Resul
                 watch_auto_remove(b, ns, &c, attach);
                 return Ok(pid);
             }
-            _ => {
-                tasks
-                    .delete(with_namespace(
-                        ns,
-                        tpb::DeleteTaskRequest {
-                            container_id: id.to_owned(),
-                        },
-                    )?)
-                    .await
-                    .map_err(from_status)?;
-            }
+            _ => delete_task(b, ns, id).await?,
         }
     }
     let stdin = if c.labels.get(LABEL_STDIN).is_some_and(|v| v == "true") {
@@ -553,8 +552,15 @@ pub async fn remove(b: &Backends, ns: &str, id: &str, force: bool) -> Result<()>
         .or_default()
         .clone();
     let result = {
-        let _one = slot.lock().await;
-        remove_locked(b, ns, id, force).await
+        let mut done = slot.lock().await;
+        if *done {
+            // Removed by the caller we waited for (`--rm` is done by the CLI and the gateway).
+            Ok(())
+        } else {
+            let r = remove_locked(b, ns, id, force).await;
+            *done = r.is_ok();
+            r
+        }
     };
     let mut removals = lock(&b.attachments.removals);
     if removals.get(&k).is_some_and(|s| Arc::strong_count(s) <= 2) {
@@ -563,10 +569,34 @@ pub async fn remove(b: &Backends, ns: &str, id: &str, force: bool) -> Result<()>
     result
 }
 
+async fn delete_task(b: &Backends, ns: &str, id: &str) -> Result<()> {
+    b.tasks
+        .clone()
+        .delete(with_namespace(
+            ns,
+            tpb::DeleteTaskRequest {
+                container_id: id.to_owned(),
+            },
+        )?)
+        .await
+        .map(drop)
+        .map_err(from_status)
+}
+
 async fn remove_locked(b: &Backends, ns: &str, id: &str, force: bool) -> Result<()> {
-    let c = get_container(b, ns, id).await?;
+    // Most removals are of a container whose task has ended: deleting the task is tried at
+    // once, beside reading the record (it names the snapshot). A task that has not ended is
+    // refused (FailedPrecondition) and then stopped first, with force.
+    let (c, first) = tokio::join!(get_container(b, ns, id), delete_task(b, ns, id));
+    let c = c?;
     let mut tasks = b.tasks.clone();
-    if let Some(t) = get_task(b, ns, id, "").await? {
+    let unended = match first {
+        Ok(()) => None,
+        Err(e) if e.kind() == Kind::NotFound => None,
+        Err(e) if e.kind() == Kind::FailedPrecondition => get_task(b, ns, id, "").await?,
+        Err(e) => return Err(e),
+    };
+    if let Some(t) = unended {
         let status = status_of(&t);
         if status != TaskStatus::Stopped {
             if !force {
@@ -599,34 +629,27 @@ async fn remove_locked(b: &Backends, ns: &str, id: &str, force: bool) -> Result<
             }
             ignore_missing(wait(b, ns, id, "").await.map(|_| ()))?;
         }
-        let deleted = tasks
-            .delete(with_namespace(
-                ns,
-                tpb::DeleteTaskRequest {
-                    container_id: id.to_owned(),
-                },
-            )?)
-            .await
-            .map_err(from_status);
-        ignore_missing(deleted.map(|_| ()))?;
+        ignore_missing(delete_task(b, ns, id).await)?;
     }
-    let deleted = b
-        .containers
-        .clone()
-        .delete(with_namespace(
-            ns,
-            cpb::DeleteContainerRequest { id: id.to_owned() },
-        )?)
-        .await
-        .map_err(from_status);
+    // The record and the snapshot go together, each a commit of its own service: once the
+    // task is deleted the snapshot is unmounted, and should one of the two fail, a second `rm`
+    // finishes the other (a snapshot left without its record is also garbage to the collector).
+    let record = with_namespace(ns, cpb::DeleteContainerRequest { id: id.to_owned() })?;
+    let mut containers = b.containers.clone();
+    let (deleted, snapshot) = tokio::join!(
+        async { containers.delete(record).await.map_err(from_status) },
+        async {
+            if c.snapshot_key.is_empty() {
+                Ok(())
+            } else {
+                b.snapshots
+                    .remove(&c.snapshotter, ns, &c.snapshot_key)
+                    .await
+            }
+        }
+    );
     ignore_missing(deleted.map(|_| ()))?;
-    if !c.snapshot_key.is_empty() {
-        ignore_missing(
-            b.snapshots
-                .remove(&c.snapshotter, ns, &c.snapshot_key)
-                .await,
-        )?;
-    }
+    ignore_missing(snapshot)?;
     let prefix = key(ns, id, "");
     lock(&b.attachments.stdin).retain(|k, _| !k.starts_with(&prefix));
     let _ = std::fs::remove_dir_all(io_dir(b, ns, id));

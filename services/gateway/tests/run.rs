@@ -85,6 +85,49 @@ fn run_streams_output_and_returns_the_exit_code() {
     assert!(!w.snapshots().lines().any(|l| l.starts_with("r1 ")));
 }
 
+/// The root mount's line of a container's /proc/self/mountinfo.
+fn root_mount(w: &World, args: &[&str]) -> String {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[&w.image, "cat", "/proc/self/mountinfo"]);
+    let info = w.ok(&all);
+    info.lines()
+        .find(|l| l.contains(" / / "))
+        .unwrap_or_else(|| panic!("no root mount in {info}"))
+        .to_owned()
+}
+
+#[test]
+fn rm_containers_have_a_volatile_layer_and_others_a_synced_one() {
+    let w = world();
+    // --rm: the layer goes with the container, so overlayfs is not asked to sync it.
+    let rm = root_mount(&w, &["--rm"]);
+    assert!(rm.contains("overlay") && rm.contains("volatile"), "{rm}");
+    let kept = root_mount(&w, &["--name", "kept"]);
+    assert!(
+        kept.contains("overlay") && !kept.contains("volatile"),
+        "{kept}"
+    );
+    w.ok(&["rm", "kept"]);
+    // The label alone asks for it; the layer is mounted again at the next start (overlayfs's
+    // marker is removed after a clean unmount) and keeps what the first run wrote.
+    let label = "io.strata.rootfs.volatile=true";
+    let script = "echo run >> /runs; cat /runs; cat /proc/self/mountinfo";
+    let first = w.ok(&[
+        "run", "--name", "v", "-l", label, &w.image, "sh", "-c", script,
+    ]);
+    assert!(
+        first.starts_with("run\n") && first.contains("volatile"),
+        "{first}"
+    );
+    let second = w.ok(&["start", "-a", "v"]);
+    assert!(
+        second.starts_with("run\nrun\n") && second.contains("volatile"),
+        "{second}"
+    );
+    w.ok(&["rm", "v"]);
+}
+
 #[test]
 fn containers_are_isolated_and_write_only_to_their_own_layer() {
     let w = world();
