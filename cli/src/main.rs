@@ -235,7 +235,9 @@ fn signal_number(s: &str) -> anyhow::Result<u32> {
     })
 }
 
-#[tokio::main]
+// One thread: a client waits on the gateway, and starting worker threads (and reading the
+// cgroup CPU quota to size them) would only add to every command's start-up.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
     let address = cli.address.clone();
