@@ -18,7 +18,7 @@ head -c "$((SIZE_MIB << 20))" /dev/urandom >"$WORK/blob"
 start_strata "$BIN/strata-content" content "$WORK"
 start_containerd "$WORK"
 
-t0=$(now); openssl dgst -sha256 "$WORK/blob" >/dev/null; t1=$(now)
+t0=$EPOCHREALTIME; openssl dgst -sha256 "$WORK/blob" >/dev/null; t1=$EPOCHREALTIME
 sha=$(echo "$t1 - $t0" | bc -l)
 
 s_times=(); c_times=()
@@ -26,10 +26,10 @@ for i in $(seq 1 "$ROUNDS"); do
   for target in strata containerd; do
     sock="$WORK/content.sock"; [ "$target" = containerd ] && sock="$WORK/containerd.sock"
     sync
-    t0=$(now)
+    t0=$EPOCHREALTIME
     # A distinct first line makes every round a new blob for both stores.
     { printf 'round %s %s\n' "$i" "$target"; cat "$WORK/blob"; } | ctr --address "$sock" content ingest "bench-$i"
-    t1=$(now)
+    t1=$EPOCHREALTIME
     dt=$(echo "$t1 - $t0" | bc -l)
     if [ "$target" = strata ]; then s_times+=("$dt"); else c_times+=("$dt"); fi
   done

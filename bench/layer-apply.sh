@@ -26,9 +26,9 @@ echo $! >"$WORK/snapshotter.pid"
 wait_socket "$WORK/snapshotter.sock"
 start_containerd "$WORK"
 
-t0=$(now); gzip -dc "$layer" >/dev/null; t1=$(now)
+t0=$EPOCHREALTIME; gzip -dc "$layer" >/dev/null; t1=$EPOCHREALTIME
 gz=$(echo "$t1 - $t0" | bc -l)
-t0=$(now); dd if=/dev/zero of="$WORK/ddtest" bs=1M count=256 conv=fsync status=none; t1=$(now)
+t0=$EPOCHREALTIME; dd if=/dev/zero of="$WORK/ddtest" bs=1M count=256 conv=fsync status=none; t1=$EPOCHREALTIME
 disk=$(echo "256 / ($t1 - $t0)" | bc -l); rm -f "$WORK/ddtest"
 
 out=$("$BIN/layer-apply" --layer "$layer" --diff-id "$diff_id" --rounds "$ROUNDS" \

@@ -1,7 +1,8 @@
 # Shared helpers for strata's benchmarks: start containerd beside strata, time commands.
 # shellcheck shell=bash
 
-now() { date +%s.%N; }
+# Commands are timed with bash's $EPOCHREALTIME read just before and after them: no `date`
+# process on either side of the measurement (two of them added about 3 ms to every timing).
 
 # median of the numbers given as arguments
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

@@ -33,7 +33,7 @@ reg=$(start_registry "$WORK")
 skopeo copy --quiet --insecure-policy --dest-tls-verify=false "oci:$WORK/minbase:latest" "docker://$reg/minbase:1"
 skopeo copy --quiet --insecure-policy --dest-tls-verify=false "oci:$WORK/twolayer:latest" "docker://$reg/twolayer:1"
 
-timed() { local t0 t1; t0=$(now); "$@" >/dev/null; t1=$(now); echo "$t1 - $t0" | bc -l; }
+timed() { local t0 t1; t0=$EPOCHREALTIME; "$@" >/dev/null; t1=$EPOCHREALTIME; echo "$t1 - $t0" | bc -l; }
 declare -A T
 for _ in $(seq 1 "$ROUNDS"); do
   # strata, fresh stores

@@ -1,5 +1,5 @@
 //! The phases of `strata run --rm IMAGE CMD`, timed from the client side: the same gateway calls
-//! the CLI makes (connect, InspectImage, CreateContainer, StartContainer with attach, Attach
+//! the CLI makes (connect, CreateContainer, StartContainer with attach, Attach
 //! until the exit event, RemoveContainer), each timed, several rounds. Prints one line per phase
 //! with its median in milliseconds (`phase <name> <ms>`), then the median total.
 
@@ -33,14 +33,7 @@ struct Args {
     command: Vec<String>,
 }
 
-const PHASES: [&str; 6] = [
-    "connect",
-    "inspect",
-    "create",
-    "start",
-    "attach-exit",
-    "remove",
-];
+const PHASES: [&str; 5] = ["connect", "create", "start", "attach-exit", "remove"];
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -56,10 +49,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One `run --rm`: the time of each phase in milliseconds, in the order of `PHASES`.
-async fn once(a: &Args) -> anyhow::Result<[f64; 6]> {
-    let mut t = [0.0; 6];
+async fn once(a: &Args) -> anyhow::Result<[f64; 5]> {
+    let mut t = [0.0; 5];
     let mut mark = Instant::now();
-    let mut lap = |i: usize, t: &mut [f64; 6]| {
+    let mut lap = |i: usize, t: &mut [f64; 5]| {
         t[i] = mark.elapsed().as_secs_f64() * 1000.0;
         mark = Instant::now();
     };
@@ -72,16 +65,6 @@ async fn once(a: &Args) -> anyhow::Result<[f64; 6]> {
         .await
         .context("connect")?;
     lap(0, &mut t);
-    client
-        .inspect_image(with_namespace(
-            ns,
-            pb::InspectImageRequest {
-                name: a.image.clone(),
-            },
-        )?)
-        .await
-        .context("inspect")?;
-    lap(1, &mut t);
     let id = client
         .create_container(with_namespace(
             ns,
@@ -98,7 +81,7 @@ async fn once(a: &Args) -> anyhow::Result<[f64; 6]> {
         .context("create")?
         .into_inner()
         .id;
-    lap(2, &mut t);
+    lap(1, &mut t);
     client
         .start_container(with_namespace(
             ns,
@@ -109,7 +92,7 @@ async fn once(a: &Args) -> anyhow::Result<[f64; 6]> {
         )?)
         .await
         .context("start")?;
-    lap(3, &mut t);
+    lap(2, &mut t);
     let (tx, rx) = mpsc::channel(4);
     tx.send(pb::AttachRequest {
         event: Some(pb::attach_request::Event::Start(pb::AttachStart {
@@ -133,7 +116,7 @@ async fn once(a: &Args) -> anyhow::Result<[f64; 6]> {
         }
     }
     drop(tx);
-    lap(4, &mut t);
+    lap(3, &mut t);
     match status {
         Some(0) => {}
         Some(s) => bail!("{id} exited with {s}"),
@@ -153,7 +136,7 @@ async fn once(a: &Args) -> anyhow::Result<[f64; 6]> {
         Err(s) if s.code() == tonic::Code::NotFound => {}
         Err(s) => return Err(s).context("remove"),
     }
-    lap(5, &mut t);
+    lap(4, &mut t);
     Ok(t)
 }
 
