@@ -11,8 +11,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 SIZE_MIB=${SIZE_MIB:-256}
 ROUNDS=${ROUNDS:-5}
 BIN=${BIN:-$here/../target/release}
-WORK=${WORK:-$(mktemp -d /var/tmp/strata-bench.XXXXXX)}
-trap 'stop_pidfile "$WORK/content.pid"; stop_pidfile "$WORK/pid"; rm -rf "$WORK"' EXIT
+WORK=${WORK:-$(work_dir)}
+trap 'stop_pidfile "$WORK/content.pid"; stop_pidfile "$WORK/pid"; release_work "$WORK"' EXIT
 
 head -c "$((SIZE_MIB << 20))" /dev/urandom >"$WORK/blob"
 start_strata "$BIN/strata-content" content "$WORK"

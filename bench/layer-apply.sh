@@ -11,8 +11,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=${ROUNDS:-5}
 BIN=${BIN:-$here/../target/release}
 CACHE=${CACHE:-/var/tmp/strata-bench-cache}
-WORK=${WORK:-$(mktemp -d /var/tmp/strata-bench.XXXXXX)}
-trap 'stop_pidfile "$WORK/snapshotter.pid"; stop_pidfile "$WORK/content.pid"; stop_pidfile "$WORK/pid"; rm -rf "$WORK"' EXIT
+WORK=${WORK:-$(work_dir)}
+trap 'stop_pidfile "$WORK/snapshotter.pid"; stop_pidfile "$WORK/content.pid"; stop_pidfile "$WORK/pid"; release_work "$WORK"' EXIT
 
 layer=$(minbase_layer "$CACHE")
 diff_id=sha256:$(gzip -dc "$layer" | sha256sum | cut -d' ' -f1)

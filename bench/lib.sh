@@ -7,6 +7,31 @@
 # median of the numbers given as arguments
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
+# work_dir: a fresh working directory for one benchmark, on a fresh ext4 file system with a
+# journal (a sparse image file beside the directory, loop-mounted), as the disk under a host's
+# /var/lib usually is. This VM's root ext4 has no journal, and without one the kernel does not
+# reuse an inode freed in the last 30 s: each new inode costs a scan past every such one, so
+# after a few rounds of unpacking and deleting both sides ran 2-3 times slower, by chance.
+# BENCH_FS=host keeps the work on /var/tmp itself. release_work DIR undoes it.
+work_dir() {
+  local d
+  d=$(mktemp -d /var/tmp/strata-bench.XXXXXX)
+  if [ "${BENCH_FS:-ext4}" != host ]; then
+    truncate -s 8G "$d.img"
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$d.img"
+    mount -o loop "$d.img" "$d"
+  fi
+  echo "$d"
+}
+
+# release_work DIR: unmounts everything at and below DIR, removes it and the image work_dir
+# made for it.
+release_work() {
+  unmount_under "$1"
+  rm -rf "$1"
+  rm -f "$1.img"
+}
+
 wait_socket() {
   local sock=$1
   for _ in $(seq 1 300); do

@@ -17,7 +17,7 @@ P=sb$$- # prefix of this run's container IDs (runc keeps its state in /run/conta
 SETTLE=${SETTLE:-3}
 BIN=${BIN:-$here/../target/release}
 CACHE=${CACHE:-/var/tmp/strata-bench-cache}
-WORK=${WORK:-$(mktemp -d /var/tmp/strata-bench.XXXXXX)}
+WORK=${WORK:-$(work_dir)}
 # remove_idle: the idle containers go, on both sides, with their tasks and cgroups.
 remove_idle() {
   local i
@@ -39,8 +39,7 @@ cleanup() {
   # Supervisors and containers left behind (their command lines name this run's directories).
   # shellcheck disable=SC2046
   kill_pids $(pids_with_arg "$WORK/")
-  unmount_under "$WORK"
-  rm -rf "$WORK"
+  release_work "$WORK"
 }
 trap cleanup EXIT
 

@@ -13,13 +13,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 ROUNDS=${ROUNDS:-3}
 BIN=${BIN:-$here/../target/release}
 CACHE=${CACHE:-/var/tmp/strata-bench-cache}
-WORK=${WORK:-$(mktemp -d /var/tmp/strata-bench.XXXXXX)}
+WORK=${WORK:-$(work_dir)}
 cleanup() {
   stop_strata_stack "$WORK/s" 2>/dev/null || true
   stop_pidfile "$WORK/c/pid" 2>/dev/null || true
   stop_pidfile "$WORK/registry.pid" 2>/dev/null || true
-  unmount_under "$WORK"
-  rm -rf "$WORK"
+  release_work "$WORK"
 }
 trap cleanup EXIT
 

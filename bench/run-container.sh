@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 ROUNDS=${ROUNDS:-10}
 BIN=${BIN:-$here/../target/release}
-WORK=${WORK:-$(mktemp -d /var/tmp/strata-bench.XXXXXX)}
+WORK=${WORK:-$(work_dir)}
 MOVED=""
 P=sb$$- # prefix of this run's container IDs
 cleanup() {
@@ -31,8 +31,7 @@ cleanup() {
     rmdir "/sys/fs/cgroup/$m/default/$P"* "/sys/fs/cgroup/$m/default" 2>/dev/null || true
     if umount "/sys/fs/cgroup/$m" 2>/dev/null; then rmdir "/sys/fs/cgroup/$m" 2>/dev/null || true; fi
   done
-  unmount_under "$WORK"
-  rm -rf "$WORK"
+  release_work "$WORK"
 }
 trap cleanup EXIT
 for tool in runc crun; do command -v $tool >/dev/null || apt-get install -y -qq $tool >/dev/null; done
