@@ -40,6 +40,9 @@ pub struct Backends {
     pub attachments: std::sync::Arc<run::Attachments>,
     /// Registries reached over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// The registry client, made at the first pull (making one loads the system's
+    /// certificate store) and shared by every pull after it: connections, tokens.
+    pub registry: tokio::sync::OnceCell<strata_registry::Client>,
     /// The gateway's own state directory.
     pub root: PathBuf,
     /// Snapshotter used when a request names none.
@@ -76,6 +79,7 @@ impl Backends {
                 .max_encoding_message_size(MAX_MESSAGE),
             attachments: std::sync::Arc::default(),
             insecure_registries,
+            registry: tokio::sync::OnceCell::new(),
             root,
             snapshotter: "overlayfs".to_owned(),
             flights: std::sync::Arc::default(),

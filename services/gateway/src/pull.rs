@@ -489,14 +489,20 @@ impl Pull<'_> {
 /// Pulls `req.reference` into namespace `ns`, reporting progress on `events`.
 pub async fn pull(b: &Backends, ns: &str, req: &pb::PullRequest, events: Events) -> Result<()> {
     let reference = Reference::parse(&req.reference)?;
-    let mut insecure = b.insecure_registries.clone();
-    if req.plain_http {
-        insecure.push(reference.registry().to_owned());
-    }
-    let client = Client::new(ClientConfig {
-        insecure_registries: insecure,
-        ..ClientConfig::default()
-    })?;
+    let shared = b
+        .registry
+        .get_or_try_init(|| async {
+            Client::new(ClientConfig {
+                insecure_registries: b.insecure_registries.clone(),
+                ..ClientConfig::default()
+            })
+        })
+        .await?;
+    let client = if req.plain_http {
+        shared.with_insecure_registry(reference.registry())
+    } else {
+        shared.clone()
+    };
     let platform = if req.platform.is_empty() {
         Platform::host()
     } else {

@@ -19,6 +19,15 @@ use std::time::{Duration, Instant};
 use strata_core::Digest;
 use tracing::{debug, warn};
 
+/// `host[:port]` of an insecure-registry entry, which may carry a scheme and a trailing slash.
+fn normalize_host(h: &str) -> String {
+    let h = h
+        .strip_prefix("http://")
+        .or_else(|| h.strip_prefix("https://"))
+        .unwrap_or(h);
+    h.trim_end_matches('/').to_lowercase()
+}
+
 /// Header carrying the registry's idea of a manifest's digest.
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 /// Redirect hops followed before giving up.
@@ -97,8 +106,9 @@ struct Inner {
     /// For loopback addresses: never through a proxy, as Go's `ProxyFromEnvironment`.
     direct: reqwest::Client,
     insecure: Vec<String>,
-    /// Authorization per (registry, scope).
-    auth: Mutex<HashMap<(String, String), CachedAuth>>,
+    /// Authorization per (registry, scope), shared with the clients made by
+    /// [`Client::with_insecure_registry`].
+    auth: Arc<Mutex<HashMap<(String, String), CachedAuth>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -134,13 +144,7 @@ impl Client {
         let insecure = config
             .insecure_registries
             .iter()
-            .map(|h| {
-                let h = h
-                    .strip_prefix("http://")
-                    .or_else(|| h.strip_prefix("https://"))
-                    .unwrap_or(h);
-                h.trim_end_matches('/').to_lowercase()
-            })
+            .map(|h| normalize_host(h))
             .collect();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -148,9 +152,29 @@ impl Client {
                 http,
                 direct,
                 insecure,
-                auth: Mutex::new(HashMap::new()),
+                auth: Arc::default(),
             }),
         })
+    }
+
+    /// This client, also speaking plain HTTP to `registry` (`host[:port]`). It shares this
+    /// client's connections, TLS set-up and cached tokens: making one is cheap, where
+    /// [`Client::new`] loads the system's certificate store.
+    pub fn with_insecure_registry(&self, registry: &str) -> Self {
+        let inner = &self.inner;
+        let mut config = inner.config.clone();
+        config.insecure_registries.push(registry.to_owned());
+        let mut insecure = inner.insecure.clone();
+        insecure.push(normalize_host(registry));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                http: inner.http.clone(),
+                direct: inner.direct.clone(),
+                insecure,
+                auth: Arc::clone(&inner.auth),
+            }),
+        }
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -878,6 +902,30 @@ mod tests {
         );
         assert_eq!(url("127.0.0.2/a"), "http://127.0.0.2/v2/a/manifests/latest");
         assert_eq!(url("[::1]:9/a"), "http://[::1]:9/v2/a/manifests/latest");
+    }
+
+    #[test]
+    fn a_derived_client_adds_one_plain_http_registry_and_shares_tokens() {
+        let base = Client::new(ClientConfig::default()).expect("client");
+        let derived = base.with_insecure_registry("Reg.example:5000");
+        let url = |c: &Client, r: &str| {
+            c.endpoint(&Reference::parse(r).expect(r), "manifests", "latest")
+                .expect("url")
+                .to_string()
+        };
+        assert_eq!(
+            url(&derived, "reg.example:5000/a"),
+            "http://reg.example:5000/v2/a/manifests/latest"
+        );
+        assert_eq!(
+            url(&base, "reg.example:5000/a"),
+            "https://reg.example:5000/v2/a/manifests/latest"
+        );
+        assert!(Arc::ptr_eq(&base.inner.auth, &derived.inner.auth));
+        assert_eq!(
+            derived.config().insecure_registries,
+            vec!["Reg.example:5000".to_owned()]
+        );
     }
 
     fn assert_send<T: Send>(_: &T) {}
