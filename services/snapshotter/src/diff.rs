@@ -55,6 +55,19 @@ struct ChannelWriter {
 
 const WRITE_CHUNK: usize = 1 << 20;
 
+/// Gives the heap freed by a layer's apply or diff back to the system. Their buffers (the
+/// decompressor's and the tar stage's, some MiB) are freed on threads that glibc serves from
+/// arenas of their own, and an arena keeps what is freed inside it: without this, an idle
+/// snapshotter held 10-40 MiB of free heap after a few pulls, depending on which threads ran.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only takes each arena's lock and returns its free pages to the
+    // kernel; it touches no memory that is in use and may be called from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl ChannelWriter {
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
@@ -222,6 +235,7 @@ impl<C: ContentStore + Clone> Differ<C> {
             };
             let result = strata_archive::apply(input, compression, &root, &opts, expected.as_ref());
             drop(target);
+            release_freed_memory();
             result
         })
         .await
@@ -277,7 +291,10 @@ impl<C: ContentStore + Clone> Differ<C> {
             out.flush()
                 .map_err(|e| Error::internal(format!("writing layer: {e}")))?;
             let compressed = Digest::from_hasher(out.hasher.clone());
-            Ok((stats.diff_id, compressed, out.size))
+            let size = out.size;
+            drop(out);
+            release_freed_memory();
+            Ok((stats.diff_id, compressed, size))
         });
 
         let mut w = self
