@@ -9,6 +9,7 @@ pub mod containers;
 pub mod events;
 pub mod grpc;
 pub mod io_grpc;
+mod locks;
 pub mod logs;
 pub mod metrics;
 pub mod tasks;

@@ -7,6 +7,7 @@
 //! deleted; an exec'd process's log lives in the task directory until the process is deleted.
 
 use crate::events::{Exchange, encode};
+use crate::locks::TaskLocks;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStringExt as _;
@@ -79,6 +80,8 @@ pub struct Tasks<C, S> {
     events: Arc<Exchange>,
     /// Exec'd processes created but not started yet, by (namespace, container, exec id).
     pending: Mutex<HashMap<(String, String, String), PendingExec>>,
+    /// Held by a task's creation and its deletion.
+    locks: TaskLocks,
 }
 
 /// In a task directory: the overlay work directory of a volatile root file system.
@@ -181,6 +184,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             snapshots,
             events,
             pending: Mutex::new(HashMap::new()),
+            locks: TaskLocks::default(),
         }
     }
 
@@ -214,6 +218,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         // The supervisor will attach the init to its cgroup: that wait starts now.
         crate::attach::prime();
         let dir = self.dir(ns, id)?;
+        let _task = self.locks.lock(ns, id).await;
         let container = self.containers.get(ns, id).await?;
         if dir.join("shim.sock").exists() {
             return Err(Error::already_exists(format!(
@@ -672,6 +677,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
     /// unmounted, the state directory removed.
     pub async fn delete(&self, ns: &str, id: &str) -> Result<ExitInfo> {
         let dir = self.dir(ns, id)?;
+        let _task = self.locks.lock(ns, id).await;
         let view = self.get(ns, id, "").await?;
         if view.status != Status::Stopped {
             return Err(Error::failed_precondition(format!(

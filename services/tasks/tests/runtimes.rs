@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use stack::{Rt, Stack, fingerprint};
 use std::process::Command;
 use std::time::Duration;
+use strata_api::containerd::services::tasks::v1 as pb;
 use strata_api::containerd::v1::types::Status;
 use strata_api::io::containerd::cgroups::{v1, v2};
 use strata_testkit::{ok, run, tool};
@@ -425,6 +426,79 @@ fn hugetlb_placed(pid: u32) -> bool {
             let mut f = l.splitn(3, ':');
             f.nth(1) == Some("hugetlb") && f.next().is_some_and(|p| p != "/")
         })
+}
+
+/// `n` calls made by `make`, all in flight at once; their results in order.
+fn at_once<T, F>(s: &Stack, n: usize, make: impl Fn() -> F) -> Vec<Result<T, tonic::Status>>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, tonic::Status>> + Send + 'static,
+{
+    s.block_on(async {
+        let calls: Vec<_> = (0..n).map(|_| tokio::spawn(make())).collect();
+        let mut out = Vec::new();
+        for call in calls {
+            out.push(call.await.unwrap());
+        }
+        out
+    })
+}
+
+/// Of concurrent Deletes of one stopped task, one deletes it and reports its exit status, the
+/// others find no task; of concurrent Creates of one container's task, one creates it and the
+/// others find that it exists. The tasks service decides, whatever the runtime.
+#[test]
+fn of_concurrent_deletes_and_creates_of_a_task_one_wins() {
+    let s = Stack::start(Rt::Builtin);
+    let c = id("race", Rt::Builtin);
+    s.run(&c, &["sh", "-c", "exit 3"], &none());
+    assert_eq!(s.wait(&c, ""), 3);
+    let codes = |results: Vec<Result<u32, tonic::Status>>| {
+        let mut won = Vec::new();
+        let mut lost = Vec::new();
+        for r in results {
+            match r {
+                Ok(v) => won.push(v),
+                Err(e) => lost.push((e.code(), e.message().to_owned())),
+            }
+        }
+        (won, lost)
+    };
+    let deletes = at_once(&s, 4, || {
+        let mut client = s.client.clone();
+        let req = s.req(pb::DeleteTaskRequest {
+            container_id: c.clone(),
+        });
+        async move { client.delete(req).await.map(|r| r.into_inner().exit_status) }
+    });
+    let (won, lost) = codes(deletes);
+    assert_eq!(won, vec![3], "deletes: {won:?} won, {lost:?} lost");
+    assert!(
+        lost.iter().all(|(code, _)| *code == tonic::Code::NotFound),
+        "{lost:?}"
+    );
+    assert!(!s.task_dir(&c).exists(), "the task's directory stayed");
+
+    let creates = at_once(&s, 4, || {
+        let mut client = s.client.clone();
+        let req = s.req(pb::CreateTaskRequest {
+            container_id: c.clone(),
+            stdout: s.out_path(&c).display().to_string(),
+            stderr: s.err_path(&c).display().to_string(),
+            ..Default::default()
+        });
+        async move { client.create(req).await.map(|r| r.into_inner().pid) }
+    });
+    let (won, lost) = codes(creates);
+    assert_eq!(won.len(), 1, "creates: {won:?} won, {lost:?} lost");
+    assert!(
+        lost.iter()
+            .all(|(code, _)| *code == tonic::Code::AlreadyExists),
+        "{lost:?}"
+    );
+    s.start_task(&c);
+    assert_eq!(s.wait(&c, ""), 3);
+    assert_eq!(s.remove(&c), 3);
 }
 
 macro_rules! per_runtime {

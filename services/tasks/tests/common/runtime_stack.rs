@@ -337,7 +337,7 @@ impl Stack {
             TasksClient::new(strata_grpc::client::channel(&self.tasks.address()).unwrap());
     }
 
-    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+    pub fn req<T>(&self, msg: T) -> tonic::Request<T> {
         with_namespace(&self.ns, msg).unwrap()
     }
 
