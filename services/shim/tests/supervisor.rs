@@ -32,14 +32,19 @@ fn rootfs(dir: &Path) -> PathBuf {
     root
 }
 
-/// A bundle whose process runs `args`, with containerd's defaults.
+/// A bundle whose process runs `args`, with containerd's defaults, in cgroup
+/// `/strata-shim-test/<id>`.
 fn bundle(dir: &Path, id: &str, args: &[&str], terminal: bool) -> PathBuf {
+    bundle_in(dir, id, args, terminal, "/strata-shim-test")
+}
+
+fn bundle_in(dir: &Path, id: &str, args: &[&str], terminal: bool, cgroup: &str) -> PathBuf {
     let b = dir.join(format!("bundle-{id}"));
     std::fs::create_dir_all(&b).unwrap();
     let root = rootfs(&b);
     let mut spec = strata_runtime::default_spec(&root, args).unwrap();
     let mut linux = spec.linux().clone().unwrap();
-    linux.set_cgroups_path(Some(PathBuf::from(format!("/strata-shim-test/{id}"))));
+    linux.set_cgroups_path(Some(PathBuf::from(format!("{cgroup}/{id}"))));
     spec.set_linux(Some(linux));
     spec.set_hostname(Some(format!("h-{id}")));
     let mut process = spec.process().clone().unwrap();
@@ -88,6 +93,11 @@ impl Shim {
         Self::start_with(dir, id, runtime, args, false, None)
     }
 
+    /// Starts a supervisor on an existing bundle.
+    fn start_bundle(dir: &Path, id: &str, runtime: &str, b: &Path) -> Shim {
+        Self::spawn(dir, id, runtime, b, None)
+    }
+
     /// With a terminal when `terminal`; with `stdin` (a FIFO) as its stdin when given. The log
     /// is kept outside the state directory (`--log`), as the tasks service keeps it.
     fn start_with(
@@ -99,6 +109,10 @@ impl Shim {
         stdin: Option<&Path>,
     ) -> Shim {
         let b = bundle(dir, id, args, terminal);
+        Self::spawn(dir, id, runtime, &b, stdin)
+    }
+
+    fn spawn(dir: &Path, id: &str, runtime: &str, b: &Path, stdin: Option<&Path>) -> Shim {
         let state = dir.join(format!("state-{id}"));
         let log = dir.join(format!("{id}.log"));
         let out = dir.join(format!("{id}.out"));
@@ -109,7 +123,7 @@ impl Shim {
         let mut cmd = Command::new(SHIM);
         cmd.args(["--id", id, "--runtime", runtime])
             .arg("--bundle")
-            .arg(&b)
+            .arg(b)
             .arg("--state")
             .arg(&state)
             .arg("--log")
@@ -128,7 +142,12 @@ impl Shim {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert!(line.starts_with("ready "), "supervisor said {line:?}");
+        // Its diagnostics go to shim.log: an empty line means it failed before ready.
+        assert!(
+            line.starts_with("ready "),
+            "supervisor said {line:?}; shim.log: {:?}",
+            std::fs::read_to_string(state.join("shim.log")).unwrap_or_default()
+        );
         // The supervisor outlives its starter.
         drop(child);
         Shim { state, log }
@@ -337,6 +356,53 @@ fn daemon_holds_output(runtime: &str) {
     s.ok(json!({"op": "delete", "force": true}));
 }
 
+/// A container whose cgroup's parent another container, created at the same moment, has just
+/// made and not yet filled in: on cgroup v1 that parent's `cpuset.cpus` and `cpuset.mems` are
+/// still empty (they are copied from its own parent after the mkdir). The first two tests of a
+/// run on a fresh machine met this state (`builtin_daemon_holds_output` beside
+/// `builtin_lifecycle`, both under a `/strata-shim-test` that did not exist yet): the new
+/// container's cgroup copied the empty values, an empty cpuset refuses every process, and the
+/// supervisor failed before its ready line.
+fn half_made_cgroup_parent(runtime: &str) {
+    let dir = strata_testkit::tempdir();
+    let parent = format!("strata-shim-half-{runtime}-{}", std::process::id());
+    let cpuset = Path::new("/sys/fs/cgroup/cpuset").join(&parent);
+    /// Removes the parent from every hierarchy, pass or fail.
+    struct Parent(String);
+    impl Drop for Parent {
+        fn drop(&mut self) {
+            for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten() {
+                let _ = std::fs::remove_dir(hierarchy.unwrap().path().join(&self.0));
+            }
+        }
+    }
+    let _cleanup = Parent(parent.clone());
+    let v1 = Path::new("/sys/fs/cgroup/cpuset/cpuset.cpus").exists();
+    if v1 {
+        // What a concurrent creator has done so far: the directory, nothing in it.
+        std::fs::create_dir(&cpuset).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(cpuset.join("cpuset.cpus"))
+                .unwrap()
+                .trim(),
+            ""
+        );
+    }
+    let id = format!("half-{runtime}-{}", std::process::id());
+    let b = bundle_in(
+        dir.path(),
+        &id,
+        &["sh", "-c", "exit 6"],
+        false,
+        &format!("/{parent}"),
+    );
+    let s = Shim::start_bundle(dir.path(), &id, runtime, &b);
+    s.ok(json!({"op": "start"}));
+    let exit = s.ok(json!({"op": "wait"}));
+    assert_eq!(exit["exit"]["status"], 6, "{exit}");
+    s.ok(json!({"op": "delete"}));
+}
+
 fn have(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
@@ -386,4 +452,9 @@ fn builtin_daemon_holds_output() {
 fn runc_daemon_holds_output() {
     assert!(have("runc"), "runc is not installed (apt-get install runc)");
     daemon_holds_output("runc");
+}
+
+#[test]
+fn builtin_half_made_cgroup_parent() {
+    half_made_cgroup_parent("builtin");
 }

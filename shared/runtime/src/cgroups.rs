@@ -418,8 +418,17 @@ fn pids_max(limit: i64) -> String {
 
 /// Creates a v1 cpuset cgroup, copying `cpuset.cpus`/`cpuset.mems` down from the parent into
 /// every new level (an empty cpuset refuses tasks).
+///
+/// A level that exists is not yet a level that is ready: a container created at the same time
+/// may have made it and not yet copied the values into it, so whoever finds one empty fills it
+/// in too (with the same values: both copy from the same parent).
 fn create_cpuset(dir: &Path) -> Result<()> {
-    if dir.exists() {
+    let filled = |d: &Path| {
+        ["cpuset.cpus", "cpuset.mems"]
+            .iter()
+            .all(|f| read(&d.join(f)).is_ok_and(|v| !v.trim().is_empty()))
+    };
+    if filled(dir) {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
