@@ -201,8 +201,14 @@ impl Ctx {
 /// A gRPC failure as a user reads it: the server's message, no stack trace.
 fn describe(status: &tonic::Status, address: &str) -> String {
     match status.code() {
+        // Only a failure to reach the gateway itself: an Unavailable the gateway answers (a
+        // registry it could not reach, a service behind it) is its own message.
         tonic::Code::Unavailable
-            if status.message().contains("transport") || status.message().contains("connect") =>
+            if status
+                .message()
+                .starts_with(strata_grpc::client::CONNECTING)
+                || status.message().starts_with("transport error")
+                || status.message().starts_with("tcp connect error") =>
         {
             format!(
                 "cannot reach the strata gateway at {address}: is it running? ({})",

@@ -154,6 +154,10 @@ async fn run(
     // Path in the archive → (digest, size); small files also by content.
     let mut files: HashMap<String, (Digest, u64)> = HashMap::new();
     let mut small: HashMap<String, Vec<u8>> = HashMap::new();
+    // Each import writes under refs of its own: concurrent imports (of the same archive too)
+    // never meet on an ingest; equal blobs meet at commit, where the second finds the first's.
+    static IMPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let import = IMPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut n = 0u64;
     while let Some(item) = item_rx.recv().await {
         let Item::Begin { path, size } = item else {
@@ -168,7 +172,7 @@ async fn run(
             .transpose()
             .map_err(|e| e.context(format!("archive entry {path:?}")))?;
         let keep = size <= SMALL_FILE;
-        let reference = format!("import-{}-{n}", std::process::id());
+        let reference = format!("import-{}-{import}-{n}", std::process::id());
         p.lease_add_ingest(&reference).await?;
         let mut w = match p
             .b

@@ -29,6 +29,7 @@ use strata_core::{Digest, Error, Kind, Result};
 use strata_grpc::convert::{descriptors, mounts};
 use strata_grpc::from_status;
 use strata_grpc::metadata::with_namespace;
+use strata_grpc::remote::content::open_writer;
 use strata_registry::{Client, ClientConfig, Reference};
 use strata_registry::{ImageConfig, ImageIndex, ImageManifest, media_types};
 use strata_registry::{Platform, select as select_platform};
@@ -287,7 +288,7 @@ impl Pull<'_> {
             total: desc.size,
             expected: Some(desc.digest.clone()),
         };
-        let mut w = match self.b.content.writer(&self.ns, &reference, opts).await {
+        let mut w = match open_writer(&self.b.content, &self.ns, &reference, opts).await {
             Ok(w) => w,
             Err(e) if e.is(Kind::AlreadyExists) => {
                 return self.add_labels(&desc.digest, labels).await;
@@ -473,15 +474,26 @@ impl Pull<'_> {
         labels: HashMap<String, String>,
     ) -> Result<()> {
         self.lease_add("content", &desc.digest.to_string()).await?;
-        strata_core::content::write_blob(
+        // Another pull (of this gateway or any other client) writing the same blob holds the
+        // ref: wait for it and take its result.
+        let opened = open_writer(
             &self.b.content,
             &self.ns,
             &format!("pull-{}", desc.digest),
+            WriterOptions {
+                total: bytes.len() as u64,
+                expected: Some(desc.digest.clone()),
+            },
+        )
+        .await;
+        strata_core::content::write_opened(
+            opened,
             bytes,
             Some(desc.digest.clone()),
             labels.clone(),
         )
-        .await?;
+        .await
+        .map_err(|e| e.context(format!("storing {}", desc.digest)))?;
         self.add_labels(&desc.digest, labels).await
     }
 }

@@ -835,3 +835,152 @@ fn strata_ps_stop_and_rm_containers() {
     let snaps = ok(stack.ctr().args(["snapshots", "ls"]), None);
     assert_eq!(snaps.lines().count(), 2, "{snaps}");
 }
+
+/// The config digest of the single-platform image whose manifest `manifest` is in `layout`.
+fn config_of(layout: &Path, manifest: &str) -> (String, Vec<u8>) {
+    let blob = |d: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let m: serde_json::Value = serde_json::from_slice(&blob(manifest)).unwrap();
+    let config = m["config"]["digest"].as_str().unwrap().to_owned();
+    let bytes = blob(&config);
+    (config, bytes)
+}
+
+/// A pull that meets another writer of the same blob (here: a client of the content service
+/// holding the config's ingest) waits for it and takes its result, as containerd's clients do,
+/// instead of failing with "locked: another writer is active".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_waits_for_another_writer_of_the_same_blob() {
+    use strata_core::content::{CommitOptions, ContentWriter, WriterOptions};
+    let stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let dir = layout(stack.dir.path(), "held");
+    let manifest = oci_image(&dir, &[busybox_layer()], host_arch());
+    let (config, bytes) = config_of(&dir, &manifest);
+    let r = reg.push(&dir, "held:1");
+
+    let content = stack.content();
+    let mut held = content
+        .writer(
+            NS,
+            &format!("pull-{config}"),
+            WriterOptions {
+                total: bytes.len() as u64,
+                expected: Some(config.parse().unwrap()),
+            },
+        )
+        .await
+        .unwrap();
+    let mut pull = stack.cli();
+    pull.args(["pull", "-q", &r]);
+    let puller = std::thread::spawn(move || run(&mut pull, None));
+    // Hold the ingest until the pull has fetched the config and so is about to store it.
+    for _ in 0..600 {
+        if reg.blob_gets(&config) > 0 || puller.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(reg.blob_gets(&config) > 0, "{}", reg.log_text());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    held.write(0, bytes::Bytes::from(bytes.clone()))
+        .await
+        .unwrap();
+    held.commit(CommitOptions {
+        size: bytes.len() as u64,
+        expected: Some(config.parse().unwrap()),
+        labels: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || puller.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let images = ok(stack.cli().args(["images"]), None);
+    assert!(images.contains("held"), "{images}");
+}
+
+/// Ten pulls at once, two of each of five images that share layers, through the CLI; then
+/// four `ctr images pull` of one new image at once through the gateway: every one succeeds.
+#[test]
+fn simultaneous_pulls_of_the_same_images_all_succeed() {
+    let stack = Stack::start();
+    let reg = Registry::start(stack.dir.path());
+    let base = busybox_layer();
+    let shared = layer(&[Entry::File("shared".into(), b"shared\n".to_vec(), 0o644)]);
+    let mut refs = Vec::new();
+    for i in 0..5 {
+        let own = layer(&[Entry::File(
+            format!("own-{i}"),
+            format!("image {i}\n").into_bytes(),
+            0o644,
+        )]);
+        let dir = layout(stack.dir.path(), &format!("img{i}"));
+        let layers = if i % 2 == 0 {
+            vec![base.clone(), shared.clone(), own]
+        } else {
+            vec![base.clone(), own]
+        };
+        oci_image(&dir, &layers, host_arch());
+        refs.push(reg.push(&dir, &format!("img{i}:1")));
+    }
+    let pulls: Vec<_> = refs
+        .iter()
+        .chain(refs.iter())
+        .map(|r| {
+            let mut c = stack.cli();
+            c.args(["pull", "-q", r]);
+            std::thread::spawn(move || run(&mut c, None))
+        })
+        .collect();
+    for (i, p) in pulls.into_iter().enumerate() {
+        let out = p.join().unwrap();
+        assert!(
+            out.status.success(),
+            "pull {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let images = ok(stack.cli().args(["images", "-q"]), None);
+    assert_eq!(images.lines().count(), 5, "{images}");
+
+    let dir = layout(stack.dir.path(), "ctr-many");
+    oci_image(
+        &dir,
+        &[
+            base,
+            layer(&[Entry::File("ctr".into(), b"ctr\n".to_vec(), 0o644)]),
+        ],
+        host_arch(),
+    );
+    let r = reg.push(&dir, "ctr-many:1");
+    let pulls: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = stack.ctr();
+            c.args(["images", "pull", "--plain-http", &r]);
+            std::thread::spawn(move || run(&mut c, None))
+        })
+        .collect();
+    for (i, p) in pulls.into_iter().enumerate() {
+        let out = p.join().unwrap();
+        assert!(
+            out.status.success(),
+            "ctr pull {i}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ls = ok(stack.ctr().args(["images", "ls", "-q"]), None);
+    assert!(ls.lines().any(|l| l == r), "{ls}");
+}

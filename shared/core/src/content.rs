@@ -164,18 +164,30 @@ pub async fn write_blob<S: ContentStore>(
     expected: Option<Digest>,
     labels: HashMap<String, String>,
 ) -> Result<Digest> {
-    let size = data.len() as u64;
-    let mut w = match store
+    let opened = store
         .writer(
             ns,
             reference,
             WriterOptions {
-                total: size,
+                total: data.len() as u64,
                 expected: expected.clone(),
             },
         )
-        .await
-    {
+        .await;
+    write_opened(opened, data, expected, labels).await
+}
+
+/// Writes a whole blob into a writer already opened with `expected` and commits it; a writer
+/// that could not be opened because the blob exists (AlreadyExists) is success, as is a commit
+/// that finds it there.
+pub async fn write_opened<W: ContentWriter>(
+    opened: Result<W>,
+    data: &[u8],
+    expected: Option<Digest>,
+    labels: HashMap<String, String>,
+) -> Result<Digest> {
+    let size = data.len() as u64;
+    let mut w = match opened {
         Ok(w) => w,
         Err(e) if e.is(crate::Kind::AlreadyExists) => {
             return Ok(expected.unwrap_or_else(|| Digest::of(data)));

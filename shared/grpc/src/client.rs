@@ -4,6 +4,10 @@ use crate::server::Address;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
+/// How the error of a failed connection to a unix socket begins (`connecting to PATH: …`), so
+/// a client can tell "could not reach the server" from an error the server answered.
+pub const CONNECTING: &str = "connecting to";
+
 /// Opens a channel to `address`; the connection is made lazily and re-made after failures.
 pub fn channel(address: &str) -> Result<Channel, strata_core::Error> {
     match Address::parse(address) {
@@ -19,7 +23,14 @@ pub fn channel(address: &str) -> Result<Channel, strata_core::Error> {
                 endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
                     let path = path.clone();
                     async move {
-                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        // The error names the socket: a caller's message then says what it
+                        // could not reach, not only "No such file or directory".
+                        let stream = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+                            std::io::Error::new(
+                                e.kind(),
+                                format!("{CONNECTING} {}: {e}", path.display()),
+                            )
+                        })?;
                         Ok::<_, std::io::Error>(TokioIo::new(stream))
                     }
                 })),

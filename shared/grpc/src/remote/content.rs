@@ -314,3 +314,34 @@ impl ContentStore for RemoteContentStore {
         })
     }
 }
+
+/// Opens (or resumes) the ingest `reference` as containerd's clients do (`content.OpenWriter`):
+/// a ref held by another active writer (Unavailable) is waited for, with a doubling pause,
+/// rather than failed, so concurrent pulls or imports of the same blob each succeed. When the
+/// other writer commits the expected blob meanwhile, the store answers AlreadyExists, which the
+/// caller takes as the blob being there. Waits as long as the other writer lives: its stream
+/// holds the ref, and a writer that goes away releases it.
+pub async fn open_writer<S: ContentStore>(
+    store: &S,
+    ns: &str,
+    reference: &str,
+    opts: WriterOptions,
+) -> Result<S::Writer> {
+    use std::time::Duration;
+    let mut pause = Duration::from_millis(2);
+    let mut logged = false;
+    let started = std::time::Instant::now();
+    loop {
+        match store.writer(ns, reference, opts.clone()).await {
+            Err(e) if e.is(strata_core::Kind::Unavailable) => {
+                if !logged && started.elapsed() >= Duration::from_secs(5) {
+                    logged = true;
+                    tracing::debug!(reference, "waiting for another writer of this ref");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            r => return r,
+        }
+    }
+}
