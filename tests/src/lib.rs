@@ -366,3 +366,61 @@ pub fn assert_bad_configs(bin: &str, cases: &[(&str, &str)]) {
         assert!(err.contains(needle), "{text}: {err}");
     }
 }
+
+/// Starts `bin` with a config holding an unknown key `key` beside valid ones: it must exit
+/// non-zero with an error naming the key and the file.
+pub fn assert_unknown_key_refused(bin: &str, key: &str) {
+    let dir = tempdir();
+    let config = dir.path().join("typo.toml");
+    std::fs::write(&config, format!("log_format = \"text\"\n{key} = 10\n")).unwrap();
+    let out = run(
+        Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .arg("--address")
+            .arg(dir.path().join("x.sock"))
+            .arg("--root")
+            .arg(dir.path().join("root")),
+        None,
+    );
+    assert!(!out.status.success(), "unknown key {key:?} accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("config {}: unknown key {key:?}", config.display());
+    assert!(err.contains(&expected), "wanted {expected:?} in: {err}");
+    assert!(!dir.path().join("x.sock").exists(), "it listened anyway");
+}
+
+/// Writes `deploy/config/<name>.toml` as shipped into `dir`, its `/run/strata` and
+/// `/var/lib/strata` paths moved under `dir` (`run/`, `lib/`) and `log_format = "json"`; returns
+/// its path.
+pub fn shipped_config(name: &str, dir: &Path) -> PathBuf {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/config")
+        .join(format!("{name}.toml"));
+    let shipped = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    let run_dir = dir.join("run");
+    let lib_dir = dir.join("lib");
+    let text = shipped
+        .replace("/run/strata", run_dir.to_str().unwrap())
+        .replace("/var/lib/strata", lib_dir.to_str().unwrap())
+        .replace("log_format = \"text\"", "log_format = \"json\"");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts `bin` with its shipped config (see [`shipped_config`]) as systemd would, checks that
+/// it listens on `<dir>/run/<socket>.sock`, stops it and returns its JSON logs.
+pub fn assert_shipped_config_loads(bin: &str, name: &str, socket: &str) -> String {
+    let dir = tempdir();
+    let config = shipped_config(name, dir.path());
+    let sock = dir.path().join("run").join(format!("{socket}.sock"));
+    let child = start_notified(
+        Command::new(bin).arg("--config").arg(&config),
+        dir.path(),
+        &sock,
+    );
+    sigterm(&child);
+    stop_json_logs(child)
+}

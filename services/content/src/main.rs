@@ -18,7 +18,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = cli.common.resolve("content")?;
+    let (settings, _): (_, strata_grpc::config::NoKeys) = cli.common.resolve("content")?;
     server::init_logging(settings.log_format);
     let store = LocalContentStore::open(&settings.root)
         .with_context(|| format!("opening content store at {}", settings.root.display()))?;

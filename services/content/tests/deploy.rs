@@ -49,6 +49,12 @@ fn notifies_ready_and_reads_config() {
 }
 
 #[test]
+fn shipped_config_loads_and_an_unknown_key_is_refused() {
+    strata_testkit::assert_shipped_config_loads(BIN, "content", "content");
+    strata_testkit::assert_unknown_key_refused(BIN, "adress");
+}
+
+#[test]
 fn bad_config_is_a_clear_error() {
     let dir = strata_testkit::tempdir();
     let config = dir.path().join("bad.toml");

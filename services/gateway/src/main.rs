@@ -1,6 +1,6 @@
 //! strata-gateway: one socket for every containerd service strata serves, and strata's own API.
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
 use std::sync::Arc;
 use strata_gateway::hooks::Hooks;
@@ -33,44 +33,34 @@ struct Cli {
     insecure_registries: Option<Vec<String>>,
 }
 
-fn config_str(extra: &toml::Table, key: &str) -> anyhow::Result<Option<String>> {
-    match extra.get(key) {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => bail!("config key {key} must be a string, not {}", v.type_str()),
-    }
+/// The gateway's own config keys (beside address, root and log_format).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    content: Option<String>,
+    snapshotter: Option<String>,
+    images: Option<String>,
+    tasks: Option<String>,
+    insecure_registries: Option<Vec<String>>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = cli.common.resolve_with("gateway", "strata")?;
+    let (settings, config): (_, Config) = cli.common.resolve_with("gateway", "strata")?;
     server::init_logging(settings.log_format);
-    let extra = &settings.extra;
-    let addr = |flag: Option<String>, key: &str, default: &str| -> anyhow::Result<String> {
-        Ok(flag
-            .or(config_str(extra, key)?)
-            .unwrap_or_else(|| format!("/run/strata/{default}.sock")))
+    let addr = |flag: Option<String>, file: Option<String>, default: &str| -> String {
+        flag.or(file)
+            .unwrap_or_else(|| format!("/run/strata/{default}.sock"))
     };
-    let content = addr(cli.content, "content", "content")?;
-    let snapshotter = addr(cli.snapshotter, "snapshotter", "snapshotter")?;
-    let images = addr(cli.images, "images", "images")?;
-    let tasks = addr(cli.tasks, "tasks", "tasks")?;
-    let insecure = match cli.insecure_registries {
-        Some(v) => v,
-        None => match extra.get("insecure_registries") {
-            Some(toml::Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .context("insecure_registries must list strings")
-                })
-                .collect::<anyhow::Result<_>>()?,
-            Some(v) => bail!("insecure_registries must be a list, not {}", v.type_str()),
-            None => Vec::new(),
-        },
-    };
+    let content = addr(cli.content, config.content, "content");
+    let snapshotter = addr(cli.snapshotter, config.snapshotter, "snapshotter");
+    let images = addr(cli.images, config.images, "images");
+    let tasks = addr(cli.tasks, config.tasks, "tasks");
+    let insecure = cli
+        .insecure_registries
+        .or(config.insecure_registries)
+        .unwrap_or_default();
 
     let channel = |a: &str| strata_grpc::client::channel(a).with_context(|| format!("address {a}"));
     let (content_ch, snap_ch, images_ch) = (

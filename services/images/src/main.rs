@@ -1,7 +1,7 @@
 //! strata-images: serves containerd's Images, Leases and Namespaces APIs and strata's
 //! GarbageCollector, collecting through the content and snapshotter services.
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,65 +32,47 @@ struct Cli {
     tasks: Option<String>,
 }
 
-fn config_str(extra: &toml::Table, key: &str) -> anyhow::Result<Option<String>> {
-    match extra.get(key) {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => bail!("config key {key} must be a string, not {}", v.type_str()),
-    }
+/// The service's own config keys (beside address, root and log_format).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    content: Option<String>,
+    snapshotter: Option<String>,
+    tasks: Option<String>,
+    snapshotters: Option<Vec<String>>,
+    gc_grace_seconds: Option<u64>,
+    gc_delay_ms: Option<u64>,
 }
 
-fn config_u64(extra: &toml::Table, key: &str) -> anyhow::Result<Option<u64>> {
-    match extra.get(key) {
-        None => Ok(None),
-        Some(toml::Value::Integer(i)) => u64::try_from(*i)
-            .map(Some)
-            .with_context(|| format!("config key {key} must not be negative, not {i}")),
-        Some(v) => bail!("config key {key} must be an integer, not {}", v.type_str()),
-    }
-}
-
-fn gc_config(extra: &toml::Table) -> anyhow::Result<GcConfig> {
-    let mut config = GcConfig::default();
-    if let Some(s) = config_u64(extra, "gc_grace_seconds")? {
-        config.grace = Duration::from_secs(s);
-    }
-    if let Some(ms) = config_u64(extra, "gc_delay_ms")? {
-        config.delay = Duration::from_millis(ms);
-    }
-    match extra.get("snapshotters") {
-        None => {}
-        Some(toml::Value::Array(a)) => {
-            config.snapshotters = a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .context("config key snapshotters must list strings")
-                })
-                .collect::<anyhow::Result<_>>()?;
+impl Config {
+    fn gc(&self) -> GcConfig {
+        let mut gc = GcConfig::default();
+        if let Some(s) = self.gc_grace_seconds {
+            gc.grace = Duration::from_secs(s);
         }
-        Some(v) => bail!(
-            "config key snapshotters must be a list, not {}",
-            v.type_str()
-        ),
+        if let Some(ms) = self.gc_delay_ms {
+            gc.delay = Duration::from_millis(ms);
+        }
+        if let Some(names) = &self.snapshotters {
+            gc.snapshotters.clone_from(names);
+        }
+        gc
     }
-    Ok(config)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = cli.common.resolve("images")?;
+    let (settings, config): (_, Config) = cli.common.resolve("images")?;
     server::init_logging(settings.log_format);
-    let gc = gc_config(&settings.extra)?;
+    let gc = config.gc();
     let content_addr = cli
         .content
-        .or(config_str(&settings.extra, "content")?)
+        .or(config.content)
         .unwrap_or_else(|| "/run/strata/content.sock".to_owned());
     let snapshotter_addr = cli
         .snapshotter
-        .or(config_str(&settings.extra, "snapshotter")?)
+        .or(config.snapshotter)
         .unwrap_or_else(|| "/run/strata/snapshotter.sock".to_owned());
     let content = RemoteContentStore::connect(&content_addr)
         .with_context(|| format!("content service address {content_addr}"))?;
@@ -107,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let tasks_addr = cli
         .tasks
-        .or(config_str(&settings.extra, "tasks")?)
+        .or(config.tasks)
         .unwrap_or_else(|| "/run/strata/tasks.sock".to_owned());
     let container_roots = Arc::new(
         ContainerRoots::new(&tasks_addr)

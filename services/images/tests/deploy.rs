@@ -70,4 +70,5 @@ fn bad_config_is_a_clear_error() {
             ("snapshotters = \"overlayfs\"", "snapshotters"),
         ],
     );
+    strata_testkit::assert_unknown_key_refused(BIN, "gc_grace_second");
 }

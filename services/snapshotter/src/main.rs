@@ -36,38 +36,25 @@ fn backend(name: &str) -> anyhow::Result<Backend> {
     }
 }
 
-fn config_str(extra: &toml::Table, key: &str) -> anyhow::Result<Option<String>> {
-    match extra.get(key) {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => bail!("config key {key} must be a string, not {}", v.type_str()),
-    }
+/// The service's own config keys (beside address, root and log_format).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    snapshotters: Option<Vec<String>>,
+    default_snapshotter: Option<String>,
+    content: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = cli.common.resolve("snapshotter")?;
+    let (settings, config): (_, Config) = cli.common.resolve("snapshotter")?;
     server::init_logging(settings.log_format);
 
-    let names = match cli.snapshotters {
+    let names = match cli.snapshotters.or(config.snapshotters) {
         Some(n) => n,
-        None => match settings.extra.get("snapshotters") {
-            Some(toml::Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .context("config key snapshotters must list strings")
-                })
-                .collect::<anyhow::Result<_>>()?,
-            Some(v) => bail!(
-                "config key snapshotters must be a list, not {}",
-                v.type_str()
-            ),
-            None if store::overlay_supported() => vec!["overlayfs".into(), "native".into()],
-            None => vec!["native".into()],
-        },
+        None if store::overlay_supported() => vec!["overlayfs".into(), "native".into()],
+        None => vec!["native".into()],
     };
     let backends = names
         .iter()
@@ -79,10 +66,7 @@ async fn main() -> anyhow::Result<()> {
     if backends.contains(&Backend::Overlay) && !store::overlay_supported() {
         bail!("overlayfs requested but this kernel has no overlay file system; use native");
     }
-    let default = match cli
-        .default_snapshotter
-        .or(config_str(&settings.extra, "default_snapshotter")?)
-    {
+    let default = match cli.default_snapshotter.or(config.default_snapshotter) {
         Some(d) => {
             let b = backend(&d)?;
             if !backends.contains(&b) {
@@ -94,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let content = cli
         .content
-        .or(config_str(&settings.extra, "content")?)
+        .or(config.content)
         .unwrap_or_else(|| "/run/strata/content.sock".to_owned());
 
     let store = LocalSnapshots::open(&settings.root, &backends)

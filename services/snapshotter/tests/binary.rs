@@ -204,3 +204,20 @@ fn ctr_snapshots_commands() {
 fn systemd_unit_verifies() {
     strata_testkit::verify_unit("strata-snapshotter", BIN);
 }
+
+#[test]
+fn shipped_config_loads_and_an_unknown_key_is_refused() {
+    let logs = strata_testkit::assert_shipped_config_loads(BIN, "snapshotter", "snapshotter");
+    assert!(
+        logs.contains("lib/snapshotter") && logs.contains("\"default\":\"overlayfs\""),
+        "config keys not honoured: {logs}"
+    );
+    strata_testkit::assert_unknown_key_refused(BIN, "default_snapshoter");
+    strata_testkit::assert_bad_configs(
+        BIN,
+        &[
+            ("snapshotters = \"native\"", "key \"snapshotters\""),
+            ("content = 1", "key \"content\""),
+        ],
+    );
+}

@@ -1,8 +1,9 @@
 //! strata-tasks: serves containerd's Containers, Events and Tasks APIs, and strata's Io
 //! (container and exec logs).
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
+use std::num::NonZeroUsize;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,23 +38,15 @@ struct Cli {
     runtime: Option<String>,
 }
 
-fn config_str(extra: &toml::Table, key: &str) -> anyhow::Result<Option<String>> {
-    match extra.get(key) {
-        None => Ok(None),
-        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => bail!("config key {key} must be a string, not {}", v.type_str()),
-    }
-}
-
-fn config_usize(extra: &toml::Table, key: &str) -> anyhow::Result<Option<usize>> {
-    match extra.get(key) {
-        None => Ok(None),
-        Some(toml::Value::Integer(i)) => match usize::try_from(*i) {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => bail!("config key {key} must be a positive integer, not {i}"),
-        },
-        Some(v) => bail!("config key {key} must be an integer, not {}", v.type_str()),
-    }
+/// The service's own config keys (beside address, root and log_format).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    state: Option<PathBuf>,
+    snapshotter: Option<String>,
+    shim: Option<PathBuf>,
+    runtime: Option<String>,
+    event_buffer: Option<NonZeroUsize>,
 }
 
 /// Closes the exchange at SIGTERM or SIGINT, so open subscriptions end and the server can stop.
@@ -74,21 +67,21 @@ fn close_on_signal(exchange: Arc<Exchange>) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = cli.common.resolve("tasks")?;
+    let (settings, file): (_, FileConfig) = cli.common.resolve("tasks")?;
     server::init_logging(settings.log_format);
     let config = Config {
         root: settings.root.clone(),
-        state: match cli.state {
-            Some(p) => p,
-            None => config_str(&settings.extra, "state")?
-                .map_or_else(|| PathBuf::from(strata_tasks::DEFAULT_STATE), PathBuf::from),
-        },
+        state: cli
+            .state
+            .or(file.state)
+            .unwrap_or_else(|| PathBuf::from(strata_tasks::DEFAULT_STATE)),
         snapshotter: cli
             .snapshotter
-            .or(config_str(&settings.extra, "snapshotter")?)
+            .or(file.snapshotter)
             .unwrap_or_else(|| strata_tasks::DEFAULT_SNAPSHOTTER.to_owned()),
-        event_buffer: config_usize(&settings.extra, "event_buffer")?
-            .unwrap_or(strata_tasks::DEFAULT_EVENT_BUFFER),
+        event_buffer: file
+            .event_buffer
+            .map_or(strata_tasks::DEFAULT_EVENT_BUFFER, NonZeroUsize::get),
     };
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -122,15 +115,15 @@ async fn main() -> anyhow::Result<()> {
     close_on_signal(exchange.clone())?;
     let containers = Arc::new(containers);
     // The supervisor binary ships beside this one.
-    let shim = match cli.shim.or(config_str(&settings.extra, "shim")?) {
-        Some(p) => PathBuf::from(p),
+    let shim = match cli.shim.map(PathBuf::from).or(file.shim) {
+        Some(p) => p,
         None => std::env::current_exe()
             .context("locating strata-tasks")?
             .with_file_name("strata-shim"),
     };
     let runtime = cli
         .runtime
-        .or(config_str(&settings.extra, "runtime")?)
+        .or(file.runtime)
         .unwrap_or_else(|| "builtin".to_owned());
     let snapshots = strata_grpc::remote::RemoteSnapshots::connect(&config.snapshotter)
         .with_context(|| format!("snapshotter address {}", config.snapshotter))?;

@@ -84,4 +84,5 @@ fn bad_config_is_a_clear_error() {
             ("state = true", "state"),
         ],
     );
+    strata_testkit::assert_unknown_key_refused(BIN, "event_bufer");
 }

@@ -3,6 +3,7 @@
 
 pub mod authority;
 pub mod client;
+pub mod config;
 pub mod convert;
 pub mod convert_containers;
 pub mod convert_images;

@@ -1,8 +1,10 @@
 //! The runtime every service binary shares: flags and TOML config, logs, the listening socket,
 //! health and reflection, systemd readiness and clean shutdown.
 
+use crate::config::Config;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,16 +16,8 @@ use tonic::transport::Server;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("reading config {path}: {source}")]
-    ConfigRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("parsing config {path}: {source}")]
-    ConfigParse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("invalid --log-format {0:?} (text or json)")]
     LogFormat(String),
     #[error("preparing socket directory {path}: {source}")]
@@ -63,22 +57,13 @@ pub struct CommonArgs {
     /// Directory for persistent state [default: /var/lib/strata/<service>]
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// TOML config file (keys: address, root, log_format and the service's own)
+    /// TOML config file (keys: address, root, log_format and the service's own; an unknown key
+    /// is an error)
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Log format (level from RUST_LOG, default info)
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
-}
-
-/// Keys every config file may hold; services read their own keys from `extra`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct FileConfig {
-    pub address: Option<String>,
-    pub root: Option<PathBuf>,
-    pub log_format: Option<LogFormat>,
-    #[serde(flatten)]
-    pub extra: toml::Table,
 }
 
 /// Where a server listens.
@@ -115,47 +100,50 @@ pub struct Settings {
     pub address: Address,
     pub root: PathBuf,
     pub log_format: LogFormat,
-    pub extra: toml::Table,
 }
 
 impl CommonArgs {
-    /// Merges flags, the config file and the defaults for `service`.
-    pub fn resolve(&self, service: &str) -> Result<Settings, ServeError> {
+    /// Merges flags, the config file and the defaults for `service`, and returns the service's
+    /// own keys of the file, typed as `T` (see [`crate::config`]; an unknown key or a wrong
+    /// value is an error naming the key and the file).
+    pub fn resolve<T: DeserializeOwned + Default>(
+        &self,
+        service: &str,
+    ) -> Result<(Settings, T), ServeError> {
         self.resolve_with(service, service)
     }
 
     /// As [`resolve`](Self::resolve), for a service whose default socket is named otherwise
     /// (the gateway listens on `/run/strata/strata.sock`, its state in `/var/lib/strata/gateway`).
-    pub fn resolve_with(&self, service: &str, socket: &str) -> Result<Settings, ServeError> {
-        let file = match &self.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ServeError::ConfigRead {
-                        path: path.clone(),
-                        source,
-                    })?;
-                toml::from_str::<FileConfig>(&text).map_err(|source| ServeError::ConfigParse {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-            None => FileConfig::default(),
+    pub fn resolve_with<T: DeserializeOwned + Default>(
+        &self,
+        service: &str,
+        socket: &str,
+    ) -> Result<(Settings, T), ServeError> {
+        let Config {
+            common: file,
+            service: own,
+        } = match &self.config {
+            Some(path) => crate::config::load::<T>(path)?,
+            None => Config::default(),
         };
         let address = self
             .address
             .clone()
             .or(file.address)
             .unwrap_or_else(|| format!("/run/strata/{socket}.sock"));
-        Ok(Settings {
-            address: Address::parse(&address),
-            root: self
-                .root
-                .clone()
-                .or(file.root)
-                .unwrap_or_else(|| PathBuf::from(format!("/var/lib/strata/{service}"))),
-            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
-            extra: file.extra,
-        })
+        Ok((
+            Settings {
+                address: Address::parse(&address),
+                root: self
+                    .root
+                    .clone()
+                    .or(file.root)
+                    .unwrap_or_else(|| PathBuf::from(format!("/var/lib/strata/{service}"))),
+                log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            },
+            own,
+        ))
     }
 }
 
