@@ -4,7 +4,7 @@
 //!  [--log PATH] [--stdin PATH] [--stdout PATH] [--stderr PATH]`
 //!
 //! It detaches into its own session, becomes the subreaper of what the container leaves
-//! behind, creates the container, answers on `<state>/shim.sock` (see [`protocol`]), reaps the
+//! behind, creates the container, answers on `<state>/shim.sock` (see `strata_shim_protocol`), reaps the
 //! container's processes and records init's exit status in `<state>/exit` (written to a
 //! temporary file, fsynced and renamed), so a restarted tasks service finds every container
 //! again and learns its true exit code. The container's output is appended to the framed log
@@ -16,7 +16,6 @@
 //! only once the process's output has reached the log. It prints `ready <pid>` on stdout once
 //! the socket accepts, then closes stdout.
 
-mod protocol;
 mod runtime;
 mod supervisor;
 

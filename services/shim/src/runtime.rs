@@ -25,6 +25,16 @@ pub enum RuntimeError {
     Other(String),
 }
 
+impl RuntimeError {
+    /// The failure's kind: the built-in runtime's own; an external runtime's is not known.
+    pub fn kind(&self) -> strata_core::Kind {
+        match self {
+            RuntimeError::Builtin(e) => e.kind(),
+            RuntimeError::External { .. } | RuntimeError::Other(_) => strata_core::Kind::Internal,
+        }
+    }
+}
+
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
 /// The container's standard streams as the runtime receives them.

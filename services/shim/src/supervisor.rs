@@ -1,7 +1,6 @@
 //! The supervisor's body: detach, create the container, serve the control socket, reap.
 
 use crate::Args;
-use crate::protocol::{Exit, Reply, Request, kind};
 use crate::runtime::{Fds, Runtime};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -13,7 +12,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
+use strata_core::Kind;
 use strata_core::logfile::{self, HEADER_LEN, Stream};
+use strata_shim_protocol::{Exit, Reply, Request, SOCKET, Status};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -403,33 +404,48 @@ fn resize(master: &File, width: u32, height: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn status_of(s: &Shared) -> String {
+fn status_of(s: &Shared) -> Status {
     if s.init.finished.get().is_some() {
-        "stopped".into()
+        Status::Stopped
     } else if *lock(&s.paused) {
-        "paused".into()
+        Status::Paused
     } else if *lock(&s.started) {
-        "running".into()
+        Status::Running
     } else {
-        "created".into()
+        Status::Created
     }
 }
 
+/// Refuses `op` on a container whose init has exited, or (`op` start) one already started.
+fn refuse(s: &Shared, op: &str) -> Option<Reply> {
+    let why = if s.reaper.peek(s.init.pid).is_some() {
+        "its init has exited"
+    } else if op == "start" && *lock(&s.started) {
+        "it is already started"
+    } else {
+        return None;
+    };
+    Some(Reply::fail(
+        Kind::FailedPrecondition,
+        format!("container cannot {op}: {why}"),
+    ))
+}
+
 fn exec_not_found(exec_id: &str) -> Reply {
-    Reply::fail(kind::NOT_FOUND, format!("exec {exec_id:?}: not found"))
+    Reply::fail(Kind::NotFound, format!("exec {exec_id:?}: not found"))
 }
 
 /// Runs an exec'd process: its stdio (pipes or a terminal), its log, its exit watch.
 fn exec(s: &Shared, exec_id: String, process: &serde_json::Value, paths: &Paths) -> Reply {
     if exec_id.is_empty() || exec_id.contains('/') || exec_id.starts_with('.') {
         return Reply::fail(
-            kind::INVALID_ARGUMENT,
+            Kind::InvalidArgument,
             format!("exec id {exec_id:?}: not a valid name"),
         );
     }
     if lock(&s.execs).contains_key(&exec_id) {
         return Reply::fail(
-            kind::ALREADY_EXISTS,
+            Kind::AlreadyExists,
             format!("exec {exec_id:?}: already exists"),
         );
     }
@@ -437,7 +453,7 @@ fn exec(s: &Shared, exec_id: String, process: &serde_json::Value, paths: &Paths)
     let log_path = s.state.join(format!("exec-{exec_id}.log"));
     let log = match open_log(&log_path) {
         Ok(l) => l,
-        Err(e) => return Reply::err(format!("exec {exec_id:?}: log: {e}")),
+        Err(e) => return Reply::fail(Kind::Internal, format!("exec {exec_id:?}: log: {e}")),
     };
     let drain = Arc::new(Drain::default());
     let (fds, _stdin) = if terminal {
@@ -445,24 +461,27 @@ fn exec(s: &Shared, exec_id: String, process: &serde_json::Value, paths: &Paths)
     } else {
         match pipes(paths, &log, &drain) {
             Ok(v) => v,
-            Err(e) => return Reply::err(format!("exec {exec_id:?}: stdio: {e}")),
+            Err(e) => return Reply::fail(Kind::Internal, format!("exec {exec_id:?}: stdio: {e}")),
         }
     };
     let spawned = lock(&s.runtime).exec(process, fds, &s.state, &exec_id, terminal);
     s.reaper.kick();
     let (pid, master) = match spawned {
         Ok(v) => v,
-        Err(e) => return Reply::err(format!("exec {exec_id:?}: {e}")),
+        Err(e) => return Reply::fail(Kind::Internal, format!("exec {exec_id:?}: {e}")),
     };
     let console = match master.map(|m| serve_console(m, paths, &log, &drain)) {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            return Reply::err(format!("exec {exec_id:?}: terminal: {e}"));
+            return Reply::fail(Kind::Internal, format!("exec {exec_id:?}: terminal: {e}"));
         }
         None if terminal => {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            return Reply::err(format!("exec {exec_id:?}: the runtime made no terminal"));
+            return Reply::fail(
+                Kind::Internal,
+                format!("exec {exec_id:?}: the runtime made no terminal"),
+            );
         }
         None => None,
     };
@@ -486,7 +505,7 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
     let ok = Reply::default;
     let res = |r: crate::runtime::Result<()>| match r {
         Ok(()) => ok(),
-        Err(e) => Reply::err(e.to_string()),
+        Err(e) => Reply::fail(e.kind(), e.to_string()),
     };
     match req {
         Request::State => (
@@ -499,6 +518,9 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
             false,
         ),
         Request::Start => {
+            if let Some(no) = refuse(s, "start") {
+                return (no, false);
+            }
             let r = lock(&s.runtime).start();
             if r.is_ok() {
                 *lock(&s.started) = true;
@@ -519,9 +541,12 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
         }
         Request::Pids => match lock(&s.runtime).pids() {
             Ok(pids) => (Reply { pids, ..ok() }, false),
-            Err(e) => (Reply::err(e.to_string()), false),
+            Err(e) => (Reply::fail(e.kind(), e.to_string()), false),
         },
         Request::Pause => {
+            if let Some(no) = refuse(s, "pause") {
+                return (no, false);
+            }
             let r = lock(&s.runtime).pause();
             if r.is_ok() {
                 *lock(&s.paused) = true;
@@ -529,6 +554,9 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
             (res(r), false)
         }
         Request::Resume => {
+            if let Some(no) = refuse(s, "resume") {
+                return (no, false);
+            }
             let r = lock(&s.runtime).resume();
             if r.is_ok() {
                 *lock(&s.paused) = false;
@@ -575,10 +603,14 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
             match execs.get(&exec_id) {
                 Some(p) => {
                     let exit = p.finished.get();
-                    let status = if exit.is_some() { "stopped" } else { "running" };
+                    let status = if exit.is_some() {
+                        Status::Stopped
+                    } else {
+                        Status::Running
+                    };
                     (
                         Reply {
-                            status: Some(status.into()),
+                            status: Some(status),
                             pid: Some(p.pid),
                             exit,
                             ..ok()
@@ -597,7 +629,7 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
             let Some(exit) = p.finished.get() else {
                 return (
                     Reply::fail(
-                        kind::FAILED_PRECONDITION,
+                        Kind::FailedPrecondition,
                         format!("exec {exec_id:?} is still running: kill it first"),
                     ),
                     false,
@@ -638,7 +670,7 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
             let Some(console) = console else {
                 return (
                     Reply::fail(
-                        kind::FAILED_PRECONDITION,
+                        Kind::FailedPrecondition,
                         format!("{what} has no terminal to resize"),
                     ),
                     false,
@@ -647,7 +679,10 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
             match resize(console, width, height) {
                 Ok(()) => (ok(), false),
                 Err(e) => (
-                    Reply::err(format!("{what}: resizing its terminal: {e}")),
+                    Reply::fail(
+                        Kind::Internal,
+                        format!("{what}: resizing its terminal: {e}"),
+                    ),
                     false,
                 ),
             }
@@ -662,7 +697,17 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
                     );
                     match r {
                         Ok(()) => (ok(), false),
-                        Err(e) => (Reply::err(format!("exec {exec_id:?}: kill: {e}")), false),
+                        Err(e) => {
+                            let kind = if e == nix::Error::ESRCH {
+                                Kind::NotFound
+                            } else {
+                                Kind::Internal
+                            };
+                            (
+                                Reply::fail(kind, format!("exec {exec_id:?}: kill: {e}")),
+                                false,
+                            )
+                        }
                     }
                 }
                 None => (exec_not_found(&exec_id), false),
@@ -675,7 +720,7 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
             if !force && s.reaper.peek(s.init.pid).is_none() {
                 return (
                     Reply::fail(
-                        kind::FAILED_PRECONDITION,
+                        Kind::FailedPrecondition,
                         "container is still running: kill it first or delete with force",
                     ),
                     false,
@@ -699,13 +744,16 @@ fn serve_conn(s: Arc<Shared>, conn: UnixStream) {
         let Ok(line) = line else { return };
         let (reply, exit) = match serde_json::from_str::<Request>(&line) {
             Ok(req) => handle(&s, req),
-            Err(e) => (Reply::err(format!("bad request {line:?}: {e}")), false),
+            Err(e) => (
+                Reply::fail(Kind::InvalidArgument, format!("bad request {line:?}: {e}")),
+                false,
+            ),
         };
         let mut out = serde_json::to_vec(&reply).unwrap_or_default();
         out.push(b'\n');
         if exit {
             // Gone before the caller hears so: nobody connects to a supervisor that is leaving.
-            let _ = std::fs::remove_file(s.state.join("shim.sock"));
+            let _ = std::fs::remove_file(s.state.join(SOCKET));
         }
         let _ = w.write_all(&out);
         if exit {
@@ -811,7 +859,7 @@ pub fn run(args: Args) -> Result<(), String> {
         execs: Mutex::new(HashMap::new()),
     });
     reaper.set_init(init, args.state.join("exit"));
-    let sock = args.state.join("shim.sock");
+    let sock = args.state.join(SOCKET);
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
     println!("ready {init}");

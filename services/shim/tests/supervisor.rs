@@ -261,6 +261,7 @@ fn signals_exec_pause(runtime: &str) {
         refused["error"].as_str().unwrap().contains("still running"),
         "{refused}"
     );
+    assert_eq!(refused["kind"], "failed_precondition", "{refused}");
     s.ok(json!({"op": "kill", "signal": 9}));
     let exit = s.ok(json!({"op": "wait"}));
     assert_eq!(exit["exit"]["status"], 137, "{exit}");

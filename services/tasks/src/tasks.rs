@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStringExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use strata_api::containerd::events as ev;
 use strata_core::containers::{ContainerStore, LABEL_VOLATILE_ROOTFS};
 use strata_core::mount::Mount;
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Error, Result, identifiers};
+use strata_shim_protocol::{self as protocol, Reply, Request, SOCKET};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -109,61 +110,65 @@ fn shim_err(id: &str, what: &str, e: impl std::fmt::Display) -> Error {
     Error::internal(format!("task {id:?}: {what}: {e}"))
 }
 
-fn exit_from(v: &Value) -> Option<(u32, SystemTime)> {
-    let e = v.get("exit")?;
-    let status = u32::try_from(e.get("status")?.as_u64()?).ok()?;
-    let secs = e.get("at_secs")?.as_u64()?;
-    let nanos = u32::try_from(e.get("at_nanos")?.as_u64()?).ok()?;
-    Some((status, UNIX_EPOCH + Duration::new(secs, nanos)))
+fn exit_from(r: &Reply) -> Option<(u32, SystemTime)> {
+    r.exit.as_ref().map(|e| (e.status, e.at()))
 }
 
-/// One request to a supervisor, one reply.
-async fn call(dir: &Path, id: &str, req: Value) -> Result<Value> {
-    let sock = dir.join("shim.sock");
-    let mut s = UnixStream::connect(&sock).await.map_err(|e| {
-        Error::not_found(format!(
-            "task {id:?}: supervisor not reachable at {}: {e}",
-            sock.display()
-        ))
-    })?;
-    let mut line = serde_json::to_vec(&req).map_err(|e| shim_err(id, "request", e))?;
+/// One request to a supervisor, one reply. A failure keeps the kind the supervisor gave it;
+/// its message names the task and what was being done.
+async fn call(dir: &Path, id: &str, req: &Request) -> Result<Reply> {
+    let sock = dir.join(SOCKET);
+    let doing = req.doing();
+    let fail = |kind: strata_core::Kind, e: &dyn std::fmt::Display| {
+        Error::new(
+            kind,
+            format!(
+                "task {id:?}: {doing}: supervisor at {}: {e}",
+                sock.display()
+            ),
+        )
+    };
+    // No socket, or nobody behind it: the task is gone (its supervisor removes the socket as
+    // it leaves).
+    let mut s = UnixStream::connect(&sock)
+        .await
+        .map_err(|e| fail(strata_core::Kind::NotFound, &e))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| fail(strata_core::Kind::Internal, &e))?;
     line.push(b'\n');
     s.write_all(&line)
         .await
-        .map_err(|e| shim_err(id, "request", e))?;
+        .map_err(|e| fail(strata_core::Kind::Unavailable, &e))?;
     let mut reply = String::new();
-    BufReader::new(s)
+    let n = BufReader::new(s)
         .read_line(&mut reply)
         .await
-        .map_err(|e| shim_err(id, "reply", e))?;
-    let v: Value = serde_json::from_str(&reply).map_err(|e| shim_err(id, "reply", e))?;
-    if let Some(err) = v.get("error").and_then(Value::as_str) {
-        let msg = format!("task {id:?}: {err}");
-        match v.get("kind").and_then(Value::as_str) {
-            Some("not_found") => return Err(Error::not_found(msg)),
-            Some("already_exists") => return Err(Error::already_exists(msg)),
-            Some("failed_precondition") => return Err(Error::failed_precondition(msg)),
-            Some("invalid_argument") => return Err(Error::invalid_argument(msg)),
-            _ => {}
-        }
-        let lower = err.to_lowercase();
-        return Err(if lower.contains("not found") {
-            Error::not_found(format!("task {id:?}: {err}"))
-        } else if lower.contains("still running") || lower.contains("not running") {
-            Error::failed_precondition(format!("task {id:?}: {err}"))
-        } else {
-            Error::internal(format!("task {id:?}: {err}"))
-        });
+        .map_err(|e| fail(strata_core::Kind::Unavailable, &e))?;
+    if n == 0 {
+        return Err(fail(
+            strata_core::Kind::Unavailable,
+            &"it closed the connection without a reply (it exited)",
+        ));
     }
-    Ok(v)
+    let reply: Reply = serde_json::from_str(&reply).map_err(|e| {
+        fail(
+            strata_core::Kind::Internal,
+            &format!("unreadable reply: {e}"),
+        )
+    })?;
+    reply.into_result().map_err(|f| {
+        Error::new(
+            f.kind.into(),
+            format!("task {id:?}: {doing}: {}", f.message),
+        )
+    })
 }
 
-fn status_of(s: &str) -> Status {
+fn status_of(s: Option<protocol::Status>) -> Status {
     match s {
-        "created" => Status::Created,
-        "running" => Status::Running,
-        "paused" => Status::Paused,
-        _ => Status::Stopped,
+        Some(protocol::Status::Created) => Status::Created,
+        Some(protocol::Status::Running) => Status::Running,
+        Some(protocol::Status::Paused) => Status::Paused,
+        Some(protocol::Status::Stopped) | None => Status::Stopped,
     }
 }
 
@@ -220,7 +225,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         let dir = self.dir(ns, id)?;
         let _task = self.locks.lock(ns, id).await;
         let container = self.containers.get(ns, id).await?;
-        if dir.join("shim.sock").exists() {
+        if dir.join(SOCKET).exists() {
             return Err(Error::already_exists(format!(
                 "task {id:?}: already exists"
             )));
@@ -337,6 +342,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
                 log.lines().last().unwrap_or("no reason given")
             )));
         };
+        strata_core::crashpoint::hit("tasks.create.started");
         std::fs::write(
             dir.join("mounted"),
             if mounts.is_empty() { "0" } else { "1" },
@@ -397,9 +403,8 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
     pub async fn start(self: &Arc<Self>, ns: &str, id: &str, exec_id: &str) -> Result<u32> {
         let dir = self.dir(ns, id)?;
         if exec_id.is_empty() {
-            call(&dir, id, json!({"op": "start"})).await?;
-            let state = call(&dir, id, json!({"op": "state"})).await?;
-            let pid = u32::try_from(state["pid"].as_i64().unwrap_or(0)).unwrap_or(0);
+            call(&dir, id, &Request::Start).await?;
+            let pid = call(&dir, id, &Request::State).await?.pid_u32();
             self.publish(
                 ns,
                 "/tasks/start",
@@ -426,16 +431,21 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         let reply = call(
             &dir,
             id,
-            json!({"op": "exec", "exec_id": exec_id, "process": pending.process,
-                   "stdin": pending.stdin, "stdout": pending.stdout, "stderr": pending.stderr}),
+            &Request::Exec {
+                exec_id: exec_id.to_owned(),
+                process: pending.process,
+                stdin: Some(pending.stdin),
+                stdout: Some(pending.stdout),
+                stderr: Some(pending.stderr),
+            },
         )
         .await;
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
-        let reply = reply?;
-        let pid = u32::try_from(reply["pid"].as_i64().unwrap_or(0)).unwrap_or(0);
+        let pid = reply?.pid_u32();
+        strata_core::crashpoint::hit("tasks.exec.started");
         self.publish(
             ns,
             "/tasks/exec-started",
@@ -493,7 +503,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         identifiers::validate("exec id", exec_id)?;
         // Its start attaches it to the container's cgroup: that wait starts now.
         crate::attach::prime();
-        call(&dir, id, json!({"op": "state"})).await?;
+        call(&dir, id, &Request::State).await?;
         let key = (ns.to_owned(), id.to_owned(), exec_id.to_owned());
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.contains_key(&key) {
@@ -537,14 +547,18 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let reply = if exec_id.is_empty() {
-            call(&dir, id, json!({"op": "wait"})).await?
+        let req = if exec_id.is_empty() {
+            Request::Wait
         } else {
-            call(&dir, id, json!({"op": "wait_exec", "exec_id": exec_id})).await?
+            Request::WaitExec {
+                exec_id: exec_id.to_owned(),
+            }
         };
-        let (status, at) = exit_from(&reply)
-            .ok_or_else(|| shim_err(id, "wait", "no exit status in the supervisor's reply"))?;
-        let pid = u32::try_from(reply["pid"].as_i64().unwrap_or(0)).unwrap_or(0);
+        let reply = call(&dir, id, &req).await?;
+        let (status, at) = exit_from(&reply).ok_or_else(|| {
+            shim_err(id, &req.doing(), "no exit status in the supervisor's reply")
+        })?;
+        let pid = reply.pid_u32();
         Ok(ExitInfo { pid, status, at })
     }
 
@@ -559,16 +573,15 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         let dir = self.dir(ns, id)?;
         let sig = i32::try_from(signal)
             .map_err(|_| Error::invalid_argument(format!("signal {signal}")))?;
-        let sent = if exec_id.is_empty() {
-            call(&dir, id, json!({"op": "kill", "signal": sig, "all": all})).await
+        let req = if exec_id.is_empty() {
+            Request::Kill { signal: sig, all }
         } else {
-            call(
-                &dir,
-                id,
-                json!({"op": "kill_exec", "exec_id": exec_id, "signal": sig}),
-            )
-            .await
+            Request::KillExec {
+                exec_id: exec_id.to_owned(),
+                signal: sig,
+            }
         };
+        let sent = call(&dir, id, &req).await;
         match sent {
             Ok(_) => Ok(()),
             // A process that has exited cannot be signalled: NotFound, as containerd answers.
@@ -591,10 +604,10 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
 
     pub async fn get(&self, ns: &str, id: &str, exec_id: &str) -> Result<ProcessView> {
         let dir = self.dir(ns, id)?;
-        if !dir.join("shim.sock").exists() {
+        if !dir.join(SOCKET).exists() {
             return Err(Error::not_found(format!("task {id:?}: not found")));
         }
-        let state = call(&dir, id, json!({"op": "state"})).await?;
+        let state = call(&dir, id, &Request::State).await?;
         let io: Value = std::fs::read(dir.join("io.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -624,13 +637,20 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
                     exited_at: None,
                 });
             }
-            let st = call(&dir, id, json!({"op": "state_exec", "exec_id": exec_id})).await?;
+            let st = call(
+                &dir,
+                id,
+                &Request::StateExec {
+                    exec_id: exec_id.to_owned(),
+                },
+            )
+            .await?;
             let exit = exit_from(&st);
             return Ok(ProcessView {
                 container_id: id.to_owned(),
                 exec_id: exec_id.to_owned(),
-                pid: u32::try_from(st["pid"].as_i64().unwrap_or(0)).unwrap_or(0),
-                status: status_of(st["status"].as_str().unwrap_or("")),
+                pid: st.pid_u32(),
+                status: status_of(st.status),
                 stdin: String::new(),
                 stdout: String::new(),
                 stderr: String::new(),
@@ -643,8 +663,8 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         Ok(ProcessView {
             container_id: id.to_owned(),
             exec_id: String::new(),
-            pid: u32::try_from(state["pid"].as_i64().unwrap_or(0)).unwrap_or(0),
-            status: status_of(state["status"].as_str().unwrap_or("")),
+            pid: state.pid_u32(),
+            status: status_of(state.status),
             stdin: s("stdin"),
             stdout: s("stdout"),
             stderr: s("stderr"),
@@ -685,7 +705,8 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
                 view.status
             )));
         }
-        call(&dir, id, json!({"op": "delete"})).await?;
+        call(&dir, id, &Request::Delete { force: false }).await?;
+        strata_core::crashpoint::hit("tasks.delete.midway");
         let mounted = std::fs::read_to_string(dir.join("mounted")).unwrap_or_default() == "1";
         self.cleanup(&dir, &dir.join("bundle/rootfs"), mounted)?;
         let at = view.exited_at.unwrap_or_else(SystemTime::now);
@@ -708,15 +729,17 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         })
     }
 
-    pub async fn simple(&self, ns: &str, id: &str, op: &str) -> Result<Value> {
+    /// A request without arguments (state, pause, resume, pids, close_io); pause and resume
+    /// are published.
+    pub async fn simple(&self, ns: &str, id: &str, req: Request) -> Result<Reply> {
         let dir = self.dir(ns, id)?;
-        let v = call(&dir, id, json!({"op": op})).await?;
-        let (topic, url) = match op {
-            "pause" => ("/tasks/paused", "containerd.events.TaskPaused"),
-            "resume" => ("/tasks/resumed", "containerd.events.TaskResumed"),
+        let v = call(&dir, id, &req).await?;
+        let (topic, url) = match req {
+            Request::Pause => ("/tasks/paused", "containerd.events.TaskPaused"),
+            Request::Resume => ("/tasks/resumed", "containerd.events.TaskResumed"),
             _ => return Ok(v),
         };
-        if op == "pause" {
+        if matches!(req, Request::Pause) {
             self.publish(
                 ns,
                 topic,
@@ -748,7 +771,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         height: u32,
     ) -> Result<()> {
         let dir = self.dir(ns, id)?;
-        if !dir.join("shim.sock").exists() {
+        if !dir.join(SOCKET).exists() {
             return Err(Error::not_found(format!("task {id:?}: not found")));
         }
         if !exec_id.is_empty() && self.is_pending(ns, id, exec_id) {
@@ -759,7 +782,11 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         call(
             &dir,
             id,
-            json!({"op": "resize_pty", "exec_id": exec_id, "width": width, "height": height}),
+            &Request::ResizePty {
+                exec_id: exec_id.to_owned(),
+                width,
+                height,
+            },
         )
         .await?;
         Ok(())
@@ -784,10 +811,13 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
                 at: SystemTime::now(),
             });
         }
-        let reply = call(&dir, id, json!({"op": "delete_exec", "exec_id": exec_id})).await?;
+        let req = Request::DeleteExec {
+            exec_id: exec_id.to_owned(),
+        };
+        let reply = call(&dir, id, &req).await?;
         let (status, at) = exit_from(&reply)
-            .ok_or_else(|| shim_err(id, "delete exec", "no exit status in the reply"))?;
-        let pid = u32::try_from(reply["pid"].as_i64().unwrap_or(0)).unwrap_or(0);
+            .ok_or_else(|| shim_err(id, &req.doing(), "no exit status in the reply"))?;
+        let pid = reply.pid_u32();
         Ok(ExitInfo { pid, status, at })
     }
 
@@ -813,7 +843,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
 
     /// Whether the task has a supervisor.
     pub fn has_task(&self, ns: &str, id: &str) -> Result<bool> {
-        Ok(self.dir(ns, id)?.join("shim.sock").exists())
+        Ok(self.dir(ns, id)?.join(SOCKET).exists())
     }
 
     /// Whether `exec_id` was created and not started yet.
@@ -832,21 +862,24 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         if !exec_id.is_empty() && self.is_pending(ns, id, exec_id) {
             return Ok(None);
         }
-        if !dir.join("shim.sock").exists() {
+        if !dir.join(SOCKET).exists() {
             return Err(Error::not_found(format!("task {id:?}: not found")));
         }
-        let reply = if exec_id.is_empty() {
-            call(&dir, id, json!({"op": "state"})).await?
+        let req = if exec_id.is_empty() {
+            Request::State
         } else {
-            call(&dir, id, json!({"op": "state_exec", "exec_id": exec_id})).await?
+            Request::StateExec {
+                exec_id: exec_id.to_owned(),
+            }
         };
-        let pid = u32::try_from(reply["pid"].as_i64().unwrap_or(0)).unwrap_or(0);
+        let reply = call(&dir, id, &req).await?;
+        let pid = reply.pid_u32();
         Ok(exit_from(&reply).map(|(status, at)| ExitInfo { pid, status, at }))
     }
 
     pub async fn update(&self, ns: &str, id: &str, resources: Value) -> Result<()> {
         let dir = self.dir(ns, id)?;
-        call(&dir, id, json!({"op": "update", "resources": resources})).await?;
+        call(&dir, id, &Request::Update { resources }).await?;
         Ok(())
     }
 }

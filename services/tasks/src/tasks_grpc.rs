@@ -224,7 +224,7 @@ impl<C: ContainerStore, S: SnapshotStore> TasksApi for TasksService<C, S> {
         let ns = namespace(&request)?;
         let r = request.into_inner();
         self.tasks
-            .simple(&ns, &r.container_id, "close_io")
+            .simple(&ns, &r.container_id, strata_shim_protocol::Request::CloseIo)
             .await
             .map_err(to_status)?;
         Ok(Response::new(()))
@@ -234,7 +234,7 @@ impl<C: ContainerStore, S: SnapshotStore> TasksApi for TasksService<C, S> {
         let ns = namespace(&request)?;
         let id = request.into_inner().container_id;
         self.tasks
-            .simple(&ns, &id, "pause")
+            .simple(&ns, &id, strata_shim_protocol::Request::Pause)
             .await
             .map_err(to_status)?;
         Ok(Response::new(()))
@@ -247,7 +247,7 @@ impl<C: ContainerStore, S: SnapshotStore> TasksApi for TasksService<C, S> {
         let ns = namespace(&request)?;
         let id = request.into_inner().container_id;
         self.tasks
-            .simple(&ns, &id, "resume")
+            .simple(&ns, &id, strata_shim_protocol::Request::Resume)
             .await
             .map_err(to_status)?;
         Ok(Response::new(()))
@@ -261,18 +261,15 @@ impl<C: ContainerStore, S: SnapshotStore> TasksApi for TasksService<C, S> {
         let id = request.into_inner().container_id;
         let v = self
             .tasks
-            .simple(&ns, &id, "pids")
+            .simple(&ns, &id, strata_shim_protocol::Request::Pids)
             .await
             .map_err(to_status)?;
-        let processes = v["pids"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_u64().and_then(|p| u32::try_from(p).ok()))
-                    .map(|pid| tpb::ProcessInfo { pid, info: None })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let processes = v
+            .pids
+            .iter()
+            .filter_map(|p| u32::try_from(*p).ok())
+            .map(|pid| tpb::ProcessInfo { pid, info: None })
+            .collect();
         Ok(Response::new(pb::ListPidsResponse { processes }))
     }
 

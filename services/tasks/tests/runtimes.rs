@@ -193,6 +193,72 @@ fn exec_joins_the_namespaces(rt: Rt) {
     s.kill_and_remove(&c);
 }
 
+/// A failure the supervisor reports keeps its kind on the way to the client (the tasks
+/// service does not guess it from the text), and its message names the container or the exec
+/// and what was being done.
+fn errors_carry_their_kind_and_subject(rt: Rt) {
+    let s = Stack::start(rt);
+    let c = id("errs", rt);
+    s.run(&c, &["sleep", "1000"], &none());
+    let expect = |what: &str, r: Result<(), tonic::Status>, code: tonic::Code, words: &[&str]| {
+        let e = r.expect_err(what);
+        assert_eq!(e.code(), code, "{what}: {e:?}");
+        for w in words {
+            assert!(
+                e.message().contains(w),
+                "{what}: {:?} lacks {w:?}",
+                e.message()
+            );
+        }
+    };
+    let mut client = s.client.clone();
+    // A running task is not deleted.
+    let r = s.block_on(client.delete(s.req(pb::DeleteTaskRequest {
+        container_id: c.clone(),
+    })));
+    expect(
+        "deleting a running task",
+        r.map(drop),
+        tonic::Code::FailedPrecondition,
+        &[&format!("{c:?}")],
+    );
+    // An exec nobody created is not found, and says which.
+    let r = s.block_on(client.delete_process(s.req(pb::DeleteProcessRequest {
+        container_id: c.clone(),
+        exec_id: "ghost".into(),
+    })));
+    expect(
+        "deleting an unknown exec",
+        r.map(drop),
+        tonic::Code::NotFound,
+        &[&format!("{c:?}"), "\"ghost\"", "deleting exec"],
+    );
+    s.kill(&c, 9, false);
+    assert_eq!(s.wait(&c, ""), 137);
+    // A container whose init has exited is neither paused, resumed nor started: whatever
+    // the runtime answers, the supervisor says so with its kind.
+    let r = s.block_on(client.pause(s.req(pb::PauseTaskRequest {
+        container_id: c.clone(),
+    })));
+    expect(
+        "pausing a stopped task",
+        r.map(drop),
+        tonic::Code::FailedPrecondition,
+        &[&format!("{c:?}"), "pausing", "exited"],
+    );
+    let r = s.block_on(client.start(s.req(pb::StartRequest {
+        container_id: c.clone(),
+        exec_id: String::new(),
+    })));
+    expect(
+        "starting a stopped task",
+        r.map(drop),
+        tonic::Code::FailedPrecondition,
+        &[&format!("{c:?}"), "starting"],
+    );
+    assert_eq!(s.remove(&c), 137);
+}
+
 /// Pause freezes every process (a counter stops), Resume lets it go on.
 fn pause_freezes_and_resume_continues(rt: Rt) {
     let s = Stack::start(rt);
@@ -516,6 +582,7 @@ macro_rules! per_runtime {
 }
 
 per_runtime!(
+    errors_carry_their_kind_and_subject,
     pid_one_hostname_and_private_processes,
     writes_stay_in_the_containers_layer,
     exit_codes_propagate,
