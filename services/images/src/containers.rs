@@ -1,13 +1,35 @@
 //! Containers as roots of garbage collection: a container keeps its snapshot (its thin
 //! read-write layer and, through it, the image's layers) and its image. Containers live in the
 //! tasks service; the collector asks it, namespace by namespace.
+//!
+//! A container list that cannot be read (no socket, connection refused, no answer in
+//! [`LIST_TIMEOUT`], an error answer) is never taken for "no containers": the namespace's
+//! collection fails with Unavailable and nothing of it is removed. A deployment without a tasks
+//! service says so explicitly with the address [`NO_TASKS`], and then has no container roots.
 
 use crate::gc::{Object, Root, RootProvider};
 use crate::store::BoxFuture;
-use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 use strata_core::Error;
-use strata_core::containers::ContainerStore;
+use strata_core::containers::{Container, ContainerStore};
 use strata_grpc::remote::RemoteContainers;
+
+/// The tasks address (`--tasks none`, config `tasks = "none"`) of a deployment that has no
+/// tasks service: no container holds anything.
+pub const NO_TASKS: &str = "none";
+
+/// How long the collector waits for the tasks service's answer before giving up on the
+/// namespace (it holds the metadata gate meanwhile, so image creation waits too).
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The container root provider for the tasks service at `address`, or none for [`NO_TASKS`].
+pub fn for_tasks(address: &str) -> Result<Option<Arc<dyn RootProvider>>, Error> {
+    if address == NO_TASKS {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(ContainerRoots::new(address)?)))
+}
 
 pub struct ContainerRoots {
     address: String,
@@ -22,14 +44,22 @@ impl ContainerRoots {
         })
     }
 
-    /// No tasks service is deployed here: its socket does not exist (a socket that exists but
-    /// does not answer is an error, never "no containers").
-    fn absent(&self) -> bool {
-        let path = self
-            .address
-            .strip_prefix("unix://")
-            .unwrap_or(&self.address);
-        path.starts_with('/') && !PathBuf::from(path).exists()
+    /// The containers of `ns`; any failure is Unavailable naming the tasks service.
+    async fn containers(&self, ns: &str) -> Result<Vec<Container>, Error> {
+        let unknown = |why: String| {
+            Error::unavailable(format!(
+                "containers of namespace {ns:?} unknown: the tasks service at {} {why}",
+                self.address
+            ))
+        };
+        match tokio::time::timeout(LIST_TIMEOUT, self.client.list(ns, &[])).await {
+            Ok(Ok(list)) => Ok(list),
+            Ok(Err(e)) => Err(unknown(format!("failed: {e}"))),
+            Err(_) => Err(unknown(format!(
+                "did not answer in {} s",
+                LIST_TIMEOUT.as_secs()
+            ))),
+        }
     }
 }
 
@@ -40,15 +70,7 @@ impl RootProvider for ContainerRoots {
 
     fn roots<'a>(&'a self, ns: &'a str) -> BoxFuture<'a, Result<Vec<Root>, Error>> {
         Box::pin(async move {
-            if self.absent() {
-                return Ok(Vec::new());
-            }
-            let containers = self.client.list(ns, &[]).await.map_err(|e| {
-                e.context(format!(
-                    "listing containers at {} (collection of namespace {ns:?} skipped)",
-                    self.address
-                ))
-            })?;
+            let containers = self.containers(ns).await?;
             let mut roots = Vec::new();
             for c in containers {
                 if !c.snapshot_key.is_empty() {
@@ -67,14 +89,9 @@ impl RootProvider for ContainerRoots {
 
     fn residents<'a>(&'a self, ns: &'a str) -> BoxFuture<'a, Result<Vec<String>, Error>> {
         Box::pin(async move {
-            if self.absent() {
-                return Ok(Vec::new());
-            }
             let ids: Vec<String> = self
-                .client
-                .list(ns, &[])
-                .await
-                .map_err(|e| e.context(format!("listing containers at {}", self.address)))?
+                .containers(ns)
+                .await?
                 .into_iter()
                 .map(|c| c.id)
                 .collect();

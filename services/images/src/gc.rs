@@ -32,9 +32,12 @@ use tokio::sync::{Mutex, Notify};
 
 /// The longest the expiry timer sleeps before looking again (clocks may jump).
 const MAX_TIMER: Duration = Duration::from_secs(60);
-/// First pause after a failed background collection; it doubles up to [`MAX_RETRY`].
-const RETRY_AFTER: Duration = Duration::from_secs(5);
-const MAX_RETRY: Duration = Duration::from_secs(300);
+/// First pause after a failed background collection; it doubles up to [`MAX_RETRY`]. A
+/// collection fails while a service it needs is down (content, snapshotter, or the tasks service
+/// whose containers are roots), typically for a restart: it runs again soon after that service
+/// is back.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// How the collector behaves.
 #[derive(Debug, Clone)]
@@ -88,7 +91,9 @@ pub trait RootProvider: Send + Sync + 'static {
     /// Names the provider in logs and errors.
     fn name(&self) -> &str;
     /// The roots of `ns`. An error fails the namespace's collection: nothing is removed from a
-    /// namespace whose roots are not all known.
+    /// namespace whose roots are not all known. A provider whose source cannot be asked answers
+    /// an error (Unavailable, naming the source), never an empty list. The error is reported as
+    /// it is, so it names the source.
     fn roots<'a>(&'a self, ns: &'a str) -> BoxFuture<'a, Result<Vec<Root>, Error>>;
     /// What `ns` still holds in this provider's service, described for a refusal to delete the
     /// namespace (e.g. `containers a, b`); empty when nothing.
@@ -323,10 +328,9 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                         retry_in = ?backoff,
                         "deferred garbage collection failed"
                     );
-                    self.dirty.store(true, Ordering::SeqCst);
+                    // run() left it owed and woke this loop again: pause first.
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_RETRY);
-                    self.wake.notify_one();
                 }
             }
         }
@@ -372,8 +376,18 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
         }
     }
 
-    /// Runs one collection now, after any running one ends.
+    /// Runs one collection now, after any running one ends. One that fails, however it was
+    /// started, is owed: the deferred loop retries it until one succeeds.
     pub async fn run(&self) -> Result<CollectStats, Error> {
+        let result = self.run_once().await;
+        if result.is_err() {
+            self.dirty.store(true, Ordering::SeqCst);
+            self.wake.notify_one();
+        }
+        result
+    }
+
+    async fn run_once(&self) -> Result<CollectStats, Error> {
         let _running = self.running.lock().await;
         let _gate = self.meta.gate().write().await;
         // Deletions before this point are covered by this collection; later ones set it again.
@@ -397,7 +411,7 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
             stats.namespaces += 1;
             if let Err(e) = self.collect_namespace(ns, now, &mut stats).await {
                 tracing::warn!(namespace = %ns, error = %e, "garbage collection failed");
-                first_error.get_or_insert(e.context(format!("namespace {ns:?}")));
+                first_error.get_or_insert(e.context(format!("namespace {ns:?} not collected")));
             }
         }
         if stats.content_removed + stats.snapshots_removed + stats.leases_expired > 0 {
@@ -415,7 +429,7 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
             );
         }
         match first_error {
-            Some(e) => Err(e.context("garbage collection")),
+            Some(e) => Err(e),
             None => {
                 self.meta
                     .blocking(move |m| Ok(m.collected(dropped)?))
@@ -514,12 +528,11 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                 });
             }
         }
+        // Asked after the listings above: an object listed there that a provider's record holds
+        // was recorded there first (a container's record is created before its snapshot), so the
+        // provider's answer covers it.
         for p in &self.providers {
-            let more = p
-                .roots(ns)
-                .await
-                .map_err(|e| e.context(format!("roots from {}", p.name())))?;
-            roots.extend(more);
+            roots.extend(p.roots(ns).await?);
         }
 
         let marked = mark(&inv, roots);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use strata_grpc::remote::{RemoteContentStore, RemoteSnapshots};
 use strata_grpc::server::{self, CommonArgs};
-use strata_images::containers::ContainerRoots;
+use strata_images::containers;
 use strata_images::gc::Collector;
 use strata_images::grpc::{GcService, ImagesService, LeasesService, NamespacesService, names};
 use strata_images::{GcConfig, Local};
@@ -27,7 +27,8 @@ struct Cli {
     #[arg(long)]
     snapshotter: Option<String>,
     /// The tasks service, whose containers are roots of garbage collection (config key
-    /// `tasks`) [default: /run/strata/tasks.sock]
+    /// `tasks`); `none` when this deployment has no tasks service (no container holds
+    /// anything) [default: /run/strata/tasks.sock]
     #[arg(long)]
     tasks: Option<String>,
 }
@@ -91,12 +92,17 @@ async fn main() -> anyhow::Result<()> {
         .tasks
         .or(config.tasks)
         .unwrap_or_else(|| "/run/strata/tasks.sock".to_owned());
-    let container_roots = Arc::new(
-        ContainerRoots::new(&tasks_addr)
-            .with_context(|| format!("tasks service address {tasks_addr}"))?,
-    );
+    let container_roots = containers::for_tasks(&tasks_addr)
+        .with_context(|| format!("tasks service address {tasks_addr}"))?;
+    if container_roots.is_none() {
+        tracing::info!("no tasks service (tasks = \"none\"): containers hold nothing");
+    }
     let local = Local::with_collector(&settings.root, |meta| {
-        Collector::new(meta, content, snapshots, gc).with_root_provider(container_roots)
+        let collector = Collector::new(meta, content, snapshots, gc);
+        match container_roots {
+            Some(p) => collector.with_root_provider(p),
+            None => collector,
+        }
     })
     .with_context(|| format!("opening images metadata at {}", settings.root.display()))?;
     local.collector.start();

@@ -949,7 +949,11 @@ impl ImageStore for LocalImages {
         self.effects
             .references_dropped(opts.sync)
             .await
-            .map_err(|e| e.context(format!("image {name:?} deleted, but collecting garbage")))
+            .map_err(|e| {
+                e.context(format!(
+                    "image {name:?} deleted; its space is freed by a later garbage collection"
+                ))
+            })
     }
 }
 
@@ -991,10 +995,11 @@ impl LeaseStore for LocalLeases {
         self.meta.blocking(move |m| m.delete_lease(&n, &i)).await?;
         tracing::debug!(namespace = %ns, lease = %id, sync, "lease deleted");
         self.effects.expiries_changed();
-        self.effects
-            .references_dropped(sync)
-            .await
-            .map_err(|e| e.context(format!("lease {id:?} deleted, but collecting garbage")))
+        self.effects.references_dropped(sync).await.map_err(|e| {
+            e.context(format!(
+                "lease {id:?} deleted; its space is freed by a later garbage collection"
+            ))
+        })
     }
 
     async fn list(&self, ns: &str, filters: &[String]) -> Result<Vec<Lease>, Error> {

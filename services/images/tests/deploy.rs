@@ -16,7 +16,11 @@ fn repo() -> &'static Path {
 #[test]
 fn systemd_unit_verifies() {
     let unit = strata_testkit::verify_unit("strata-images", BIN);
-    for dep in ["strata-content.service", "strata-snapshotter.service"] {
+    for dep in [
+        "strata-content.service",
+        "strata-snapshotter.service",
+        "strata-tasks.service",
+    ] {
         for key in ["After=", "Wants="] {
             assert!(
                 unit.lines().any(|l| l.starts_with(key) && l.contains(dep)),

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use strata_api::strata::images::v1::{CollectRequest, CollectResponse};
+use strata_core::containers::{Any, Container, ContainerStore};
 use strata_core::content::{ContentStore, write_blob};
 use strata_core::descriptor::Descriptor;
 use strata_core::images::{DeleteOptions, Image, ImageStore};
@@ -16,12 +17,17 @@ use strata_core::leases::{self, LeaseStore, Resource};
 use strata_core::namespaces::{Namespace, NamespaceStore};
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Digest, Error, Kind};
-use strata_grpc::remote::{RemoteContentStore, RemoteImages, RemoteLeases, RemoteNamespaces};
+use strata_grpc::remote::{
+    RemoteContainers, RemoteContentStore, RemoteImages, RemoteLeases, RemoteNamespaces,
+};
 
 const NS: &str = "default";
 const SN: &str = "overlayfs";
 /// Liveness guard for waits on background work; never a speed assertion.
 const PATIENCE: Duration = Duration::from_secs(30);
+/// Liveness guard for a background collection retried after a failure (its pauses double up to
+/// 30 s).
+const RETRY_PATIENCE: Duration = Duration::from_secs(120);
 
 async fn collect(stack: &Stack) -> CollectResponse {
     stack
@@ -76,12 +82,21 @@ async fn blob(
 }
 
 /// Waits (up to [`PATIENCE`]) until `f` is true.
-async fn eventually<F, Fut>(what: &str, mut f: F)
+async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    eventually_within(what, PATIENCE, f).await;
+}
+
+/// Waits (up to `patience`, a liveness guard) until `f` is true.
+async fn eventually_within<F, Fut>(what: &str, patience: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + patience;
     while !f().await {
         assert!(Instant::now() < deadline, "gave up waiting: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -584,4 +599,155 @@ async fn an_owed_collection_runs_after_a_restart() {
         !snapshot_present(&stack, "owed-base").await
     })
     .await;
+}
+
+/// The upper directory of an overlayfs active snapshot's mounts: the container's own layer.
+fn upperdir(mounts: &[strata_core::mount::Mount]) -> std::path::PathBuf {
+    mounts
+        .iter()
+        .flat_map(|m| &m.options)
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .unwrap_or_else(|| panic!("no upperdir in {mounts:?}"))
+        .into()
+}
+
+/// What a `strata run -d --name keep` leaves: a container record in the tasks service holding
+/// the active snapshot `keep` (its layer holding `/data`) over the image `kept:1`'s layers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_keeps_its_layer_while_the_tasks_service_is_down() {
+    let mut stack = Stack::with_tasks(0);
+    let content = stack.content_store();
+    let images = RemoteImages::connect(&stack.address()).unwrap();
+    let kept = image_graph(&stack, "kept").await;
+    images.create(NS, image_of("kept:1", &kept)).await.unwrap();
+    let mounts = stack
+        .snapshots()
+        .prepare(SN, NS, "keep", "kept-top", HashMap::new())
+        .await
+        .unwrap();
+    let data = upperdir(&mounts).join("data");
+    std::fs::write(&data, "precious\n").unwrap();
+    let tasks_address = stack.tasks.as_ref().unwrap().address();
+    let containers = RemoteContainers::connect(&tasks_address).unwrap();
+    let mut c = Container::new("keep", "io.containerd.runc.v2");
+    c.image = "kept:1".into();
+    c.spec = Some(Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+        value: br#"{"ociVersion":"1.1.0","process":{"args":["sh"]}}"#.to_vec(),
+    });
+    c.snapshotter = SN.into();
+    c.snapshot_key = "keep".into();
+    containers.create(NS, c).await.unwrap();
+    let other = image_graph(&stack, "other").await;
+    images
+        .create(NS, image_of("other:1", &other))
+        .await
+        .unwrap();
+    // With the tasks service up, the container holds its layer.
+    let stats = collect(&stack).await;
+    assert_eq!(
+        (stats.content_removed, stats.snapshots_removed),
+        (0, 0),
+        "{stats:?}"
+    );
+
+    // The tasks service stops, as for a restart or an upgrade: its socket goes away.
+    let tasks = stack.tasks.as_mut().unwrap();
+    assert!(tasks.stop(), "{}", tasks.log_text());
+    assert!(
+        !tasks.socket.exists(),
+        "the tasks socket outlived its service"
+    );
+    let err = images
+        .delete(
+            NS,
+            "other:1",
+            DeleteOptions {
+                sync: true,
+                target: None,
+            },
+        )
+        .await
+        .expect_err("collected without knowing the containers");
+    assert_eq!(err.kind(), Kind::Unavailable, "{err}");
+    for part in [
+        "\"other:1\" deleted",
+        "later",
+        "tasks service",
+        &tasks_address,
+    ] {
+        assert!(err.message().contains(part), "no {part:?} in: {err}");
+    }
+    let gone = images.get(NS, "other:1").await.unwrap_err();
+    assert_eq!(gone.kind(), Kind::NotFound, "{gone}");
+    // Nothing of the namespace was collected, the unreferenced image's objects neither.
+    for d in other.blobs() {
+        assert!(present(&content, &d).await, "{d} collected blind");
+    }
+    assert!(
+        snapshot_present(&stack, "keep").await,
+        "the container's layer is gone"
+    );
+
+    // Crashed rather than stopped: the socket stays and refuses. Still not "no containers".
+    let tasks = stack.tasks.as_mut().unwrap();
+    tasks.restart();
+    tasks.kill9();
+    assert!(tasks.socket.exists());
+    let status = stack
+        .gc_client()
+        .collect(CollectRequest {})
+        .await
+        .expect_err("collected without knowing the containers");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        snapshot_present(&stack, "keep").await,
+        "the container's layer is gone"
+    );
+
+    // The tasks service comes back; the owed collection runs by itself (a retry), and frees what
+    // the deleted image held, and only that.
+    stack.tasks.as_mut().unwrap().restart();
+    for d in other.blobs() {
+        eventually_within(
+            &format!("{d} collected once the tasks service is back"),
+            RETRY_PATIENCE,
+            || {
+                let content = content.clone();
+                let d = d.clone();
+                async move { !present(&content, &d).await }
+            },
+        )
+        .await;
+    }
+    eventually_within(
+        "the other image's snapshots collected",
+        RETRY_PATIENCE,
+        || async { !snapshot_present(&stack, "other-base").await },
+    )
+    .await;
+    assert!(
+        snapshot_present(&stack, "keep").await,
+        "the container's layer is gone"
+    );
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "precious\n");
+    let mounts = stack.snapshots().mounts(SN, NS, "keep").await.unwrap();
+    assert_eq!(upperdir(&mounts).join("data"), data);
+    for d in kept.blobs() {
+        assert!(
+            present(&content, &d).await,
+            "{d} of the container's image collected"
+        );
+    }
+    for key in ["kept-top", "kept-base"] {
+        assert!(snapshot_present(&stack, key).await, "{key} collected");
+    }
+    let listed: Vec<String> = containers
+        .list(NS, &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, ["keep"]);
 }

@@ -48,9 +48,12 @@ pub fn write_config(path: &Path, grace_seconds: u64) {
     .unwrap();
 }
 
-/// The three services; the images binary is configured with `grace_seconds`.
+/// The three services (four with [`Stack::with_tasks`]); the images binary is configured with
+/// `grace_seconds`.
 pub struct Stack {
     pub images: Service,
+    /// strata-tasks, whose containers are roots, when started with [`Stack::with_tasks`].
+    pub tasks: Option<Service>,
     pub backends: Backends,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
@@ -58,10 +61,39 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(grace_seconds: u64) -> Self {
+        Self::start_inner(grace_seconds, false)
+    }
+
+    /// As [`Stack::start`], with strata-tasks (on the snapshotter) as the images service's
+    /// tasks service.
+    pub fn with_tasks(grace_seconds: u64) -> Self {
+        Self::start_inner(grace_seconds, true)
+    }
+
+    fn start_inner(grace_seconds: u64, with_tasks: bool) -> Self {
         let dir = strata_testkit::tempdir();
         let backends = Backends::start(dir.path());
         let config = dir.path().join("images.toml");
         write_config(&config, grace_seconds);
+        let tasks = with_tasks.then(|| {
+            let state = dir.path().join("tasks-state");
+            Service::start(
+                sibling_bin("strata-tasks"),
+                dir.path(),
+                "tasks",
+                &[
+                    "--snapshotter",
+                    &backends.snapshotter.address(),
+                    "--state",
+                    state.to_str().unwrap(),
+                ],
+            )
+        });
+        // Without a tasks service it is said explicitly, or the collector finds no container
+        // list and collects nothing.
+        let tasks_address = tasks
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), Service::address);
         let images = Service::start(
             IMAGES_BIN,
             dir.path(),
@@ -73,10 +105,13 @@ impl Stack {
                 &backends.content.address(),
                 "--snapshotter",
                 &backends.snapshotter.address(),
+                "--tasks",
+                &tasks_address,
             ],
         );
         Self {
             images,
+            tasks,
             backends,
             config,
             dir,
