@@ -219,9 +219,14 @@ impl Runtime {
             args: args.join(" "),
             message,
         };
+        // Spawned and identified before the reaper may reap it.
+        let gate = reaper.spawning();
         let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
-        reaper.kick();
         let pid = i32::try_from(child.id()).map_err(|_| fail("pid out of range".into()))?;
+        let id = reaper.identify(&gate, pid, 0);
+        drop(gate);
+        reaper.kick();
+        let id = id.ok_or_else(|| fail(format!("its process {pid} vanished")))?;
         let (mut out, mut err) = (String::new(), String::new());
         if capture {
             use std::io::Read as _;
@@ -233,7 +238,7 @@ impl Runtime {
             }
         }
         // The reaper owns waitpid: ask it for this child's status.
-        let status = reaper.wait_for(pid);
+        let status = reaper.wait_for(id);
         std::mem::forget(child);
         if status != 0 {
             let msg = if err.trim().is_empty() {
@@ -296,6 +301,11 @@ impl Runtime {
                 Ok((pid, master))
             }
         }
+    }
+
+    /// Whether this is the built-in runtime, whose processes are the supervisor's own children.
+    pub fn is_builtin(&self) -> bool {
+        matches!(self, Self::Builtin { .. })
     }
 
     fn builtin(&self) -> Result<&Container> {

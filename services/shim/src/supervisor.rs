@@ -4,13 +4,13 @@ use crate::Args;
 use crate::runtime::{Fds, Runtime};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime};
 use strata_core::Kind;
 use strata_core::logfile::{self, HEADER_LEN, Stream};
@@ -20,18 +20,78 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Owns `waitpid` for the whole process: every exit is recorded here, and whoever waits for a
-/// pid (init, an exec, a runtime command) reads it from here.
+/// A process, told apart from any later one given the same pid: its pid and its start time
+/// (clock ticks after boot, field 22 of `/proc/<pid>/stat`). A pid alone is reused once its
+/// process is reaped; the pair is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start: u64,
+}
+
+/// A process's start time, while it is alive or a zombie (not yet reaped).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces and parentheses: fields follow the
+    // last ')'. Field 3 (state) comes first; field 22 (starttime) is the 20th after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Now, in the unit of [`start_time`]: a process started after this reads no less.
+pub fn boot_ticks() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the pointer, which points at a live
+    // local.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) } != 0 {
+        return 0;
+    }
+    // SAFETY: sysconf takes an integer name and touches no memory of ours.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+    secs * hz + nanos * hz / 1_000_000_000
+}
+
+/// Exits by process identity.
+#[derive(Default)]
+struct Exits {
+    /// Processes someone has identified ([`Reaper::identify`]) and will take the exit of.
+    wanted: HashSet<ProcId>,
+    /// Exits of wanted processes, until taken.
+    done: HashMap<ProcId, Exit>,
+    /// Exits of processes nobody has identified (yet): orphans reparented to the supervisor, or
+    /// an external runtime's process that exited before its pid file was read. The oldest go
+    /// beyond [`KEEP_EXITS`]; a wanted process's exit never does.
+    unclaimed: VecDeque<(ProcId, Exit)>,
+}
+
+/// Owns `waitpid` for the whole process: every exit is recorded here by process identity, and
+/// whoever waits for a process (init, an exec, a runtime command) takes its exit from here.
+///
+/// The reaper learns of an exit without reaping (`waitid(WNOWAIT)`), so the zombie still holds
+/// its pid and its `/proc` entry while its start time is read; it reaps only while holding
+/// [`gate`](Self::gate) exclusively. A spawner holds the gate shared from before the fork until
+/// it has identified the child, so no child is reaped, and its pid reused, before its start
+/// time is known.
 #[derive(Default)]
 pub struct Reaper {
-    exits: Mutex<HashMap<i32, Exit>>,
+    exits: Mutex<Exits>,
     changed: Condvar,
-    /// Init's pid and where its exit is recorded on disk, once known.
-    init: Mutex<Option<(i32, PathBuf)>>,
+    /// Init and where its exit is recorded on disk, once known.
+    init: Mutex<Option<(ProcId, PathBuf)>>,
+    gate: RwLock<()>,
     /// Raised when a child is spawned: a reaper idle for want of children looks again at once.
     spawned: Mutex<bool>,
     kick: Condvar,
 }
+
+/// Held while a child is spawned and identified: the reaper reaps nothing meanwhile. Never held
+/// while waiting for an exit.
+pub struct Spawning<'a>(#[allow(dead_code)] RwLockReadGuard<'a, ()>);
 
 /// Exit statuses of processes nobody asked for (orphans reparented to the supervisor) are kept
 /// at most this many.
@@ -49,18 +109,39 @@ fn now() -> (i64, u32) {
 
 impl Reaper {
     fn run(&self) {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
         loop {
-            match waitpid(Pid::from_raw(-1), None) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    self.record(pid.as_raw(), u32::try_from(code).unwrap_or(255))
+            // Which child has exited, without reaping it: it keeps its pid meanwhile.
+            let pid = match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                Ok(status) => match status.pid() {
+                    Some(p) => p,
+                    None => continue,
+                },
+                Err(nix::Error::ECHILD) => {
+                    self.idle();
+                    continue;
                 }
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    self.record(pid.as_raw(), 128 + sig as u32)
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    continue;
                 }
-                Ok(_) => {}
-                Err(nix::Error::ECHILD) => self.idle(),
-                Err(nix::Error::EINTR) => {}
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            };
+            let gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            let start = start_time(pid.as_raw()).unwrap_or(0);
+            let reaped = waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            drop(gate);
+            let id = ProcId {
+                pid: pid.as_raw(),
+                start,
+            };
+            match reaped {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    self.record(id, u32::try_from(code).unwrap_or(255))
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => self.record(id, 128 + sig as u32),
+                // Reaped by someone else meanwhile (the runtime library, on a failed start).
+                _ => {}
             }
         }
     }
@@ -84,56 +165,97 @@ impl Reaper {
         self.kick.notify_all();
     }
 
-    fn record(&self, pid: i32, status: u32) {
+    /// Holds off reaping while a child is spawned and identified.
+    pub fn spawning(&self) -> Spawning<'_> {
+        Spawning(self.gate.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn record(&self, id: ProcId, status: u32) {
         let (at_secs, at_nanos) = now();
         let exit = Exit {
             status,
             at_secs,
             at_nanos,
         };
-        // Init's exit reaches the disk before anyone is told of it.
-        if let Some((init, path)) = lock(&self.init).as_ref()
-            && *init == pid
+        // Init's exit reaches the disk before anyone is told of it. The init lock is held
+        // until the exit is in place, so set_init either sees it there or is seen here.
+        let init = lock(&self.init);
+        if let Some((init, path)) = init.as_ref()
+            && *init == id
         {
             write_exit(path, &exit);
         }
         let mut exits = lock(&self.exits);
-        if exits.len() >= KEEP_EXITS {
-            exits.clear();
+        if exits.wanted.contains(&id) {
+            exits.done.insert(id, exit);
+        } else {
+            if exits.unclaimed.len() >= KEEP_EXITS {
+                exits.unclaimed.pop_front();
+            }
+            exits.unclaimed.push_back((id, exit));
         }
-        exits.insert(pid, exit);
+        drop(init);
         self.changed.notify_all();
     }
 
+    /// Identifies the process `pid`, started no earlier than `not_before` (see
+    /// [`boot_ticks`]), and marks its exit wanted: whoever identified it takes the exit with
+    /// [`wait_exit`](Self::wait_exit). A child of ours spawned under `_gate` is alive or a
+    /// zombie; an external runtime's process (its pid read from a pid file) may already be
+    /// reaped, its exit unclaimed: the earliest such exit of that pid since `not_before` is
+    /// its own (the pid could be another's only after it was reaped). None: no such process.
+    pub fn identify(&self, _gate: &Spawning<'_>, pid: i32, not_before: u64) -> Option<ProcId> {
+        let mut exits = lock(&self.exits);
+        let earliest = exits
+            .unclaimed
+            .iter()
+            .enumerate()
+            .filter(|(_, (id, _))| id.pid == pid && id.start >= not_before)
+            .min_by_key(|(_, (id, _))| id.start)
+            .map(|(i, _)| i);
+        let id = if let Some(i) = earliest
+            && let Some((id, exit)) = exits.unclaimed.remove(i)
+        {
+            exits.done.insert(id, exit);
+            id
+        } else {
+            ProcId {
+                pid,
+                start: start_time(pid).filter(|s| *s >= not_before)?,
+            }
+        };
+        exits.wanted.insert(id);
+        Some(id)
+    }
+
     /// Names init; its exit (even one already recorded) is written to `path`.
-    fn set_init(&self, pid: i32, path: PathBuf) {
+    fn set_init(&self, id: ProcId, path: PathBuf) {
         let mut init = lock(&self.init);
-        if let Some(e) = self.peek(pid) {
-            write_exit(&path, &e);
+        if let Some(e) = lock(&self.exits).done.get(&id) {
+            write_exit(&path, e);
         }
-        *init = Some((pid, path));
+        *init = Some((id, path));
     }
 
-    /// Blocks until `pid` has exited; returns its exit status.
-    pub fn wait_for(&self, pid: i32) -> u32 {
-        self.wait_exit(pid).status
+    /// Blocks until the process has exited; returns its exit status.
+    pub fn wait_for(&self, id: ProcId) -> u32 {
+        self.wait_exit(id).status
     }
 
-    fn wait_exit(&self, pid: i32) -> Exit {
+    /// Blocks until the identified process has exited, and takes its exit: it is told once,
+    /// to the one who identified it.
+    fn wait_exit(&self, id: ProcId) -> Exit {
         let mut exits = lock(&self.exits);
         loop {
-            if let Some(e) = exits.get(&pid) {
-                return e.clone();
+            if let Some(e) = exits.done.remove(&id) {
+                exits.wanted.remove(&id);
+                return e;
             }
             exits = self
                 .changed
                 .wait(exits)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-    }
-
-    fn peek(&self, pid: i32) -> Option<Exit> {
-        lock(&self.exits).get(&pid).cloned()
     }
 }
 
@@ -179,11 +301,17 @@ impl Drain {
 /// A process's exit once it may be told: the process has exited and its output is drained.
 #[derive(Default)]
 struct Finished {
+    /// Its exit as soon as it is reaped, before its output is drained.
+    reaped: Mutex<Option<Exit>>,
     exit: Mutex<Option<Exit>>,
     changed: Condvar,
 }
 
 impl Finished {
+    fn reaped(&self) -> bool {
+        lock(&self.reaped).is_some()
+    }
+
     fn set(&self, exit: Exit) {
         *lock(&self.exit) = Some(exit);
         self.changed.notify_all();
@@ -210,6 +338,8 @@ impl Finished {
 /// Init or an exec'd process.
 struct Proc {
     pid: i32,
+    /// A pidfd of the process (signals go to it, never to a later holder of its pid).
+    pidfd: Option<OwnedFd>,
     /// The pty master, when the process has a terminal (for resizes).
     console: Option<File>,
     finished: Arc<Finished>,
@@ -217,13 +347,14 @@ struct Proc {
     log: Option<PathBuf>,
 }
 
-/// Marks `pid` finished once it has exited and `drain` has emptied (or [`DRAIN_LIMIT`] has
-/// passed since the exit).
-fn watch(reaper: Arc<Reaper>, pid: i32, drain: Arc<Drain>) -> Arc<Finished> {
+/// Marks the process finished once it has exited and `drain` has emptied (or [`DRAIN_LIMIT`]
+/// has passed since the exit).
+fn watch(reaper: Arc<Reaper>, id: ProcId, drain: Arc<Drain>) -> Arc<Finished> {
     let finished = Arc::new(Finished::default());
     let f = finished.clone();
     std::thread::spawn(move || {
-        let exit = reaper.wait_exit(pid);
+        let exit = reaper.wait_exit(id);
+        *lock(&f.reaped) = Some(exit.clone());
         drain.wait(Instant::now() + DRAIN_LIMIT);
         f.set(exit);
     });
@@ -418,7 +549,7 @@ fn status_of(s: &Shared) -> Status {
 
 /// Refuses `op` on a container whose init has exited, or (`op` start) one already started.
 fn refuse(s: &Shared, op: &str) -> Option<Reply> {
-    let why = if s.reaper.peek(s.init.pid).is_some() {
+    let why = if s.init.finished.reaped() {
         "its init has exited"
     } else if op == "start" && *lock(&s.started) {
         "it is already started"
@@ -429,6 +560,70 @@ fn refuse(s: &Shared, op: &str) -> Option<Reply> {
         Kind::FailedPrecondition,
         format!("container cannot {op}: {why}"),
     ))
+}
+
+/// A pidfd of the process `id`, when it is still that process (alive or not yet reaped). Called
+/// under the reaper's gate, so the pid is not reaped and reused meanwhile.
+fn open_pidfd(_gate: &Spawning<'_>, id: ProcId) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, id.pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel has just returned this new descriptor; nothing else owns it.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    (start_time(id.pid) == Some(id.start)).then_some(fd)
+}
+
+/// Signals a process through its pidfd (never a later holder of its pid), or by pid when it has
+/// none.
+fn send_signal(pid: i32, pidfd: Option<&OwnedFd>, signal: i32) -> nix::Result<()> {
+    let Some(fd) = pidfd else {
+        return nix::sys::signal::kill(
+            Pid::from_raw(pid),
+            nix::sys::signal::Signal::try_from(signal).ok(),
+        );
+    };
+    // SAFETY: pidfd_send_signal reads no memory through a null siginfo; the descriptor is an
+    // open pidfd.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// Runs `start`, which makes a process (init or an exec) and returns its pid, and identifies
+/// the process: with the built-in runtime it is our child, made under the reaper's gate; with an
+/// external one its pid comes from a pid file once the runtime command has exited (the gate
+/// must not be held then: the reaper reaps that command). None: the process was not found.
+#[allow(clippy::type_complexity)]
+fn spawn<T>(
+    reaper: &Reaper,
+    builtin: bool,
+    start: impl FnOnce() -> crate::runtime::Result<(i32, T)>,
+) -> (
+    crate::runtime::Result<(i32, T)>,
+    Option<(ProcId, Option<OwnedFd>)>,
+) {
+    let not_before = boot_ticks();
+    let gate = builtin.then(|| reaper.spawning());
+    let made = start();
+    reaper.kick();
+    let Ok((pid, _)) = &made else {
+        return (made, None);
+    };
+    let gate = gate.unwrap_or_else(|| reaper.spawning());
+    let child = reaper
+        .identify(&gate, *pid, not_before)
+        .map(|id| (id, open_pidfd(&gate, id)));
+    (made, child)
 }
 
 fn exec_not_found(exec_id: &str) -> Reply {
@@ -464,20 +659,29 @@ fn exec(s: &Shared, exec_id: String, process: &serde_json::Value, paths: &Paths)
             Err(e) => return Reply::fail(Kind::Internal, format!("exec {exec_id:?}: stdio: {e}")),
         }
     };
-    let spawned = lock(&s.runtime).exec(process, fds, &s.state, &exec_id, terminal);
-    s.reaper.kick();
+    let runtime = lock(&s.runtime);
+    let (spawned, child) = spawn(&s.reaper, runtime.is_builtin(), || {
+        runtime.exec(process, fds, &s.state, &exec_id, terminal)
+    });
+    drop(runtime);
     let (pid, master) = match spawned {
         Ok(v) => v,
-        Err(e) => return Reply::fail(Kind::Internal, format!("exec {exec_id:?}: {e}")),
+        Err(e) => return Reply::fail(e.kind(), format!("exec {exec_id:?}: {e}")),
+    };
+    let Some((id, pidfd)) = child else {
+        return Reply::fail(
+            Kind::Internal,
+            format!("exec {exec_id:?}: its process {pid} was gone before it could be watched"),
+        );
     };
     let console = match master.map(|m| serve_console(m, paths, &log, &drain)) {
         Some(Ok(c)) => Some(c),
         Some(Err(e)) => {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = send_signal(pid, pidfd.as_ref(), libc::SIGKILL);
             return Reply::fail(Kind::Internal, format!("exec {exec_id:?}: terminal: {e}"));
         }
         None if terminal => {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = send_signal(pid, pidfd.as_ref(), libc::SIGKILL);
             return Reply::fail(
                 Kind::Internal,
                 format!("exec {exec_id:?}: the runtime made no terminal"),
@@ -485,11 +689,12 @@ fn exec(s: &Shared, exec_id: String, process: &serde_json::Value, paths: &Paths)
         }
         None => None,
     };
-    let finished = watch(s.reaper.clone(), pid, drain);
+    let finished = watch(s.reaper.clone(), id, drain);
     lock(&s.execs).insert(
         exec_id,
         Proc {
             pid,
+            pidfd,
             console,
             finished,
             log: Some(log_path),
@@ -688,36 +893,40 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
             }
         }
         Request::KillExec { exec_id, signal } => {
-            let pid = lock(&s.execs).get(&exec_id).map(|p| p.pid);
-            match pid {
-                Some(pid) => {
-                    let r = nix::sys::signal::kill(
-                        Pid::from_raw(pid),
-                        nix::sys::signal::Signal::try_from(signal).ok(),
-                    );
-                    match r {
-                        Ok(()) => (ok(), false),
-                        Err(e) => {
-                            let kind = if e == nix::Error::ESRCH {
-                                Kind::NotFound
-                            } else {
-                                Kind::Internal
-                            };
-                            (
-                                Reply::fail(kind, format!("exec {exec_id:?}: kill: {e}")),
-                                false,
-                            )
-                        }
-                    }
+            let execs = lock(&s.execs);
+            let Some(p) = execs.get(&exec_id) else {
+                return (exec_not_found(&exec_id), false);
+            };
+            // Its pid may already be another process's: a reaped exec is not signalled.
+            if p.finished.reaped() {
+                return (
+                    Reply::fail(
+                        Kind::NotFound,
+                        format!("exec {exec_id:?}: it has already exited"),
+                    ),
+                    false,
+                );
+            }
+            match send_signal(p.pid, p.pidfd.as_ref(), signal) {
+                Ok(()) => (ok(), false),
+                Err(e) => {
+                    let kind = match e {
+                        nix::Error::ESRCH => Kind::NotFound,
+                        nix::Error::EINVAL => Kind::InvalidArgument,
+                        _ => Kind::Internal,
+                    };
+                    (
+                        Reply::fail(kind, format!("exec {exec_id:?}: signal {signal}: {e}")),
+                        false,
+                    )
                 }
-                None => (exec_not_found(&exec_id), false),
             }
         }
         Request::Update { resources } => {
             (res(lock(&s.runtime).update(&resources, &s.state)), false)
         }
         Request::Delete { force } => {
-            if !force && s.reaper.peek(s.init.pid).is_none() {
+            if !force && !s.init.finished.reaped() {
                 return (
                     Reply::fail(
                         Kind::FailedPrecondition,
@@ -726,7 +935,7 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
                     false,
                 );
             }
-            if s.reaper.peek(s.init.pid).is_some() {
+            if s.init.finished.reaped() {
                 // Its output is in the log before the container goes.
                 s.init.finished.wait();
             }
@@ -822,10 +1031,18 @@ pub fn run(args: Args) -> Result<(), String> {
         let r = reaper.clone();
         std::thread::spawn(move || r.run());
     }
-    let (init, master) = runtime
-        .create(fds, terminal)
-        .map_err(|e| format!("creating container {}: {e}", args.id))?;
-    reaper.kick();
+    let (made, child) = spawn(&reaper, runtime.is_builtin(), || {
+        runtime.create(fds, terminal)
+    });
+    let (init, master) = made.map_err(|e| format!("creating container {}: {e}", args.id))?;
+    let Some((init_id, pidfd)) = child else {
+        return Err(format!(
+            "creating container {}: its init {init} was gone before it could be watched",
+            args.id
+        ));
+    };
+    // Before anyone may take its exit: the exit reaches the disk first.
+    reaper.set_init(init_id, args.state.join("exit"));
     let console = match master {
         Some(m) => Some(
             serve_console(m, &paths, &log, &drain)
@@ -842,13 +1059,14 @@ pub fn run(args: Args) -> Result<(), String> {
     };
     write_atomic(&args.state.join("init.pid"), init.to_string().as_bytes())
         .map_err(|e| format!("init.pid: {e}"))?;
-    let finished = watch(reaper.clone(), init, drain);
+    let finished = watch(reaper.clone(), init_id, drain);
     let shared = Arc::new(Shared {
         runtime: Mutex::new(runtime),
         reaper: reaper.clone(),
         state: args.state.clone(),
         init: Proc {
             pid: init,
+            pidfd,
             console,
             finished,
             log: None,
@@ -858,7 +1076,6 @@ pub fn run(args: Args) -> Result<(), String> {
         stdin: Mutex::new(stdin),
         execs: Mutex::new(HashMap::new()),
     });
-    reaper.set_init(init, args.state.join("exit"));
     let sock = args.state.join(SOCKET);
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;

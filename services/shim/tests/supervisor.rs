@@ -95,7 +95,7 @@ impl Shim {
 
     /// Starts a supervisor on an existing bundle.
     fn start_bundle(dir: &Path, id: &str, runtime: &str, b: &Path) -> Shim {
-        Self::spawn(dir, id, runtime, b, None)
+        Self::spawn(dir, id, runtime, b, None, &[])
     }
 
     /// With a terminal when `terminal`; with `stdin` (a FIFO) as its stdin when given. The log
@@ -109,10 +109,18 @@ impl Shim {
         stdin: Option<&Path>,
     ) -> Shim {
         let b = bundle(dir, id, args, terminal);
-        Self::spawn(dir, id, runtime, &b, stdin)
+        Self::spawn(dir, id, runtime, &b, stdin, &[])
     }
 
-    fn spawn(dir: &Path, id: &str, runtime: &str, b: &Path, stdin: Option<&Path>) -> Shim {
+    /// Runs the supervisor under `wrap` (a command that runs its arguments) when not empty.
+    fn spawn(
+        dir: &Path,
+        id: &str,
+        runtime: &str,
+        b: &Path,
+        stdin: Option<&Path>,
+        wrap: &[&str],
+    ) -> Shim {
         let state = dir.join(format!("state-{id}"));
         let log = dir.join(format!("{id}.log"));
         let out = dir.join(format!("{id}.out"));
@@ -120,7 +128,14 @@ impl Shim {
         if !out.exists() {
             std::fs::write(&out, b"").unwrap();
         }
-        let mut cmd = Command::new(SHIM);
+        let mut cmd = match wrap {
+            [] => Command::new(SHIM),
+            [first, rest @ ..] => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(SHIM);
+                c
+            }
+        };
         cmd.args(["--id", id, "--runtime", runtime])
             .arg("--bundle")
             .arg(b)
@@ -404,6 +419,88 @@ fn half_made_cgroup_parent(runtime: &str) {
     s.ok(json!({"op": "delete"}));
 }
 
+/// The supervisor in a pid namespace of its own, where nothing else forks, so the test can
+/// steer which pid its next process gets (`ns_last_pid`) and hand an exited exec's pid to a
+/// new one. Exits are kept by process identity (pid and start time): the new exec is told its
+/// own exit, not the old one's (keyed by a bare pid, the old exit stayed in the table and the
+/// new exec's wait took it: status 3 for a process killed with 9), and an exec that has exited
+/// is not signalled again, whoever holds its pid by then.
+fn a_reused_pid_gets_no_other_process_exit(runtime: &str) {
+    let dir = strata_testkit::tempdir();
+    let id = format!("reuse-{runtime}-{}", std::process::id());
+    let b = bundle(dir.path(), &id, &["sleep", "1000"], false);
+    let s = Shim::spawn(
+        dir.path(),
+        &id,
+        runtime,
+        &b,
+        None,
+        &["unshare", "--pid", "--fork", "--mount-proc"],
+    );
+    s.ok(json!({"op": "start"}));
+    // The supervisor's host pid (it is pid 1 of its namespace): a process of its namespace to
+    // write ns_last_pid from.
+    let shim_host_pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            cmd.starts_with(SHIM.as_bytes())
+                && String::from_utf8_lossy(&cmd).contains(&id)
+                && status
+                    .lines()
+                    .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1"))
+        })
+        .expect("the supervisor's process");
+    let last_pid = |n: i32| {
+        strata_testkit::ok(
+            Command::new("nsenter")
+                .arg("--target")
+                .arg(shim_host_pid.to_string())
+                .args(["--pid", "--", "sh", "-c"])
+                .arg(format!("echo {n} > /proc/sys/kernel/ns_last_pid")),
+            None,
+        );
+    };
+    let process = |args: &[&str]| json!({"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
+    s.ok(json!({"op": "exec", "exec_id": "old", "process": process(&["sh", "-c", "exit 3"])}));
+    let old = s.ok(json!({"op": "wait_exec", "exec_id": "old"}));
+    assert_eq!(old["exit"]["status"], 3, "{old}");
+    let p = old["pid"].as_i64().unwrap();
+    s.ok(json!({"op": "delete_exec", "exec_id": "old"}));
+    // Threads take pids too: find how many the supervisor takes before an exec's fork.
+    let mut reused = None;
+    for k in 1..p - 1 {
+        last_pid(i32::try_from(p - k).unwrap());
+        let e = format!("new{k}");
+        let r = s.ok(json!({"op": "exec", "exec_id": e, "process": process(&["sleep", "1000"])}));
+        if r["pid"].as_i64() == Some(p) {
+            reused = Some(e);
+            break;
+        }
+        s.ok(json!({"op": "kill_exec", "exec_id": e, "signal": 9}));
+        s.ok(json!({"op": "wait_exec", "exec_id": e}));
+        s.ok(json!({"op": "delete_exec", "exec_id": e}));
+    }
+    let e = reused.unwrap_or_else(|| panic!("no exec got pid {p} again"));
+    let st = s.ok(json!({"op": "state_exec", "exec_id": e}));
+    assert_eq!(
+        st["status"], "running",
+        "exec {e} with the reused pid {p}: {st}"
+    );
+    assert!(st.get("exit").is_none(), "{st}");
+    s.ok(json!({"op": "kill_exec", "exec_id": e, "signal": 9}));
+    let w = s.ok(json!({"op": "wait_exec", "exec_id": e}));
+    assert_eq!(w["exit"]["status"], 137, "{w}");
+    // Gone now: not signalled again, whoever holds its pid.
+    let r = s.call(json!({"op": "kill_exec", "exec_id": e, "signal": 9}));
+    assert_eq!(r["kind"], "not_found", "{r}");
+    s.ok(json!({"op": "kill", "signal": 9}));
+    assert_eq!(s.ok(json!({"op": "wait"}))["exit"]["status"], 137);
+    s.ok(json!({"op": "delete"}));
+}
+
 fn have(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
@@ -458,4 +555,9 @@ fn runc_daemon_holds_output() {
 #[test]
 fn builtin_half_made_cgroup_parent() {
     half_made_cgroup_parent("builtin");
+}
+
+#[test]
+fn builtin_a_reused_pid_gets_no_other_process_exit() {
+    a_reused_pid_gets_no_other_process_exit("builtin");
 }
