@@ -100,6 +100,104 @@ fn make_volatile(mounts: &mut [Mount]) -> Option<PathBuf> {
     Some(work)
 }
 
+/// Unmounts whatever is mounted on `rootfs` (stacked mounts too); returns whether anything was.
+/// The kernel decides, not a record: a crash may come between a mount and its record.
+fn unmount_root(rootfs: &Path) -> Result<bool> {
+    let mut unmounted = false;
+    for _ in 0..16 {
+        match strata_mount::unmount(rootfs) {
+            Ok(()) => unmounted = true,
+            // Not (or no longer) a mount point, or not there at all.
+            Err(strata_mount::MountError::Unmount { errno, .. })
+                if matches!(
+                    std::io::Error::from(errno).kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::NotFound
+                ) =>
+            {
+                return Ok(unmounted);
+            }
+            Err(e) => {
+                return Err(Error::internal(format!(
+                    "unmounting {}: {e}",
+                    rootfs.display()
+                )));
+            }
+        }
+    }
+    Err(Error::internal(format!(
+        "unmounting {}: still mounted after 16 unmounts",
+        rootfs.display()
+    )))
+}
+
+/// A path as `/proc/self/mountinfo` writes it: space, tab, newline and backslash as octal.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) if b[i] == b'\\' => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// The mount points at or below `dir` in this process's mount namespace; None when that
+/// cannot be read.
+fn mounts_under(dir: &Path) -> Option<Vec<PathBuf>> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    Some(
+        info.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(unescape_mountinfo)
+            .filter(|p| p.starts_with(&dir))
+            .collect(),
+    )
+}
+
+/// Removes a task's directory without ever removing a file through a mount: its root is
+/// unmounted first (whatever any record says), `unmounted` is told whether anything was, and
+/// the directory is removed only when no mount point is left at or below it. Returns whether
+/// the root was mounted.
+fn remove_task_dir(dir: &Path, rootfs: &Path, unmounted: impl FnOnce(bool)) -> Result<bool> {
+    let was = unmount_root(rootfs)?;
+    unmounted(was);
+    if !dir.exists() {
+        return Ok(was);
+    }
+    match mounts_under(dir) {
+        Some(m) if m.is_empty() => {}
+        Some(m) => {
+            return Err(Error::internal(format!(
+                "not removing {}: {} is mounted below it",
+                dir.display(),
+                m[0].display()
+            )));
+        }
+        None => {
+            return Err(Error::internal(format!(
+                "not removing {}: /proc/self/mountinfo cannot be read to see what is mounted there",
+                dir.display()
+            )));
+        }
+    }
+    std::fs::remove_dir_all(dir)
+        .map_err(|e| Error::internal(format!("removing {}: {e}", dir.display())))?;
+    Ok(was)
+}
+
 /// The framed log of container `id`'s output (every task it has had), beside its task
 /// directory.
 pub fn container_log(state: &Path, ns: &str, id: &str) -> PathBuf {
@@ -277,6 +375,13 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             .is_some_and(|v| v == "true")
             .then(|| make_volatile(&mut mounts))
             .flatten();
+        // Recorded before the mount: a crash between the two leaves a record that says
+        // mounted, never one that says not (and cleanup asks the kernel anyway).
+        std::fs::write(
+            dir.join("mounted"),
+            if mounts.is_empty() { "0" } else { "1" },
+        )
+        .map_err(|e| shim_err(id, "recording its mount", e))?;
         if !mounts.is_empty() {
             let (m, r) = (mounts.clone(), rootfs.clone());
             tokio::task::spawn_blocking(move || strata_mount::mount_all(&m, &r))
@@ -342,12 +447,6 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
                 log.lines().last().unwrap_or("no reason given")
             )));
         };
-        strata_core::crashpoint::hit("tasks.create.started");
-        std::fs::write(
-            dir.join("mounted"),
-            if mounts.is_empty() { "0" } else { "1" },
-        )
-        .map_err(|e| shim_err(id, "state", e))?;
         std::fs::write(dir.join("log.start"), run_start.to_string())
             .map_err(|e| shim_err(id, "state", e))?;
         std::fs::write(
@@ -381,22 +480,22 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         Ok(pid)
     }
 
+    /// Removes a task's directory, its root unmounted first whatever `mounted` (the record)
+    /// says: see [`remove_task_dir`].
     fn cleanup(&self, dir: &Path, rootfs: &Path, mounted: bool) -> Result<()> {
-        if mounted && let Err(e) = strata_mount::unmount(rootfs) {
-            tracing::warn!(path = %rootfs.display(), error = %e, "could not unmount a task's root");
-            return Err(Error::internal(format!(
-                "unmounting {}: {e}",
-                rootfs.display()
-            )));
+        let unmounted = remove_task_dir(dir, rootfs, |unmounted| {
+            tracing::debug!(path = %rootfs.display(), recorded = mounted, unmounted, "task root");
+            if unmounted && let Ok(work) = std::fs::read(dir.join(VOLATILE_FILE)) {
+                // Unmounted cleanly, so the layer may be mounted again (a crash leaves the marker,
+                // and overlayfs then refuses the layer, as it should).
+                let work = PathBuf::from(std::ffi::OsString::from_vec(work));
+                let _ = std::fs::remove_dir_all(work.join("work/incompat/volatile"));
+            }
+        });
+        if let Err(e) = &unmounted {
+            tracing::warn!(path = %dir.display(), error = %e, "could not remove a task's directory");
         }
-        if mounted && let Ok(work) = std::fs::read(dir.join(VOLATILE_FILE)) {
-            // Unmounted cleanly, so the layer may be mounted again (a crash leaves the marker,
-            // and overlayfs then refuses the layer, as it should).
-            let work = PathBuf::from(std::ffi::OsString::from_vec(work));
-            let _ = std::fs::remove_dir_all(work.join("work/incompat/volatile"));
-        }
-        let _ = std::fs::remove_dir_all(dir);
-        Ok(())
+        unmounted.map(drop)
     }
 
     /// Starts the task (empty `exec_id`) or a process created by [`exec`](Self::exec).
@@ -445,7 +544,6 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
         let pid = reply?.pid_u32();
-        strata_core::crashpoint::hit("tasks.exec.started");
         self.publish(
             ns,
             "/tasks/exec-started",
@@ -706,7 +804,6 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             )));
         }
         call(&dir, id, &Request::Delete { force: false }).await?;
-        strata_core::crashpoint::hit("tasks.delete.midway");
         let mounted = std::fs::read_to_string(dir.join("mounted")).unwrap_or_default() == "1";
         self.cleanup(&dir, &dir.join("bundle/rootfs"), mounted)?;
         let at = view.exited_at.unwrap_or_else(SystemTime::now);
@@ -881,5 +978,79 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         let dir = self.dir(ns, id)?;
         call(&dir, id, &Request::Update { resources }).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind(src: &Path, dst: &Path) {
+        nix::mount::mount(
+            Some(src),
+            dst,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind mount");
+    }
+
+    /// The state a kill -9 of the service leaves between mounting a task's root and recording
+    /// that it did: the record says nothing is mounted, the container's layer is. The task's
+    /// directory goes, its root unmounted first; the layer keeps every file (a removal that
+    /// trusted the record went through the mount and emptied it).
+    #[test]
+    fn a_task_dir_is_never_removed_through_a_mount() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layer = tmp.path().join("layer");
+        std::fs::create_dir_all(layer.join("etc")).expect("layer");
+        std::fs::write(layer.join("etc/precious"), "data").expect("file");
+        let dir = tmp.path().join("task");
+        let rootfs = dir.join("bundle/rootfs");
+        std::fs::create_dir_all(&rootfs).expect("rootfs");
+        std::fs::write(dir.join("mounted"), "0").expect("record");
+        // Twice: a mount stacked on another is unmounted too.
+        bind(&layer, &rootfs);
+        bind(&layer, &rootfs);
+        let mut told = None;
+        let was = remove_task_dir(&dir, &rootfs, |u| told = Some(u)).expect("removed");
+        assert!(was && told == Some(true));
+        assert!(!dir.exists(), "the task's directory stayed");
+        assert_eq!(
+            std::fs::read_to_string(layer.join("etc/precious")).expect("the layer's file"),
+            "data"
+        );
+        let under = mounts_under(tmp.path()).expect("mountinfo");
+        assert!(under.is_empty(), "left mounted: {under:?}");
+        // Nothing mounted, nothing there: nothing to do.
+        assert!(!remove_task_dir(&dir, &rootfs, |_| {}).expect("no-op"));
+    }
+
+    /// A mount below the root (not the root itself) stops the removal.
+    #[test]
+    fn a_mount_below_the_root_stops_the_removal() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layer = tmp.path().join("layer");
+        std::fs::create_dir_all(&layer).expect("layer");
+        std::fs::write(layer.join("precious"), "data").expect("file");
+        let dir = tmp.path().join("task");
+        let rootfs = dir.join("bundle/rootfs");
+        let other = dir.join("bundle/other");
+        std::fs::create_dir_all(&rootfs).expect("rootfs");
+        std::fs::create_dir_all(&other).expect("other");
+        bind(&layer, &other);
+        let e = remove_task_dir(&dir, &rootfs, |_| {}).expect_err("refused");
+        assert!(e.message().contains("is mounted below it"), "{e}");
+        assert!(layer.join("precious").exists());
+        strata_mount::unmount(&other).expect("unmount");
+    }
+
+    #[test]
+    fn mountinfo_paths() {
+        assert_eq!(
+            unescape_mountinfo("/a\\040b\\011c\\134d"),
+            PathBuf::from("/a b\tc\\d")
+        );
     }
 }
