@@ -3,6 +3,7 @@
 
 pub mod containers;
 pub mod content;
+pub mod crashpoint;
 pub mod descriptor;
 pub mod digest;
 pub mod errdefs;
