@@ -285,6 +285,7 @@ impl Inner {
                 } else {
                     fs::rename(&data, &blob).map_err(io_err(&blob))?;
                     fsync_dir(&self.blobs_dir())?;
+                    strata_core::crashpoint::hit("content.commit.renamed");
                 }
             }
             None => {
@@ -315,6 +316,7 @@ impl Inner {
             tx.open_table(INGESTS)?.remove((ns, reference))?;
         }
         tx.commit()?;
+        strata_core::crashpoint::hit("content.commit.committed");
         if let Some(id) = ingest {
             let dir = self.ingest_dir(id);
             if let Err(e) = fs::remove_dir_all(&dir) {
@@ -921,6 +923,7 @@ fn write_step(
         file.write_all_at(data, *current).map_err(io_err(&path))?;
         hasher.update(data);
         *current += data.len() as u64;
+        strata_core::crashpoint::hit("content.write.some");
         st.updated = SystemTime::now();
     }
     Ok(*current)

@@ -807,6 +807,7 @@ async fn run(
                 };
                 p.unpack(&layers[next], &diff_ids[next], &chains[next], &parent)
                     .await?;
+                strata_core::crashpoint::hit("gateway.pull.layer-unpacked");
                 p.layer_event(
                     &layers[next].digest,
                     State::Done,

@@ -395,6 +395,7 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
         }
         Err(e) => return Err(e),
     }
+    strata_core::crashpoint::hit("gateway.create.recorded");
     if let Err(e) = b
         .snapshots
         .prepare(&snapshotter, ns, &id, &parent, HashMap::new())
@@ -634,6 +635,7 @@ async fn remove_locked(b: &Backends, ns: &str, id: &str, force: bool) -> Result<
     // The record and the snapshot go together, each a commit of its own service: once the
     // task is deleted the snapshot is unmounted, and should one of the two fail, a second `rm`
     // finishes the other (a snapshot left without its record is also garbage to the collector).
+    strata_core::crashpoint::hit("gateway.rm.task-deleted");
     let record = with_namespace(ns, cpb::DeleteContainerRequest { id: id.to_owned() })?;
     let mut containers = b.containers.clone();
     let (deleted, snapshot) = tokio::join!(

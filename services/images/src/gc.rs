@@ -549,6 +549,7 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                 Ok(()) => {
                     tracing::debug!(namespace = %ns, digest = %info.digest, "content collected");
                     stats.content_removed += 1;
+                    strata_core::crashpoint::hit("images.gc.swept-content");
                     stats.bytes_freed += info.size;
                 }
                 Err(e) if e.is(Kind::NotFound) => {}
@@ -590,6 +591,7 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                             "snapshot collected"
                         );
                         stats.snapshots_removed += 1;
+                        strata_core::crashpoint::hit("images.gc.swept-snapshot");
                         stats.bytes_freed += usage;
                     }
                     // A child appeared since listing, or someone else removed it: leave it.

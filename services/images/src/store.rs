@@ -509,6 +509,7 @@ impl Metadata {
             Self::ensure_namespace(&tx, ns)?;
         }
         tx.commit()?;
+        strata_core::crashpoint::hit("images.create.committed");
         image.created_at = from_nanos(nanos(now));
         image.updated_at = image.created_at;
         Ok(image)
@@ -946,6 +947,7 @@ impl ImageStore for LocalImages {
             .blocking(move |m| m.delete_image(&n, &owned, target.as_ref()))
             .await?;
         tracing::debug!(namespace = %ns, image = %name, sync = opts.sync, "image deleted");
+        strata_core::crashpoint::hit("images.delete.committed");
         self.effects
             .references_dropped(opts.sync)
             .await

@@ -242,6 +242,7 @@ impl<C: ContentStore + Clone> Differ<C> {
         .map_err(|e| Error::internal(format!("applying layer {digest}: {e}")))?
         .map_err(|e| Error::from(e).context(format!("applying layer {digest}")))?;
         feeder.abort();
+        strata_core::crashpoint::hit("snapshotter.apply.extracted");
         Ok(Descriptor {
             media_type: media_types::OCI_LAYER.to_owned(),
             digest: stats.diff_id,

@@ -339,6 +339,7 @@ impl Inner {
             let _ = fs::remove_dir_all(&tmp_path);
             return Err(io_err(&dest)(e));
         }
+        strata_core::crashpoint::hit("snapshotter.prepare.renamed");
         if let Err(e) = tx.commit() {
             let _ = fs::remove_dir_all(&dest);
             return Err(e.into());
@@ -413,6 +414,7 @@ impl Inner {
                 c.insert((b.name(), ns, current.parent.as_str(), name), ())?;
             }
         }
+        strata_core::crashpoint::hit("snapshotter.commit.measured");
         tx.commit()?;
         Ok(())
     }
@@ -451,6 +453,7 @@ impl Inner {
         }
         tx.commit()?;
         let dir = self.dir(b, id);
+        strata_core::crashpoint::hit("snapshotter.remove.committed");
         let doomed = self.removed_dir(b).join(id.to_string());
         match fs::rename(&dir, &doomed) {
             Ok(()) => {

@@ -447,6 +447,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
                 log.lines().last().unwrap_or("no reason given")
             )));
         };
+        strata_core::crashpoint::hit("tasks.create.started");
         std::fs::write(dir.join("log.start"), run_start.to_string())
             .map_err(|e| shim_err(id, "state", e))?;
         std::fs::write(
@@ -544,6 +545,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
         let pid = reply?.pid_u32();
+        strata_core::crashpoint::hit("tasks.exec.started");
         self.publish(
             ns,
             "/tasks/exec-started",
@@ -804,6 +806,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             )));
         }
         call(&dir, id, &Request::Delete { force: false }).await?;
+        strata_core::crashpoint::hit("tasks.delete.midway");
         let mounted = std::fs::read_to_string(dir.join("mounted")).unwrap_or_default() == "1";
         self.cleanup(&dir, &dir.join("bundle/rootfs"), mounted)?;
         let at = view.exited_at.unwrap_or_else(SystemTime::now);
