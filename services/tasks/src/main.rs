@@ -135,6 +135,8 @@ async fn main() -> anyhow::Result<()> {
         snapshots,
         exchange.clone(),
     ));
+    // Tasks whose supervisor is gone (a deletion cut short by a crash): their mounts go now.
+    tasks.recover().await;
     let routes = tonic::service::Routes::new(ContainersService::new(containers).into_server())
         .add_service(EventsService::new(exchange).into_server())
         .add_service(TasksService::new(tasks.clone()).into_server())

@@ -499,6 +499,41 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         unmounted.map(drop)
     }
 
+    /// Whether the supervisor of the task in `dir` answers on its socket.
+    async fn supervisor_alive(dir: &Path) -> bool {
+        UnixStream::connect(dir.join(SOCKET)).await.is_ok()
+    }
+
+    /// Finishes a task whose supervisor is gone while its directory is still there: a deletion
+    /// interrupted after the supervisor left (a crash of this service), or a supervisor that
+    /// died. Its root is unmounted, then the directory goes.
+    fn finish_abandoned(&self, dir: &Path) -> Result<()> {
+        tracing::info!(path = %dir.display(), "removing a task whose supervisor is gone");
+        self.cleanup(dir, &dir.join("bundle/rootfs"), true)
+    }
+
+    /// At start-up: finishes every task whose supervisor is gone (see
+    /// [`finish_abandoned`](Self::finish_abandoned)), so no mount or state outlives it.
+    pub async fn recover(&self) {
+        let Ok(namespaces) = std::fs::read_dir(&self.state) else {
+            return;
+        };
+        for ns in namespaces.flatten() {
+            let Ok(tasks) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                let dir = t.path();
+                if t.file_type().is_ok_and(|f| f.is_dir())
+                    && !Self::supervisor_alive(&dir).await
+                    && let Err(e) = self.finish_abandoned(&dir)
+                {
+                    tracing::warn!(path = %dir.display(), error = %e, "could not remove an abandoned task");
+                }
+            }
+        }
+    }
+
     /// Starts the task (empty `exec_id`) or a process created by [`exec`](Self::exec).
     pub async fn start(self: &Arc<Self>, ns: &str, id: &str, exec_id: &str) -> Result<u32> {
         let dir = self.dir(ns, id)?;
@@ -798,6 +833,10 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
     pub async fn delete(&self, ns: &str, id: &str) -> Result<ExitInfo> {
         let dir = self.dir(ns, id)?;
         let _task = self.locks.lock(ns, id).await;
+        if dir.is_dir() && !Self::supervisor_alive(&dir).await {
+            self.finish_abandoned(&dir)?;
+            return Err(Error::not_found(format!("task {id:?}: not found")));
+        }
         let view = self.get(ns, id, "").await?;
         if view.status != Status::Stopped {
             return Err(Error::failed_precondition(format!(
