@@ -61,6 +61,20 @@ pub struct Attachments {
     /// Once a removal through a slot succeeds it is marked done: callers that were waiting
     /// for it are answered at once.
     removals: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+    /// Containers this gateway is creating (record made, snapshot not yet prepared).
+    creating: Mutex<HashSet<String>>,
+}
+
+/// A container name held by a creation in progress; released when dropped.
+struct Creating<'a> {
+    a: &'a Attachments,
+    key: String,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        lock(&self.a.creating).remove(&self.key);
+    }
 }
 
 /// One attached client; dropping it detaches.
@@ -127,6 +141,33 @@ impl Attachments {
     fn stdin(&self, key: &str) -> Option<Arc<tokio::sync::Mutex<Option<pipe::Sender>>>> {
         lock(&self.stdin).get(key).cloned()
     }
+
+    /// Holds `key` for a creation; `None` when another creation in this gateway holds it.
+    fn creating(&self, key: &str) -> Option<Creating<'_>> {
+        lock(&self.creating)
+            .insert(key.to_owned())
+            .then(|| Creating {
+                a: self,
+                key: key.to_owned(),
+            })
+    }
+}
+
+/// Whether container `id`'s record is all that is left of it: it names a snapshot that does not
+/// exist and has no task. A creation cut short between the record and the snapshot (the
+/// gateway killed), or a removal cut short between the snapshot and the record, leaves that;
+/// no creation in progress does, once [`Attachments::creating`] says none is.
+async fn record_only(b: &Backends, ns: &str, id: &str) -> Result<bool> {
+    let c = get_container(b, ns, id).await?;
+    if c.snapshot_key.is_empty() {
+        return Ok(false);
+    }
+    match b.snapshots.stat(&c.snapshotter, ns, &c.snapshot_key).await {
+        Err(e) if e.kind() == Kind::NotFound => {}
+        Err(e) => return Err(e),
+        Ok(_) => return Ok(false),
+    }
+    Ok(get_task(b, ns, id, "").await?.is_none())
 }
 
 fn random_id() -> Result<String> {
@@ -354,45 +395,60 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
     }
     let value = serde_json::to_vec(&spec)
         .map_err(|e| Error::internal(format!("container {id:?}: spec: {e}")))?;
+    let in_use = || Error::already_exists(format!("container {id:?}: the name is in use"));
+    let _creating = b
+        .attachments
+        .creating(&key(ns, &id, ""))
+        .ok_or_else(in_use)?;
+    let record = cpb::CreateContainerRequest {
+        container: Some(cpb::Container {
+            id: id.clone(),
+            labels,
+            image: img.name.clone(),
+            runtime: Some(cpb::container::Runtime {
+                name: if req.runtime.is_empty() {
+                    "io.containerd.runc.v2".to_owned()
+                } else {
+                    req.runtime.clone()
+                },
+                options: None,
+            }),
+            spec: Some(Any {
+                type_url: SPEC_TYPE.to_owned(),
+                value,
+            }),
+            snapshotter: snapshotter.clone(),
+            snapshot_key: id.clone(),
+            ..Default::default()
+        }),
+    };
     // The record first: as a root of garbage collection it holds its snapshot's key before the
     // snapshot exists, so the snapshot is never unreferenced and no lease is needed.
-    let created = b
-        .containers
-        .clone()
-        .create(with_namespace(
-            ns,
-            cpb::CreateContainerRequest {
-                container: Some(cpb::Container {
-                    id: id.clone(),
-                    labels,
-                    image: img.name.clone(),
-                    runtime: Some(cpb::container::Runtime {
-                        name: if req.runtime.is_empty() {
-                            "io.containerd.runc.v2".to_owned()
-                        } else {
-                            req.runtime.clone()
-                        },
-                        options: None,
-                    }),
-                    spec: Some(Any {
-                        type_url: SPEC_TYPE.to_owned(),
-                        value,
-                    }),
-                    snapshotter: snapshotter.clone(),
-                    snapshot_key: id.clone(),
-                    ..Default::default()
-                }),
-            },
-        )?)
+    let mut containers = b.containers.clone();
+    let created = containers
+        .create(with_namespace(ns, record.clone())?)
         .await
         .map_err(from_status);
     match created {
         Ok(_) => {}
-        Err(e) if e.kind() == Kind::AlreadyExists => {
-            return Err(Error::already_exists(format!(
-                "container {id:?}: the name is in use"
-            )));
+        // What a crash left of an earlier creation or removal of this name is replaced.
+        Err(e) if e.kind() == Kind::AlreadyExists && record_only(b, ns, &id).await? => {
+            tracing::info!(container = %id, "replacing a record left without its snapshot");
+            let gone = containers
+                .delete(with_namespace(
+                    ns,
+                    cpb::DeleteContainerRequest { id: id.clone() },
+                )?)
+                .await
+                .map_err(from_status);
+            ignore_missing(gone.map(drop))?;
+            match containers.create(with_namespace(ns, record)?).await {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::AlreadyExists => return Err(in_use()),
+                Err(s) => return Err(from_status(s)),
+            }
         }
+        Err(e) if e.kind() == Kind::AlreadyExists => return Err(in_use()),
         Err(e) => return Err(e),
     }
     strata_core::crashpoint::hit("gateway.create.recorded");
