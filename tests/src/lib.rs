@@ -24,6 +24,8 @@ pub struct Service {
     pub root: PathBuf,
     pub log: PathBuf,
     extra: Vec<String>,
+    /// Environment variables of the next start (see [`Service::restart_with_env`]).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -38,6 +40,7 @@ impl Service {
             root: dir.join(name),
             log: dir.join(format!("{name}.log")),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            env: Vec::new(),
             child: None,
         };
         s.spawn();
@@ -57,6 +60,7 @@ impl Service {
             .arg(&self.root)
             .args(&self.extra)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -117,6 +121,36 @@ impl Service {
 
     pub fn address(&self) -> String {
         self.socket.display().to_string()
+    }
+
+    /// Restarts it (as [`Service::restart`]) with exactly these environment variables added,
+    /// e.g. `[("STRATA_CRASH_AT", "content.commit.renamed")]`; `&[]` restarts it without any.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.restart();
+    }
+
+    /// Waits for it to exit on its own (a crash point, say) and returns how it ended; panics
+    /// with its log if it is still running after `limit` (only a guard against a hang).
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().expect("the service is not running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still runs after {limit:?}; log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
