@@ -4,8 +4,9 @@
 //! Per namespace, a collection
 //! 1. gathers the roots: every image (its target), the resources of every unexpired lease
 //!    (flat leases hold only the objects they name), blobs and snapshots labelled
-//!    `containerd.io/gc.root`, objects younger than the grace period, and whatever the registered
-//!    [`RootProvider`]s return (containers, when the tasks service comes);
+//!    `containerd.io/gc.root`, objects younger than the grace period unless claimed (attached to
+//!    a lease or an image and let go, or reached from such an object: see
+//!    [`Metadata::claims`]), and whatever the registered [`RootProvider`]s return (containers);
 //! 2. marks everything reachable from them: an image reaches its target; a blob reaches what its
 //!    `containerd.io/gc.ref.content*` and `containerd.io/gc.ref.snapshot.<snapshotter>` labels
 //!    name; a snapshot reaches its parent and what its labels name; back references
@@ -15,7 +16,8 @@
 //!
 //! Ingests are never touched. Expired leases are deleted before marking. One collection runs at
 //! a time, holding the metadata gate for writing, so no image or lease resource is added between
-//! mark and sweep.
+//! mark and sweep. A collection that kept objects only for their grace period has the expiry
+//! timer collect again when the first of them comes of age.
 
 use crate::store::{BoxFuture, Effects, ImageRef, LeaseHold, Metadata, describe};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -42,8 +44,8 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// How the collector behaves.
 #[derive(Debug, Clone)]
 pub struct GcConfig {
-    /// Objects younger than this (since creation or last update) are kept, so a writer that has
-    /// written but not yet attached a lease or label is safe.
+    /// Objects younger than this (since creation or last update) and never claimed are kept, so
+    /// a writer that has written but not yet attached a lease or label is safe.
     pub grace: Duration,
     /// Delay between a deletion and the collection it triggers, so bursts collect once.
     pub delay: Duration,
@@ -132,6 +134,9 @@ pub struct Collector<C, S> {
     wake: Notify,
     /// Wakes the expiry timer.
     expiry_wake: Notify,
+    /// When the first object the last collection kept only for the grace period comes of age:
+    /// the expiry timer collects then.
+    grace_due: std::sync::Mutex<Option<SystemTime>>,
 }
 
 /// The objects of one namespace, as listed at the start of its collection.
@@ -148,6 +153,17 @@ fn newest(created: SystemTime, updated: SystemTime) -> SystemTime {
 }
 
 impl Inventory {
+    /// Whether `obj` was listed.
+    fn contains(&self, obj: &Object) -> bool {
+        match obj {
+            Object::Content(d) => self.content.contains_key(d),
+            Object::Snapshot { snapshotter, key } => self
+                .snapshots
+                .contains_key(&(snapshotter.clone(), key.clone())),
+            Object::Image(name) => self.images.contains_key(name),
+        }
+    }
+
     /// Forward references of `obj`.
     fn references(&self, obj: &Object, out: &mut Vec<Object>) {
         let label_refs = |labels: &HashMap<String, String>, out: &mut Vec<Object>| {
@@ -210,6 +226,26 @@ impl Inventory {
             };
             self.brefs.entry(target).or_default().push(of.clone());
         }
+    }
+}
+
+/// The collectable object a lease resource (or a claim) names; none for ingests.
+fn object_of(l: Leased) -> Option<Object> {
+    match l {
+        Leased::Content(d) => Some(Object::Content(d)),
+        Leased::Snapshot { snapshotter, key } => Some(Object::Snapshot { snapshotter, key }),
+        Leased::Image(name) => Some(Object::Image(name)),
+        // Ingests are never collected.
+        Leased::Ingest(_) => None,
+    }
+}
+
+/// The claim naming a blob or snapshot.
+fn leased_of(o: Object) -> Option<Leased> {
+    match o {
+        Object::Content(d) => Some(Leased::Content(d)),
+        Object::Snapshot { snapshotter, key } => Some(Leased::Snapshot { snapshotter, key }),
+        Object::Image(_) => None,
     }
 }
 
@@ -278,6 +314,7 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
             dirty: AtomicBool::new(false),
             wake: Notify::new(),
             expiry_wake: Notify::new(),
+            grace_due: std::sync::Mutex::new(None),
         }
     }
 
@@ -336,6 +373,7 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
         }
     }
 
+    /// Collects when a lease expires or when an object the grace period kept comes of age.
     async fn expiry_loop(self: Arc<Self>) {
         let mut backoff = RETRY_AFTER;
         loop {
@@ -347,6 +385,11 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                     continue;
                 }
             };
+            let grace_due = *self
+                .grace_due
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let next = next.into_iter().chain(grace_due).min();
             let now = SystemTime::now();
             match next {
                 Some(at) if at <= now => match self.run().await {
@@ -355,7 +398,7 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                         tracing::warn!(
                             error = %e,
                             retry_in = ?backoff,
-                            "collection after lease expiry failed"
+                            "collection after lease expiry or grace period failed"
                         );
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {}
@@ -407,12 +450,24 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
         let dropped = self.meta.blocking(|m| Ok(m.dropped()?)).await?;
         let namespaces = self.meta.blocking(|m| Ok(m.namespace_names()?)).await?;
         let mut first_error = None;
+        let mut due: Option<SystemTime> = None;
         for ns in &namespaces {
             stats.namespaces += 1;
-            if let Err(e) = self.collect_namespace(ns, now, &mut stats).await {
-                tracing::warn!(namespace = %ns, error = %e, "garbage collection failed");
-                first_error.get_or_insert(e.context(format!("namespace {ns:?} not collected")));
+            match self.collect_namespace(ns, now, &mut stats).await {
+                Ok(d) => due = due.into_iter().chain(d).min(),
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, error = %e, "garbage collection failed");
+                    first_error.get_or_insert(e.context(format!("collecting namespace {ns:?}")));
+                }
             }
+        }
+        // A namespace that failed is retried anyway (the collection is owed).
+        *self
+            .grace_due
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = due;
+        if due.is_some() {
+            self.expiry_wake.notify_one();
         }
         if stats.content_removed + stats.snapshots_removed + stats.leases_expired > 0 {
             tracing::info!(
@@ -454,16 +509,24 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
         Ok(out)
     }
 
+    /// Collects `ns`; returns when the youngest object the grace period alone kept comes of
+    /// age (a collection is due then).
     async fn collect_namespace(
         &self,
         ns: &str,
         now: SystemTime,
         stats: &mut CollectStats,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<SystemTime>, Error> {
         let owned = ns.to_owned();
-        let (images, holds): (Vec<ImageRef>, Vec<LeaseHold>) = self
+        let (images, holds, claims): (Vec<ImageRef>, Vec<LeaseHold>, Vec<Leased>) = self
             .meta
-            .blocking(move |m| Ok((m.image_refs(&owned)?, m.lease_holds(&owned, now)?)))
+            .blocking(move |m| {
+                Ok((
+                    m.image_refs(&owned)?,
+                    m.lease_holds(&owned, now)?,
+                    m.claims(&owned)?,
+                ))
+            })
             .await?;
         let content = self
             .content
@@ -472,11 +535,16 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
             .map_err(|e| e.context("listing content"))?;
         let snapshot_lists = self.list_snapshots(ns).await?;
 
-        let young = |t: SystemTime| match now.duration_since(t) {
-            Ok(age) => age < self.config.grace,
-            Err(_) => true, // from the future: a clock step; keep it
+        // When an object written at `t` leaves the grace period, if it is still in it.
+        let grace_ends = |t: SystemTime| match now.duration_since(t) {
+            Ok(age) if age >= self.config.grace => None,
+            Ok(_) => Some(t + self.config.grace),
+            // From the future (a clock step): keep it, and look again within the grace period.
+            Err(_) => Some(now + self.config.grace),
         };
         let mut roots = Vec::new();
+        // Objects in the grace period, with its end.
+        let mut young: Vec<(Object, SystemTime)> = Vec::new();
         let mut inv = Inventory {
             content: HashMap::new(),
             snapshots: HashMap::new(),
@@ -485,10 +553,10 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
         };
         for info in content {
             let obj = Object::Content(info.digest.clone());
-            if info.labels.contains_key(labels::ROOT)
-                || young(newest(info.created_at, info.updated_at))
-            {
+            if info.labels.contains_key(labels::ROOT) {
                 roots.push(Root::new(obj.clone()));
+            } else if let Some(end) = grace_ends(newest(info.created_at, info.updated_at)) {
+                young.push((obj.clone(), end));
             }
             inv.add_brefs(obj, &info.labels);
             inv.content.insert(info.digest.clone(), info);
@@ -499,10 +567,10 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                     snapshotter: sn.clone(),
                     key: info.name.clone(),
                 };
-                if info.labels.contains_key(labels::ROOT)
-                    || young(newest(info.created_at, info.updated_at))
-                {
+                if info.labels.contains_key(labels::ROOT) {
                     roots.push(Root::new(obj.clone()));
+                } else if let Some(end) = grace_ends(newest(info.created_at, info.updated_at)) {
+                    young.push((obj.clone(), end));
                 }
                 inv.add_brefs(obj, &info.labels);
                 inv.snapshots
@@ -515,13 +583,7 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
         }
         for hold in holds {
             for r in hold.resources {
-                let object = match r {
-                    Leased::Content(d) => Object::Content(d),
-                    Leased::Snapshot { snapshotter, key } => Object::Snapshot { snapshotter, key },
-                    Leased::Image(name) => Object::Image(name),
-                    // Ingests are never collected.
-                    Leased::Ingest(_) => continue,
-                };
+                let Some(object) = object_of(r) else { continue };
                 roots.push(Root {
                     object,
                     flat: hold.flat,
@@ -535,7 +597,26 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
             roots.extend(p.roots(ns).await?);
         }
 
-        let marked = mark(&inv, roots);
+        // The grace period covers the window between writing an object and attaching it (to a
+        // lease, an image, a label). An object that was attached and let go (claimed), or that
+        // such an object reaches, is past that window: the grace period does not shield it.
+        let claims: Vec<Object> = claims.into_iter().filter_map(object_of).collect();
+        let attached = mark(&inv, claims.iter().cloned().map(Root::new).collect());
+        let mut marked = mark(&inv, roots);
+        let shielded: Vec<(Object, SystemTime)> = young
+            .into_iter()
+            .filter(|(o, _)| !attached.contains(o))
+            .collect();
+        // Collect again when the first object kept by the grace period alone comes of age.
+        let due = shielded
+            .iter()
+            .filter(|(o, _)| !marked.contains(o))
+            .map(|(_, end)| *end)
+            .min();
+        marked.extend(mark(
+            &inv,
+            shielded.into_iter().map(|(o, _)| Root::new(o)).collect(),
+        ));
 
         let mut first_error: Option<Error> = None;
         let mut doomed: Vec<&content::Info> = inv
@@ -544,15 +625,20 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
             .filter(|i| !marked.contains(&Object::Content(i.digest.clone())))
             .collect();
         doomed.sort_by(|a, b| a.digest.cmp(&b.digest));
+        // What this collection removed (or found removed).
+        let mut gone: HashSet<Object> = HashSet::new();
         for info in doomed {
             match self.content.delete(ns, &info.digest).await {
                 Ok(()) => {
+                    gone.insert(Object::Content(info.digest.clone()));
                     tracing::debug!(namespace = %ns, digest = %info.digest, "content collected");
                     stats.content_removed += 1;
                     strata_core::crashpoint::hit("images.gc.swept-content");
                     stats.bytes_freed += info.size;
                 }
-                Err(e) if e.is(Kind::NotFound) => {}
+                Err(e) if e.is(Kind::NotFound) => {
+                    gone.insert(Object::Content(info.digest.clone()));
+                }
                 Err(e) => {
                     first_error
                         .get_or_insert(e.context(format!("deleting content {}", info.digest)));
@@ -582,8 +668,13 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                     .await
                     .map(|u| u.size)
                     .unwrap_or(0);
+                let obj = Object::Snapshot {
+                    snapshotter: sn.clone(),
+                    key: key.clone(),
+                };
                 match self.snapshots.remove(sn, ns, &key).await {
                     Ok(()) => {
+                        gone.insert(obj);
                         tracing::debug!(
                             namespace = %ns,
                             snapshotter = %sn,
@@ -594,8 +685,12 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                         strata_core::crashpoint::hit("images.gc.swept-snapshot");
                         stats.bytes_freed += usage;
                     }
-                    // A child appeared since listing, or someone else removed it: leave it.
-                    Err(e) if e.is(Kind::FailedPrecondition) || e.is(Kind::NotFound) => {
+                    // Someone else removed it.
+                    Err(e) if e.is(Kind::NotFound) => {
+                        gone.insert(obj);
+                    }
+                    // A child appeared since listing: leave it.
+                    Err(e) if e.is(Kind::FailedPrecondition) => {
                         tracing::debug!(snapshotter = %sn, key = %key, error = %e, "snapshot left");
                     }
                     Err(e) => {
@@ -605,9 +700,24 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                 }
             }
         }
+        // Claims are kept only for objects that exist: forget those of objects removed now or
+        // absent from the listings (claims recorded since the collection began are not among
+        // the ones read, so they stay).
+        let stale: Vec<Leased> = claims
+            .into_iter()
+            .filter(|o| gone.contains(o) || !inv.contains(o))
+            .filter_map(leased_of)
+            .collect();
+        if !stale.is_empty() {
+            let owned = ns.to_owned();
+            self.meta
+                .blocking(move |m| Ok(m.drop_claims(&owned, &stale)?))
+                .await
+                .map_err(|e| e.context("forgetting claims"))?;
+        }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(due),
         }
     }
 

@@ -8,6 +8,10 @@
 //! - `leases`: (namespace, id) → labels, creation time.
 //! - `lease_resources`: (namespace, lease, type, id) → (): what each lease holds.
 //! - `state`: two counters telling whether a collection is owed ([`Metadata::gc_owed`]).
+//! - `claims`: (namespace, type, id) → (): blobs and snapshots that were attached (held by a
+//!   lease resource or an image) and let go, in the same transaction as the letting go. The
+//!   grace period no longer shields them ([`Metadata::claims`]); the collector drops a claim
+//!   when it removes the object or finds it gone.
 //!
 //! Every change is one write transaction, so a kill -9 leaves either the old or the new state.
 //! Nothing here deletes content or snapshots: what a deletion leaves unreferenced is the garbage
@@ -40,6 +44,9 @@ const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("lease
 /// (namespace, lease, type, id) → ()
 const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> =
     TableDefinition::new("lease_resources");
+/// (namespace, type, id) → (): objects once attached (type and id as a lease resource's:
+/// `content`, `snapshots/<snapshotter>`).
+const CLAIMS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("claims");
 /// Counters: [`DROPPED`] and [`COLLECTED`].
 const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
 /// Bumped by every change that drops a reference, in the same transaction.
@@ -177,6 +184,7 @@ impl Metadata {
         tx.open_table(LEASES)?;
         tx.open_table(LEASE_RESOURCES)?;
         tx.open_table(STATE)?;
+        tx.open_table(CLAIMS)?;
         tx.commit()?;
         Ok(Arc::new(Self {
             db,
@@ -196,6 +204,72 @@ impl Metadata {
         let n = t.get(DROPPED)?.map_or(0, |v| v.value());
         t.insert(DROPPED, n + 1)?;
         Ok(())
+    }
+
+    /// Records, inside `tx`, that the blob or snapshot `kind`/`id` (a lease resource's type and
+    /// id) was attached and is let go: past the window between writing and attaching that the
+    /// grace period covers. Other types (images, ingests) are not collected objects: ignored.
+    fn claim(tx: &redb::WriteTransaction, ns: &str, kind: &str, id: &str) -> Result<()> {
+        if kind == "content" || kind.starts_with("snapshots/") {
+            tx.open_table(CLAIMS)?.insert((ns, kind, id), ())?;
+        }
+        Ok(())
+    }
+
+    /// Claims, inside `tx`, what an image record let go: its target and what its own
+    /// `containerd.io/gc.ref.*` labels name.
+    fn claim_image(tx: &redb::WriteTransaction, ns: &str, rec: &ImageRecord) -> Result<()> {
+        Self::claim(tx, ns, "content", &rec.digest)?;
+        for (k, v) in &rec.labels {
+            match leases::gc::parse(k, v) {
+                Some(leases::gc::LabelRef::Content(d)) => Self::claim(tx, ns, "content", d)?,
+                Some(leases::gc::LabelRef::Snapshot { snapshotter, key }) => {
+                    Self::claim(tx, ns, &format!("snapshots/{snapshotter}"), key)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The claimed blobs and snapshots of `ns`: attached (held by a lease resource or an image)
+    /// and let go since, so past the window the grace period covers.
+    pub fn claims(&self, ns: &str) -> Result<Vec<Leased>, Error> {
+        let run = || -> Result<Vec<Leased>> {
+            let tx = self.db.begin_read()?;
+            let t = tx.open_table(CLAIMS)?;
+            let mut out = Vec::new();
+            for entry in t.range((ns, "", "")..)? {
+                let (k, _) = entry?;
+                let (kns, kind, id) = k.value();
+                if kns != ns {
+                    break;
+                }
+                match Resource::new(kind, id).parse() {
+                    Ok(l) => out.push(l),
+                    Err(e) => tracing::debug!(error = %e, "ignoring an unreadable claim"),
+                }
+            }
+            Ok(out)
+        };
+        Ok(run()?)
+    }
+
+    /// Forgets the claims on `gone` (objects removed, or found absent by a collection).
+    pub fn drop_claims(&self, ns: &str, gone: &[Leased]) -> Result<(), Error> {
+        let run = || -> Result<()> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(CLAIMS)?;
+                for l in gone {
+                    let r = l.to_resource();
+                    t.remove((ns, r.kind.as_str(), r.id.as_str()))?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        Ok(run()?)
     }
 
     /// The current drop counter, read by a collection as it starts.
@@ -572,6 +646,9 @@ impl Metadata {
             dropped = old.target.digest != updated.target.digest || old.labels != updated.labels;
             updated.updated_at = from_nanos(now);
             stored = updated;
+            if dropped {
+                Self::claim_image(&tx, ns, &rec)?;
+            }
         }
         if dropped {
             Self::bump_dropped(&tx)?;
@@ -597,9 +674,13 @@ impl Metadata {
                     .into());
                 }
             }
-            if t.remove((ns, name))?.is_none() {
-                return Err(image_not_found(name));
-            }
+            let rec: ImageRecord = {
+                let Some(removed) = t.remove((ns, name))? else {
+                    return Err(image_not_found(name));
+                };
+                decode(name, removed.value())?
+            };
+            Self::claim_image(&tx, ns, &rec)?;
         }
         Self::bump_dropped(&tx)?;
         tx.commit()?;
@@ -675,6 +756,7 @@ impl Metadata {
         };
         for (kind, rid) in &keys {
             r.remove((ns, id, kind.as_str(), rid.as_str()))?;
+            Self::claim(tx, ns, kind, rid)?;
         }
         Ok(existed)
     }
@@ -733,6 +815,7 @@ impl Metadata {
             .remove((ns, id, normal.kind.as_str(), normal.id.as_str()))?
             .is_some();
         if held {
+            Self::claim(&tx, ns, &normal.kind, &normal.id)?;
             Self::bump_dropped(&tx)?;
         }
         tx.commit()?;
@@ -1134,6 +1217,62 @@ mod tests {
         let b = meta.generate_lease_id();
         assert_ne!(a, b);
         leases::validate_id(&a).expect("valid id");
+    }
+
+    #[test]
+    fn what_is_let_go_is_claimed_until_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = Metadata::open(dir.path()).expect("open");
+        let (blob, target, labelled) = (Digest::of(b"b"), Digest::of(b"t"), Digest::of(b"l"));
+        meta.create_lease("default", "l", HashMap::new())
+            .expect("create");
+        for r in [
+            Resource::new("content", blob.to_string()),
+            Resource::new("snapshots/overlayfs", "s"),
+            Resource::new("ingests", "ref"),
+            Resource::new("images", "held:1"),
+        ] {
+            meta.add_resource("default", "l", &r).expect("add");
+        }
+        assert_eq!(meta.claims("default").expect("claims"), Vec::new());
+        meta.delete_lease("default", "l").expect("delete");
+        let image = Image {
+            name: "app:1".into(),
+            labels: HashMap::from([(
+                "containerd.io/gc.ref.content.x".to_owned(),
+                labelled.to_string(),
+            )]),
+            target: Descriptor {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                digest: target.clone(),
+                size: 1,
+                annotations: HashMap::new(),
+            },
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+        };
+        meta.create_image("other", image).expect("image");
+        meta.delete_image("other", "app:1", None).expect("delete");
+        let snapshot = Leased::Snapshot {
+            snapshotter: "overlayfs".into(),
+            key: "s".into(),
+        };
+        let mut claims = meta.claims("default").expect("claims");
+        claims.sort_by_key(|l| l.to_resource().kind);
+        assert_eq!(
+            claims,
+            vec![Leased::Content(blob.clone()), snapshot.clone()]
+        );
+        let mut other = meta.claims("other").expect("claims");
+        other.sort_by_key(|l| l.to_resource().id);
+        let mut want = vec![Leased::Content(target), Leased::Content(labelled)];
+        want.sort_by_key(|l| l.to_resource().id);
+        assert_eq!(other, want);
+        meta.drop_claims("default", &[snapshot]).expect("drop");
+        assert_eq!(
+            meta.claims("default").expect("claims"),
+            vec![Leased::Content(blob)]
+        );
     }
 
     #[test]

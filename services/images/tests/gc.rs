@@ -751,3 +751,154 @@ async fn a_container_keeps_its_layer_while_the_tasks_service_is_down() {
         .collect();
     assert_eq!(listed, ["keep"]);
 }
+
+/// Whether every blob of `g` and the snapshots `keys` are gone, files included.
+async fn all_gone(stack: &Stack, g: &Graph, keys: &[&str]) {
+    let content = stack.content_store();
+    for d in g.blobs() {
+        assert!(!present(&content, &d).await, "{d} survived");
+        let file = stack
+            .backends
+            .content
+            .root
+            .join("blobs/sha256")
+            .join(d.hex());
+        assert!(!file.exists(), "{} left on disk", file.display());
+    }
+    for key in keys {
+        assert!(!snapshot_present(stack, key).await, "{key} survived");
+    }
+}
+
+/// A deletion with sync frees at once what it let go, however young: the grace period shields
+/// only objects never attached to a lease or an image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_delete_frees_what_was_attached_however_young() {
+    let stack = Stack::start(3600);
+    let content = stack.content_store();
+    let images = RemoteImages::connect(&stack.address()).unwrap();
+    let leases = RemoteLeases::connect(&stack.address()).unwrap();
+    let sync = DeleteOptions {
+        sync: true,
+        target: None,
+    };
+
+    // As a pull does: everything written under a lease, the image created, the lease dropped.
+    leases.create(NS, "pull", HashMap::new()).await.unwrap();
+    let pulled = image_graph(&stack, "pulled").await;
+    for d in pulled.blobs() {
+        leases
+            .add_resource(NS, "pull", Resource::new("content", d.to_string()))
+            .await
+            .unwrap();
+    }
+    for key in ["pulled-base", "pulled-top"] {
+        leases
+            .add_resource(NS, "pull", Resource::new("snapshots/overlayfs", key))
+            .await
+            .unwrap();
+    }
+    images
+        .create(NS, image_of("pulled:1", &pulled))
+        .await
+        .unwrap();
+    leases.delete(NS, "pull", false).await.unwrap();
+    // Written straight to the services, then attached to an image only.
+    let direct = image_graph(&stack, "direct").await;
+    images
+        .create(NS, image_of("direct:1", &direct))
+        .await
+        .unwrap();
+    // Held by a lease only.
+    leases.create(NS, "work", HashMap::new()).await.unwrap();
+    let work = blob(&content, b"held by a lease only", HashMap::new()).await;
+    committed(&stack, "work-snap", "", HashMap::new()).await;
+    leases
+        .add_resource(NS, "work", Resource::new("content", work.to_string()))
+        .await
+        .unwrap();
+    leases
+        .add_resource(
+            NS,
+            "work",
+            Resource::new("snapshots/overlayfs", "work-snap"),
+        )
+        .await
+        .unwrap();
+    // Never attached to anything, and young: the grace period's to keep.
+    let loose = blob(&content, b"written, not yet attached", HashMap::new()).await;
+    committed(&stack, "loose-snap", "", HashMap::new()).await;
+
+    images.delete(NS, "pulled:1", sync.clone()).await.unwrap();
+    all_gone(&stack, &pulled, &["pulled-top", "pulled-base"]).await;
+    for d in direct.blobs() {
+        assert!(present(&content, &d).await, "{d} of a live image collected");
+    }
+    images.delete(NS, "direct:1", sync).await.unwrap();
+    all_gone(&stack, &direct, &["direct-top", "direct-base"]).await;
+    assert!(present(&content, &work).await);
+    assert!(snapshot_present(&stack, "work-snap").await);
+    leases.delete(NS, "work", true).await.unwrap();
+    assert!(
+        !present(&content, &work).await,
+        "the lease's blob survived it"
+    );
+    assert!(!snapshot_present(&stack, "work-snap").await);
+    assert!(
+        present(&content, &loose).await,
+        "a young unattached blob collected"
+    );
+    assert!(snapshot_present(&stack, "loose-snap").await);
+
+    // The claims went with their objects: none is left to grow the database.
+    let mut stack = stack;
+    stack.images.stop();
+    let meta = strata_images::Metadata::open(&stack.images.root).unwrap();
+    assert_eq!(meta.claims(NS).unwrap(), Vec::new());
+}
+
+/// What the grace period kept from a collection is collected when it ends, with no further
+/// request from anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_grace_period_kept_goes_when_it_ends() {
+    const GRACE: Duration = Duration::from_secs(3);
+    let stack = Stack::start(GRACE.as_secs());
+    let content = stack.content_store();
+    RemoteNamespaces::connect(&stack.address())
+        .unwrap()
+        .create(Namespace {
+            name: NS.into(),
+            labels: HashMap::new(),
+        })
+        .await
+        .unwrap();
+    let written = Instant::now();
+    let young = blob(&content, b"written, never attached", HashMap::new()).await;
+    committed(&stack, "young-snap", "", HashMap::new()).await;
+    collect(&stack).await;
+    if written.elapsed() < GRACE {
+        // Certainly young when that collection looked at them.
+        assert!(
+            present(&content, &young).await,
+            "collected in its grace period"
+        );
+        assert!(snapshot_present(&stack, "young-snap").await);
+    }
+    // From here nobody asks the images service anything.
+    eventually_within(
+        "the young blob collected after its grace period",
+        RETRY_PATIENCE,
+        || {
+            let content = content.clone();
+            let young = young.clone();
+            async move { !present(&content, &young).await }
+        },
+    )
+    .await;
+    eventually_within(
+        "the young snapshot collected after its grace period",
+        RETRY_PATIENCE,
+        || async { !snapshot_present(&stack, "young-snap").await },
+    )
+    .await;
+}
