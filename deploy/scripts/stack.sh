@@ -30,9 +30,11 @@ up() {
     [ "$svc" = gateway ] && name=strata
     local sock="$RUN/$name.sock" pidfile="$RUN/$svc.pid" log="$RUN/$svc.log"
     local extra=()
+    # The storage services publish their events to the tasks service's exchange (--events).
     case $svc in
-      snapshotter) extra=(--content "$RUN/content.sock") ;;
-      images) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --tasks "$RUN/tasks.sock") ;;
+      content) extra=(--events "$RUN/tasks.sock") ;;
+      snapshotter) extra=(--content "$RUN/content.sock" --events "$RUN/tasks.sock") ;;
+      images) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --tasks "$RUN/tasks.sock" --events "$RUN/tasks.sock") ;;
       tasks) extra=(--snapshotter "$RUN/snapshotter.sock" --state "$RUN/tasks") ;;
       gateway) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --images "$RUN/images.sock" --tasks "$RUN/tasks.sock") ;;
     esac

@@ -31,15 +31,25 @@ pub struct Service {
 
 impl Service {
     /// Starts `bin` with `--address <dir>/<name>.sock --root <dir>/<name>` and waits until its
-    /// socket accepts connections.
+    /// socket accepts connections. A storage service (content, snapshotter, images) publishes
+    /// no events unless `extra` gives `--events` (a test never posts into a stack the host
+    /// runs at /run/strata).
     pub fn start(bin: impl AsRef<Path>, dir: &Path, name: &str, extra: &[&str]) -> Self {
+        let bin = bin.as_ref().to_owned();
+        let mut extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let publishes = bin.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            ["strata-content", "strata-snapshotter", "strata-images"].contains(&n)
+        });
+        if publishes && !extra.iter().any(|a| a == "--events") {
+            extra.extend(["--events".to_owned(), "none".to_owned()]);
+        }
         let mut s = Self {
-            bin: bin.as_ref().to_owned(),
+            bin,
             name: name.to_owned(),
             socket: dir.join(format!("{name}.sock")),
             root: dir.join(name),
             log: dir.join(format!("{name}.log")),
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            extra,
             env: Vec::new(),
             child: None,
         };

@@ -25,13 +25,21 @@ impl Stack {
     /// As [`Stack::start`], in `dir` (sockets, roots and logs go there).
     pub fn start_in(dir: tempfile::TempDir) -> Self {
         let d = dir.path();
-        let content = Service::start(sibling_bin("strata-content"), d, "content", &[]);
+        // The storage services publish their events to the tasks service's exchange (started
+        // after them: delivery is best effort and connects when it is there).
+        let events = d.join("tasks.sock").display().to_string();
+        let content = Service::start(
+            sibling_bin("strata-content"),
+            d,
+            "content",
+            &["--events", &events],
+        );
         let c = content.address();
         let snapshotter = Service::start(
             sibling_bin("strata-snapshotter"),
             d,
             "snapshotter",
-            &["--content", &c],
+            &["--content", &c, "--events", &events],
         );
         let s = snapshotter.address();
         let state = d.join("tasks-state").display().to_string();
@@ -42,6 +50,10 @@ impl Stack {
             &["--snapshotter", &s, "--state", &state],
         );
         let t = tasks.address();
+        assert_eq!(
+            t, events,
+            "the tasks socket the storage services publish to"
+        );
         let images_config = d.join("images.toml");
         std::fs::write(&images_config, "gc_grace_seconds = 0\n").unwrap();
         let images_config = images_config.display().to_string();
@@ -55,6 +67,8 @@ impl Stack {
                 "--snapshotter",
                 &s,
                 "--tasks",
+                &t,
+                "--events",
                 &t,
                 "--config",
                 &images_config,

@@ -3,15 +3,18 @@
 
 use bytes::Bytes;
 use std::sync::Arc;
+use strata_api::containerd::events as ev;
 use strata_api::containerd::services::content::v1 as pb;
 use strata_api::containerd::services::content::v1::content_server::{Content, ContentServer};
 use strata_core::content::futures_like::ChunkStream;
 use strata_core::content::{CommitOptions, ContentStore, ContentWriter, WriterOptions};
+use strata_core::events::{EventSink, NoEvents, topics, types};
 use strata_core::{Digest, Error};
 use strata_grpc::convert::{
     info_from_pb, info_to_pb, opt_digest, size, status_to_pb, timestamp, wire_size,
 };
-use strata_grpc::metadata::namespace;
+use strata_grpc::metadata::{events_wanted, namespace};
+use strata_grpc::remote::event_queue::encode;
 use strata_grpc::to_status;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,11 +30,23 @@ type Stream<T> = ReceiverStream<Result<T, Status>>;
 /// Serves the Content API over any store.
 pub struct ContentService<S> {
     store: Arc<S>,
+    events: Arc<dyn EventSink>,
 }
 
 impl<S: ContentStore> ContentService<S> {
+    /// A service that publishes no events.
     pub fn new(store: Arc<S>) -> Self {
-        Self { store }
+        Self {
+            store,
+            events: Arc::new(NoEvents),
+        }
+    }
+
+    /// Posts `/content/delete` to `events` for every blob a client deletes.
+    #[must_use]
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = events;
+        self
     }
 
     /// The tonic server for this service, with message limits fit for 1 MiB chunks.
@@ -111,6 +126,16 @@ impl<S: ContentStore> Content for ContentService<S> {
         let ns = namespace(&request)?;
         let d = digest_arg(&request.get_ref().digest)?;
         self.store.delete(&ns, &d).await.map_err(st)?;
+        if events_wanted(&request) {
+            let event = ev::ContentDelete {
+                digest: d.to_string(),
+            };
+            self.events.post(
+                &ns,
+                topics::CONTENT_DELETE,
+                encode(types::CONTENT_DELETE, &event),
+            );
+        }
         Ok(Response::new(()))
     }
 

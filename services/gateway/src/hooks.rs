@@ -120,12 +120,14 @@ impl Hooks {
         {
             return;
         }
-        let req = tonic::Request::new(npb::CreateNamespaceRequest {
+        let mut req = tonic::Request::new(npb::CreateNamespaceRequest {
             namespace: Some(npb::Namespace {
                 name: ns.to_owned(),
                 labels: Default::default(),
             }),
         });
+        // Implicit, as containerd's metadata store creates a namespace: no event.
+        strata_grpc::metadata::without_events(&mut req);
         match self.namespaces.clone().create(req).await {
             Ok(_) => {}
             Err(s) if s.code() == tonic::Code::AlreadyExists => {}

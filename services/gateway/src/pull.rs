@@ -142,6 +142,62 @@ fn wire(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The label naming the gateway process that took a lease: a lease of another (an earlier
+/// process, killed in the middle of a pull or an import) is dropped at start-up, see
+/// [`drop_stale_leases`].
+const LABEL_INSTANCE: &str = "io.strata.gateway.instance";
+
+/// This gateway process: its pid and start time.
+fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!("{}-{nanos}", std::process::id())
+    })
+}
+
+/// At start-up: drops, in `namespaces`, the leases an earlier gateway process took for its
+/// pulls and imports and could not drop (it was killed): they would hold what they name until
+/// they expire, an hour later, so an image removed meanwhile would not free its space.
+pub async fn drop_stale_leases(b: &Backends, namespaces: &[String]) {
+    let me = instance();
+    for ns in namespaces {
+        let Ok(req) = with_namespace(ns, lpb::ListRequest { filters: vec![] }) else {
+            continue;
+        };
+        let leases = match b.leases.clone().list(req).await {
+            Ok(r) => r.into_inner().leases,
+            Err(s) => {
+                tracing::warn!(namespace = %ns, error = %s.message(), "listing leases");
+                continue;
+            }
+        };
+        for l in leases {
+            if l.labels.get(LABEL_INSTANCE).is_none_or(|i| i == me) {
+                continue;
+            }
+            tracing::info!(namespace = %ns, lease = %l.id, "dropping a lease an earlier gateway left");
+            let Ok(req) = with_namespace(
+                ns,
+                lpb::DeleteRequest {
+                    id: l.id.clone(),
+                    sync: false,
+                },
+            ) else {
+                continue;
+            };
+            if let Err(s) = b.leases.clone().delete(req).await
+                && s.code() != tonic::Code::NotFound
+            {
+                tracing::warn!(namespace = %ns, lease = %l.id, error = %s.message(), "dropping a stale lease");
+            }
+        }
+    }
+}
+
 /// Creates lease `id`, expiring after `ttl` (should its holder die before dropping it).
 pub(crate) async fn take_lease(
     b: &Backends,
@@ -156,7 +212,10 @@ pub(crate) async fn take_lease(
             ns,
             lpb::CreateRequest {
                 id: id.to_owned(),
-                labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
+                labels: HashMap::from([
+                    ("containerd.io/gc.expire".to_owned(), expire),
+                    (LABEL_INSTANCE.to_owned(), instance().to_owned()),
+                ]),
             },
         )?)
         .await
@@ -567,19 +626,48 @@ impl<'a> Pull<'a> {
 
     /// Drops the lease: the image record (or nothing, after a failure) now holds what it held.
     pub(crate) async fn end(&self) {
-        let req = match with_namespace(
-            &self.ns,
-            lpb::DeleteRequest {
-                id: self.lease.clone(),
-                sync: false,
-            },
-        ) {
-            Ok(r) => r,
-            Err(_) => return,
+        let (ns, lease) = (self.ns.clone(), self.lease.clone());
+        let request = move || {
+            with_namespace(
+                &ns,
+                lpb::DeleteRequest {
+                    id: lease.clone(),
+                    sync: false,
+                },
+            )
         };
-        if let Err(e) = self.b.leases.clone().delete(req).await {
-            tracing::warn!(lease = %self.lease, error = %e.message(), "could not drop the pull's lease");
+        let mut leases = self.b.leases.clone();
+        let Ok(req) = request() else {
+            return;
+        };
+        let Err(e) = leases.delete(req).await else {
+            return;
+        };
+        if e.code() == tonic::Code::NotFound {
+            return;
         }
+        // The images service is down (say, restarting): try again in the background, or the
+        // lease would hold what the pull wrote until it expires.
+        tracing::warn!(lease = %self.lease, error = %e.message(), "could not drop the pull's lease; retrying");
+        let lease = self.lease.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut pause = Duration::from_secs(1);
+            while start.elapsed() < LEASE_TTL {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+                let Ok(req) = request() else {
+                    return;
+                };
+                match leases.delete(req).await {
+                    Ok(_) => return,
+                    Err(e) if e.code() == tonic::Code::NotFound => return,
+                    Err(e) => {
+                        tracing::debug!(%lease, error = %e.message(), "dropping the pull's lease");
+                    }
+                }
+            }
+        });
     }
 
     /// Labels config, manifest and index with what they reference, creates (or updates) the

@@ -565,8 +565,10 @@ fn watch_auto_remove(b: &Arc<Backends>, ns: &str, c: &cpb::Container, attach: bo
 }
 
 /// After a gateway restart: containers created with `--rm` whose task has ended while no
-/// gateway watched are removed, and running ones are watched again.
+/// gateway watched are removed, and running ones are watched again; the leases of pulls an
+/// earlier gateway process left are dropped.
 pub async fn rearm_auto_remove(b: Arc<Backends>, namespaces: Vec<String>) {
+    crate::pull::drop_stale_leases(&b, &namespaces).await;
     for ns in namespaces {
         let filter = format!("labels.\"{LABEL_AUTO_REMOVE}\"==true");
         let Ok(req) = with_namespace(

@@ -4,6 +4,7 @@
 
 use crate::gc::Collect;
 use std::sync::Arc;
+use strata_api::containerd::events as ev;
 use strata_api::containerd::services::images::v1 as ipb;
 use strata_api::containerd::services::images::v1::images_server::{Images, ImagesServer};
 use strata_api::containerd::services::leases::v1 as lpb;
@@ -16,12 +17,14 @@ use strata_api::strata::images::v1 as gpb;
 use strata_api::strata::images::v1::garbage_collector_server::{
     GarbageCollector, GarbageCollectorServer,
 };
+use strata_core::events::{EventSink, NoEvents, topics, types};
 use strata_core::images::{DeleteOptions, ImageStore};
 use strata_core::leases::LeaseStore;
 use strata_core::namespaces::NamespaceStore;
 use strata_grpc::convert::opt_digest;
 use strata_grpc::convert_images::{images, leases, namespaces};
-use strata_grpc::metadata::namespace;
+use strata_grpc::metadata::{events_wanted, namespace};
+use strata_grpc::remote::event_queue::encode;
 use strata_grpc::to_status;
 use tonic::{Request, Response, Status};
 
@@ -41,11 +44,23 @@ fn paths(mask: Option<prost_types::FieldMask>) -> Vec<String> {
 /// Serves the Images API over any image store.
 pub struct ImagesService<I> {
     store: Arc<I>,
+    events: Arc<dyn EventSink>,
 }
 
 impl<I: ImageStore> ImagesService<I> {
+    /// A service that publishes no events.
     pub fn new(store: Arc<I>) -> Self {
-        Self { store }
+        Self {
+            store,
+            events: Arc::new(NoEvents),
+        }
+    }
+
+    /// Posts `/images/create`, `/images/update` and `/images/delete` to `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = events;
+        self
     }
 
     pub fn into_server(self) -> ImagesServer<Self> {
@@ -90,12 +105,21 @@ impl<I: ImageStore> Images for ImagesService<I> {
         request: Request<ipb::CreateImageRequest>,
     ) -> Result<Response<ipb::CreateImageResponse>, Status> {
         let ns = namespace(&request)?;
+        let wanted = events_wanted(&request);
         let image = request
             .into_inner()
             .image
             .ok_or_else(|| Status::invalid_argument("create request needs an image"))?;
         let image = images::from_pb(image).map_err(to_status)?;
         let image = self.store.create(&ns, image).await.map_err(to_status)?;
+        if wanted {
+            let event = ipb::ImageCreate {
+                name: image.name.clone(),
+                labels: image.labels.clone().into_iter().collect(),
+            };
+            let event = encode(types::IMAGE_CREATE, &event);
+            self.events.post(&ns, topics::IMAGE_CREATE, event);
+        }
         Ok(Response::new(ipb::CreateImageResponse {
             image: Some(images::to_pb(image)),
         }))
@@ -106,6 +130,7 @@ impl<I: ImageStore> Images for ImagesService<I> {
         request: Request<ipb::UpdateImageRequest>,
     ) -> Result<Response<ipb::UpdateImageResponse>, Status> {
         let ns = namespace(&request)?;
+        let wanted = events_wanted(&request);
         let req = request.into_inner();
         let image = req
             .image
@@ -117,6 +142,14 @@ impl<I: ImageStore> Images for ImagesService<I> {
             .update(&ns, image, &paths)
             .await
             .map_err(to_status)?;
+        if wanted {
+            let event = ipb::ImageUpdate {
+                name: image.name.clone(),
+                labels: image.labels.clone().into_iter().collect(),
+            };
+            let event = encode(types::IMAGE_UPDATE, &event);
+            self.events.post(&ns, topics::IMAGE_UPDATE, event);
+        }
         Ok(Response::new(ipb::UpdateImageResponse {
             image: Some(images::to_pb(image)),
         }))
@@ -127,6 +160,7 @@ impl<I: ImageStore> Images for ImagesService<I> {
         request: Request<ipb::DeleteImageRequest>,
     ) -> Result<Response<()>, Status> {
         let ns = namespace(&request)?;
+        let wanted = events_wanted(&request);
         let req = request.into_inner();
         let target = match &req.target {
             Some(t) => opt_digest(&t.digest)
@@ -144,6 +178,10 @@ impl<I: ImageStore> Images for ImagesService<I> {
             )
             .await
             .map_err(to_status)?;
+        if wanted {
+            let event = encode(types::IMAGE_DELETE, &ipb::ImageDelete { name: req.name });
+            self.events.post(&ns, topics::IMAGE_DELETE, event);
+        }
         Ok(Response::new(()))
     }
 }
@@ -259,11 +297,29 @@ impl<L: LeaseStore> Leases for LeasesService<L> {
 /// Serves the Namespaces API (not itself namespaced: no header needed) over any store.
 pub struct NamespacesService<N> {
     store: Arc<N>,
+    events: Arc<dyn EventSink>,
 }
 
 impl<N: NamespaceStore> NamespacesService<N> {
+    /// A service that publishes no events.
     pub fn new(store: Arc<N>) -> Self {
-        Self { store }
+        Self {
+            store,
+            events: Arc::new(NoEvents),
+        }
+    }
+
+    /// Posts `/namespaces/create`, `/namespaces/update` and `/namespaces/delete` to `events`,
+    /// in the caller's namespace (`default` when the call names none), as containerd does.
+    #[must_use]
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Where an event of `request` goes: None when it wants none.
+    fn event_namespace<T>(request: &Request<T>) -> Option<String> {
+        events_wanted(request).then(|| namespace(request).unwrap_or_else(|_| "default".to_owned()))
     }
 
     pub fn into_server(self) -> NamespacesServer<Self> {
@@ -309,12 +365,21 @@ impl<N: NamespaceStore> Namespaces for NamespacesService<N> {
         &self,
         request: Request<npb::CreateNamespaceRequest>,
     ) -> Result<Response<npb::CreateNamespaceResponse>, Status> {
+        let to = Self::event_namespace(&request);
         let ns = namespace_arg("create", request.into_inner().namespace)?;
         let ns = self
             .store
             .create(namespaces::from_pb(ns))
             .await
             .map_err(to_status)?;
+        if let Some(to) = to {
+            let event = ev::NamespaceCreate {
+                name: ns.name.clone(),
+                labels: ns.labels.clone().into_iter().collect(),
+            };
+            let event = encode(types::NAMESPACE_CREATE, &event);
+            self.events.post(&to, topics::NAMESPACE_CREATE, event);
+        }
         Ok(Response::new(npb::CreateNamespaceResponse {
             namespace: Some(namespaces::to_pb(ns)),
         }))
@@ -324,6 +389,7 @@ impl<N: NamespaceStore> Namespaces for NamespacesService<N> {
         &self,
         request: Request<npb::UpdateNamespaceRequest>,
     ) -> Result<Response<npb::UpdateNamespaceResponse>, Status> {
+        let to = Self::event_namespace(&request);
         let req = request.into_inner();
         let ns = namespace_arg("update", req.namespace)?;
         let ns = self
@@ -331,6 +397,14 @@ impl<N: NamespaceStore> Namespaces for NamespacesService<N> {
             .update(namespaces::from_pb(ns), &paths(req.update_mask))
             .await
             .map_err(to_status)?;
+        if let Some(to) = to {
+            let event = ev::NamespaceUpdate {
+                name: ns.name.clone(),
+                labels: ns.labels.clone().into_iter().collect(),
+            };
+            let event = encode(types::NAMESPACE_UPDATE, &event);
+            self.events.post(&to, topics::NAMESPACE_UPDATE, event);
+        }
         Ok(Response::new(npb::UpdateNamespaceResponse {
             namespace: Some(namespaces::to_pb(ns)),
         }))
@@ -340,10 +414,13 @@ impl<N: NamespaceStore> Namespaces for NamespacesService<N> {
         &self,
         request: Request<npb::DeleteNamespaceRequest>,
     ) -> Result<Response<()>, Status> {
-        self.store
-            .delete(&request.get_ref().name)
-            .await
-            .map_err(to_status)?;
+        let to = Self::event_namespace(&request);
+        let name = request.into_inner().name;
+        self.store.delete(&name).await.map_err(to_status)?;
+        if let Some(to) = to {
+            let event = encode(types::NAMESPACE_DELETE, &ev::NamespaceDelete { name });
+            self.events.post(&to, topics::NAMESPACE_DELETE, event);
+        }
         Ok(Response::new(()))
     }
 }

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use std::sync::Arc;
 use std::time::Duration;
+use strata_grpc::remote::event_queue::{self, default_events};
 use strata_grpc::remote::{RemoteContentStore, RemoteSnapshots};
 use strata_grpc::server::{self, CommonArgs};
 use strata_images::containers;
@@ -31,6 +32,10 @@ struct Cli {
     /// anything) [default: /run/strata/tasks.sock]
     #[arg(long)]
     tasks: Option<String>,
+    /// The Events API (strata-tasks) where image and namespace events go, best effort; `none`
+    /// to publish none (config key `events`) [default: /run/strata/tasks.sock]
+    #[arg(long)]
+    events: Option<String>,
 }
 
 /// The service's own config keys (beside address, root and log_format).
@@ -40,6 +45,7 @@ struct Config {
     content: Option<String>,
     snapshotter: Option<String>,
     tasks: Option<String>,
+    events: Option<String>,
     snapshotters: Option<Vec<String>>,
     gc_grace_seconds: Option<u64>,
     gc_delay_ms: Option<u64>,
@@ -75,10 +81,16 @@ async fn main() -> anyhow::Result<()> {
         .snapshotter
         .or(config.snapshotter)
         .unwrap_or_else(|| "/run/strata/snapshotter.sock".to_owned());
+    // The collector's deletions publish no events, as containerd's collector's do not.
     let content = RemoteContentStore::connect(&content_addr)
-        .with_context(|| format!("content service address {content_addr}"))?;
+        .with_context(|| format!("content service address {content_addr}"))?
+        .without_events();
     let snapshots = RemoteSnapshots::connect(&snapshotter_addr)
-        .with_context(|| format!("snapshotter service address {snapshotter_addr}"))?;
+        .with_context(|| format!("snapshotter service address {snapshotter_addr}"))?
+        .without_events();
+    let events = cli.events.or(config.events).unwrap_or_else(default_events);
+    let sink =
+        event_queue::sink_for(&events).with_context(|| format!("events address {events}"))?;
 
     tracing::info!(
         root = %settings.root.display(),
@@ -86,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         snapshotter = %snapshotter_addr,
         grace_seconds = gc.grace.as_secs(),
         snapshotters = ?gc.snapshotters,
+        %events,
         "images store open"
     );
     let tasks_addr = cli
@@ -106,11 +119,12 @@ async fn main() -> anyhow::Result<()> {
     })
     .with_context(|| format!("opening images metadata at {}", settings.root.display()))?;
     local.collector.start();
-    let routes =
-        tonic::service::Routes::new(ImagesService::new(Arc::new(local.images)).into_server())
-            .add_service(LeasesService::new(Arc::new(local.leases)).into_server())
-            .add_service(NamespacesService::new(Arc::new(local.namespaces)).into_server())
-            .add_service(GcService::new(local.collector).into_server());
+    let images = ImagesService::new(Arc::new(local.images)).with_events(sink.clone());
+    let namespaces = NamespacesService::new(Arc::new(local.namespaces)).with_events(sink);
+    let routes = tonic::service::Routes::new(images.into_server())
+        .add_service(LeasesService::new(Arc::new(local.leases)).into_server())
+        .add_service(namespaces.into_server())
+        .add_service(GcService::new(local.collector).into_server());
     server::serve(&settings.address, routes, names::ALL, &[]).await?;
     Ok(())
 }

@@ -1,14 +1,18 @@
 //! gRPC adapters: `containerd.services.snapshots.v1.Snapshots` over any [`SnapshotStore`].
 
 use std::sync::Arc;
+use strata_api::containerd::events as ev;
 use strata_api::containerd::services::snapshots::v1 as pb;
 use strata_api::containerd::services::snapshots::v1::snapshots_server::{
     Snapshots, SnapshotsServer,
 };
+use strata_core::containers::Any;
+use strata_core::events::{EventSink, NoEvents, topics, types};
 use strata_core::snapshots::SnapshotStore;
 use strata_grpc::convert::mounts;
 use strata_grpc::convert::snapshots::{info_from_pb, info_to_pb};
-use strata_grpc::metadata::namespace;
+use strata_grpc::metadata::{events_wanted, namespace};
+use strata_grpc::remote::event_queue::encode;
 use strata_grpc::to_status;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,13 +24,30 @@ const LIST_BATCH: usize = 100;
 pub struct SnapshotsService<S> {
     store: Arc<S>,
     default: String,
+    events: Arc<dyn EventSink>,
 }
 
 impl<S: SnapshotStore> SnapshotsService<S> {
+    /// A service that publishes no events.
     pub fn new(store: Arc<S>, default: impl Into<String>) -> Self {
         Self {
             store,
             default: default.into(),
+            events: Arc::new(NoEvents),
+        }
+    }
+
+    /// Posts `/snapshot/prepare`, `/snapshot/commit` and `/snapshot/remove` to `events` for
+    /// what clients do (as containerd, nothing for a view).
+    #[must_use]
+    pub fn with_events(mut self, events: Arc<dyn EventSink>) -> Self {
+        self.events = events;
+        self
+    }
+
+    fn post(&self, wanted: bool, ns: &str, topic: &str, event: Any) {
+        if wanted {
+            self.events.post(ns, topic, event);
         }
     }
 
@@ -50,12 +71,21 @@ impl<S: SnapshotStore> Snapshots for SnapshotsService<S> {
         request: Request<pb::PrepareSnapshotRequest>,
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
         let ns = namespace(&request)?;
+        let wanted = events_wanted(&request);
         let r = request.into_inner();
+        let sn = self.name(&r.snapshotter);
         let m = self
             .store
-            .prepare(self.name(&r.snapshotter), &ns, &r.key, &r.parent, r.labels)
+            .prepare(sn, &ns, &r.key, &r.parent, r.labels)
             .await
             .map_err(to_status)?;
+        let event = ev::SnapshotPrepare {
+            key: r.key.clone(),
+            parent: r.parent.clone(),
+            snapshotter: sn.to_owned(),
+        };
+        let event = encode(types::SNAPSHOT_PREPARE, &event);
+        self.post(wanted, &ns, topics::SNAPSHOT_PREPARE, event);
         Ok(Response::new(pb::PrepareSnapshotResponse {
             mounts: mounts::all_to_pb(m),
         }))
@@ -98,6 +128,7 @@ impl<S: SnapshotStore> Snapshots for SnapshotsService<S> {
         request: Request<pb::CommitSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let ns = namespace(&request)?;
+        let wanted = events_wanted(&request);
         let r = request.into_inner();
         let sn = self.name(&r.snapshotter);
         if !r.parent.is_empty() {
@@ -113,6 +144,13 @@ impl<S: SnapshotStore> Snapshots for SnapshotsService<S> {
             .commit(sn, &ns, &r.name, &r.key, r.labels)
             .await
             .map_err(to_status)?;
+        let event = ev::SnapshotCommit {
+            key: r.key.clone(),
+            name: r.name.clone(),
+            snapshotter: sn.to_owned(),
+        };
+        let event = encode(types::SNAPSHOT_COMMIT, &event);
+        self.post(wanted, &ns, topics::SNAPSHOT_COMMIT, event);
         Ok(Response::new(()))
     }
 
@@ -121,11 +159,19 @@ impl<S: SnapshotStore> Snapshots for SnapshotsService<S> {
         request: Request<pb::RemoveSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let ns = namespace(&request)?;
+        let wanted = events_wanted(&request);
         let r = request.into_inner();
+        let sn = self.name(&r.snapshotter);
         self.store
-            .remove(self.name(&r.snapshotter), &ns, &r.key)
+            .remove(sn, &ns, &r.key)
             .await
             .map_err(to_status)?;
+        let event = ev::SnapshotRemove {
+            key: r.key.clone(),
+            snapshotter: sn.to_owned(),
+        };
+        let event = encode(types::SNAPSHOT_REMOVE, &event);
+        self.post(wanted, &ns, topics::SNAPSHOT_REMOVE, event);
         Ok(Response::new(()))
     }
 

@@ -4,6 +4,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use std::sync::Arc;
 use strata_grpc::remote::RemoteContentStore;
+use strata_grpc::remote::event_queue::{self, default_events};
 use strata_grpc::server::{self, CommonArgs};
 use strata_snapshotter::diff::Differ;
 use strata_snapshotter::grpc::{DiffService, SnapshotsService};
@@ -26,6 +27,10 @@ struct Cli {
     /// The content service, for reading layer blobs (config key `content`)
     #[arg(long)]
     content: Option<String>,
+    /// The Events API (strata-tasks) where this service's events go, best effort; `none` to
+    /// publish none (config key `events`) [default: /run/strata/tasks.sock]
+    #[arg(long)]
+    events: Option<String>,
 }
 
 fn backend(name: &str) -> anyhow::Result<Backend> {
@@ -43,6 +48,7 @@ struct Config {
     snapshotters: Option<Vec<String>>,
     default_snapshotter: Option<String>,
     content: Option<String>,
+    events: Option<String>,
 }
 
 #[tokio::main]
@@ -101,9 +107,13 @@ async fn main() -> anyhow::Result<()> {
     let content_store = RemoteContentStore::connect(&content)
         .with_context(|| format!("content service address {content}"))?;
     let differ = Arc::new(Differ::new(content_store, scratch));
-    let routes =
-        tonic::service::Routes::new(SnapshotsService::new(Arc::new(store), default).into_server())
-            .add_service(DiffService::new(differ).into_server());
+    let events = cli.events.or(config.events).unwrap_or_else(default_events);
+    tracing::info!(%events, "snapshot events");
+    let sink =
+        event_queue::sink_for(&events).with_context(|| format!("events address {events}"))?;
+    let snapshots = SnapshotsService::new(Arc::new(store), default).with_events(sink);
+    let routes = tonic::service::Routes::new(snapshots.into_server())
+        .add_service(DiffService::new(differ).into_server());
     server::serve(
         &settings.address,
         routes,

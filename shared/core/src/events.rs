@@ -22,6 +22,17 @@ pub mod types {
     pub const CONTAINER_CREATE: &str = "containerd.events.ContainerCreate";
     pub const CONTAINER_UPDATE: &str = "containerd.events.ContainerUpdate";
     pub const CONTAINER_DELETE: &str = "containerd.events.ContainerDelete";
+    pub const CONTENT_DELETE: &str = "containerd.events.ContentDelete";
+    pub const SNAPSHOT_PREPARE: &str = "containerd.events.SnapshotPrepare";
+    pub const SNAPSHOT_COMMIT: &str = "containerd.events.SnapshotCommit";
+    pub const SNAPSHOT_REMOVE: &str = "containerd.events.SnapshotRemove";
+    // containerd declares the image events in its Images API's package.
+    pub const IMAGE_CREATE: &str = "containerd.services.images.v1.ImageCreate";
+    pub const IMAGE_UPDATE: &str = "containerd.services.images.v1.ImageUpdate";
+    pub const IMAGE_DELETE: &str = "containerd.services.images.v1.ImageDelete";
+    pub const NAMESPACE_CREATE: &str = "containerd.events.NamespaceCreate";
+    pub const NAMESPACE_UPDATE: &str = "containerd.events.NamespaceUpdate";
+    pub const NAMESPACE_DELETE: &str = "containerd.events.NamespaceDelete";
 }
 
 /// Topics strata publishes.
@@ -29,6 +40,16 @@ pub mod topics {
     pub const CONTAINER_CREATE: &str = "/containers/create";
     pub const CONTAINER_UPDATE: &str = "/containers/update";
     pub const CONTAINER_DELETE: &str = "/containers/delete";
+    pub const CONTENT_DELETE: &str = "/content/delete";
+    pub const SNAPSHOT_PREPARE: &str = "/snapshot/prepare";
+    pub const SNAPSHOT_COMMIT: &str = "/snapshot/commit";
+    pub const SNAPSHOT_REMOVE: &str = "/snapshot/remove";
+    pub const IMAGE_CREATE: &str = "/images/create";
+    pub const IMAGE_UPDATE: &str = "/images/update";
+    pub const IMAGE_DELETE: &str = "/images/delete";
+    pub const NAMESPACE_CREATE: &str = "/namespaces/create";
+    pub const NAMESPACE_UPDATE: &str = "/namespaces/update";
+    pub const NAMESPACE_DELETE: &str = "/namespaces/delete";
 }
 
 /// Checks a topic as containerd does: it starts with `/` and every `/`-separated component is
@@ -85,6 +106,23 @@ pub trait Publisher: Send + Sync + 'static {
     -> impl Future<Output = Result<()>> + Send;
     /// Delivers an envelope made elsewhere as it is (after [`validate_envelope`]).
     fn forward(&self, envelope: Envelope) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Where a service that does not own the exchange posts what it did (the storage services:
+/// content, snapshots, images, namespaces). Best effort and never waiting: a post returns at
+/// once whatever becomes of the event, so no request is slowed down or failed by the exchange
+/// being away; an event that cannot be delivered is dropped (and logged).
+pub trait EventSink: Send + Sync + 'static {
+    /// Posts `event` on `topic` in namespace `ns`, stamped now.
+    fn post(&self, ns: &str, topic: &str, event: Any);
+}
+
+/// Drops every event: a service deployed without an exchange.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn post(&self, _: &str, _: &str, _: Any) {}
 }
 
 #[cfg(test)]

@@ -39,3 +39,21 @@ pub fn with_namespace<T>(ns: &str, msg: T) -> Result<Request<T>, strata_core::Er
     req.metadata_mut().insert(NAMESPACE_HEADER, value);
     Ok(req)
 }
+
+/// Marks a call strata makes on its own behalf (the collector deleting what nothing holds, the
+/// gateway recording a namespace on its first use): the storage services publish no event for
+/// it, as containerd publishes none for what its metadata store does by itself.
+pub const NO_EVENTS_HEADER: &str = "strata-no-events";
+
+/// Whether the service should publish the event of this request (see [`NO_EVENTS_HEADER`]).
+pub fn events_wanted<T>(req: &Request<T>) -> bool {
+    req.metadata().get(NO_EVENTS_HEADER).is_none()
+}
+
+/// Marks an outgoing request with [`NO_EVENTS_HEADER`].
+pub fn without_events<T>(req: &mut Request<T>) {
+    req.metadata_mut().insert(
+        NO_EVENTS_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+}

@@ -926,11 +926,13 @@ fn version_and_plugins() {
     );
 }
 
-/// `ctr events` in the background while a container runs: the topics of its life.
+/// `ctr events` in the background while the side pulls an image, runs a container of it,
+/// labels its namespace, writes and deletes a blob and removes the image: every topic published
+/// in the side's namespace, storage (content, snapshots, images, namespaces) and execution
+/// (containers, tasks) alike.
 fn events_workflow(env: &Env, side: &Side) -> Obs {
     let r = env.image.reference.as_str();
     let mut o = Obs::new();
-    side.ctr(&["images", "pull", "--plain-http", r]).ok();
     let mut child = side
         .ctr_command()
         .arg("events")
@@ -961,16 +963,66 @@ fn events_workflow(env: &Env, side: &Side) -> Obs {
         }
     }
     assert!(subscribed, "[{}] ctr events printed nothing", side.name());
+
+    side.ctr(&["images", "pull", "--plain-http", r]).ok();
     let run = side.ctr(&["run", "--rm", r, "ev1", "sh", "-c", "exit 3"]);
     o.note("run", run.code);
-    // The container's record is deleted last, by ctr, after the task: wait for that event.
-    for _ in 0..100 {
+    side.ctr(&["namespaces", "label", &side.ns, "compat=events"])
+        .ok();
+    let blob = b"compat events\n";
+    let mut ingest = side.ctr_command();
+    ingest.args(["--namespace", &side.ns, "content", "ingest", "compat-ev"]);
+    let out = strata_testkit::run(&mut ingest, Some(blob));
+    assert!(out.status.success(), "[{}] content ingest", side.name());
+    let digest = strata_compat::digest_of(blob);
+    side.ctr(&["content", "rm", &digest]).ok();
+    side.ctr(&["images", "rm", "--sync", r]).ok();
+
+    // Each service delivers its events in order; these are the last each one publishes here
+    // (the images service's, the snapshotter's, the content service's, the tasks service's).
+    let mut last = BTreeSet::from([
+        "/images/delete",
+        "/snapshot/remove ev1",
+        "/content/delete",
+        "/containers/delete ev1",
+    ]);
+    let mut topics = Vec::new();
+    let accept = |l: &str, topics: &mut Vec<(String, serde_json::Value)>| {
+        let l = side.normalize(l);
+        // "<date> <time> +0000 UTC <namespace> <topic> <event JSON>"
+        let f: Vec<&str> = l.splitn(7, ' ').collect();
+        if f.len() < 7 || f[4] != side.ns_norm {
+            return None;
+        }
+        let (topic, json) = (f[5].to_owned(), f[6]);
+        let ev = serde_json::from_str::<serde_json::Value>(json).unwrap_or_default();
+        if ev["id"].as_str() == Some("compat-marker") {
+            return None;
+        }
+        let subject = ev["key"]
+            .as_str()
+            .or(ev["id"].as_str())
+            .or(ev["container_id"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        topics.push((topic.clone(), ev));
+        Some(format!("{topic} {subject}"))
+    };
+    for l in &lines {
+        if let Some(seen) = accept(l, &mut topics) {
+            last.remove(seen.as_str());
+            last.remove(seen.split(' ').next().unwrap_or_default());
+        }
+    }
+    for _ in 0..300 {
+        if last.is_empty() {
+            break;
+        }
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(l) => {
-                let done = l.contains("/containers/delete") && l.contains("\"ev1\"");
-                lines.push(l);
-                if done {
-                    break;
+                if let Some(seen) = accept(&l, &mut topics) {
+                    last.remove(seen.as_str());
+                    last.remove(seen.split(' ').next().unwrap_or_default());
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -980,32 +1032,50 @@ fn events_workflow(env: &Env, side: &Side) -> Obs {
     let _ = child.kill();
     let _ = child.wait();
     let _ = reader.join();
-    let mut topics = Vec::new();
-    for l in &lines {
-        let l = side.normalize(l);
-        // "<date> <time> +0000 UTC <namespace> <topic> <event JSON>"
-        let f: Vec<&str> = l.splitn(7, ' ').collect();
-        if f.len() < 7 || f[4] != side.ns_norm {
-            continue;
-        }
-        let (topic, json) = (f[5], f[6]);
-        let Ok(ev) = serde_json::from_str::<serde_json::Value>(json) else {
-            continue;
-        };
-        let cid = ev["container_id"]
-            .as_str()
-            .or(ev["id"].as_str())
-            .unwrap_or_default();
-        if cid != "ev1" && ev["key"].as_str() != Some("ev1") {
-            continue;
-        }
-        topics.push(topic.to_owned());
-        if topic == "/tasks/exit" {
-            o.note("tasks/exit: exit_status", &ev["exit_status"]);
-            o.note("tasks/exit: id", &ev["id"]);
+    assert!(
+        last.is_empty(),
+        "[{}] never saw {last:?}; saw {:?}",
+        side.name(),
+        topics.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+
+    // Services publish independently, so only each one's own order is compared, and the
+    // whole list as a multiset.
+    let mut sorted: Vec<&str> = topics.iter().map(|t| t.0.as_str()).collect();
+    sorted.sort_unstable();
+    o.note("topics (sorted)", sorted.join(" "));
+    for (source, prefixes) in [
+        ("execution", &["/containers/", "/tasks/"][..]),
+        ("snapshots", &["/snapshot/"][..]),
+        ("images", &["/images/", "/namespaces/"][..]),
+        ("content", &["/content/"][..]),
+    ] {
+        let order: Vec<&str> = topics
+            .iter()
+            .map(|t| t.0.as_str())
+            .filter(|t| prefixes.iter().any(|p| t.starts_with(p)))
+            .collect();
+        o.note(format!("topics of {source}"), order.join(" "));
+    }
+    for (topic, ev) in &topics {
+        match topic.as_str() {
+            "/tasks/exit" => {
+                o.note("tasks/exit: exit_status", &ev["exit_status"]);
+                o.note("tasks/exit: id", &ev["id"]);
+            }
+            "/snapshot/prepare" if ev["key"] == "ev1" => {
+                o.note("snapshot/prepare ev1: has parent", ev["parent"].is_string());
+            }
+            "/images/create" | "/images/delete" => {
+                o.note(format!("{topic}: name"), &ev["name"]);
+            }
+            "/content/delete" => o.note("content/delete: digest", &ev["digest"]),
+            "/namespaces/update" => {
+                o.note("namespaces/update: label", &ev["labels"]["compat"]);
+            }
+            _ => {}
         }
     }
-    o.note("topics", topics.join(" "));
     o
 }
 
@@ -1042,21 +1112,24 @@ fn events_of_a_run() {
         |o| {
             o.expect("run", "3");
             o.expect(
-                "topics",
+                "topics of execution",
                 "/containers/create /tasks/create /tasks/start /tasks/exit /tasks/delete \
                  /containers/delete",
             );
             o.expect("tasks/exit: exit_status", "3");
+            let snapshots = o.value("topics of snapshots");
+            assert!(
+                snapshots.starts_with("/snapshot/prepare /snapshot/commit")
+                    && snapshots.ends_with("/snapshot/prepare /snapshot/remove"),
+                "{snapshots}"
+            );
+            o.expect(
+                "topics of images",
+                "/images/create /namespaces/update /images/delete",
+            );
+            o.expect("topics of content", "/content/delete");
+            o.expect("namespaces/update: label", "\"events\"");
         },
-        |c| {
-            documented("storage-events");
-            let topics: Vec<&str> = c
-                .value("topics")
-                .split(' ')
-                .filter(|t| !t.starts_with("/snapshot/"))
-                .collect();
-            let topics = topics.join(" ");
-            c.set("topics", topics);
-        },
+        |_| {},
     );
 }

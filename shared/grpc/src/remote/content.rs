@@ -22,6 +22,8 @@ const MAX_MESSAGE: usize = 16 << 20;
 #[derive(Debug, Clone)]
 pub struct RemoteContentStore {
     client: ContentClient<Channel>,
+    /// Deletions ask for no `/content/delete` event (the collector's).
+    quiet: bool,
 }
 
 impl RemoteContentStore {
@@ -30,7 +32,17 @@ impl RemoteContentStore {
             client: ContentClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
+            quiet: false,
         }
+    }
+
+    /// This store's deletions are strata's own bookkeeping (the garbage collector's): the
+    /// content service publishes no `/content/delete` for them, as containerd publishes none
+    /// for what its collector removes.
+    #[must_use]
+    pub fn without_events(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 
     /// Connects (lazily) to a unix socket path or host:port.
@@ -199,12 +211,15 @@ impl ContentStore for RemoteContentStore {
     }
 
     async fn delete(&self, ns: &str, digest: &Digest) -> Result<()> {
-        let req = with_namespace(
+        let mut req = with_namespace(
             ns,
             pb::DeleteContentRequest {
                 digest: digest.to_string(),
             },
         )?;
+        if self.quiet {
+            crate::metadata::without_events(&mut req);
+        }
         self.client.clone().delete(req).await.map_err(from_status)?;
         Ok(())
     }

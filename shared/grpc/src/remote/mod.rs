@@ -2,6 +2,7 @@
 
 pub mod containers;
 pub mod content;
+pub mod event_queue;
 pub mod events;
 pub mod images;
 pub mod leases;
@@ -10,6 +11,7 @@ pub mod snapshots;
 
 pub use containers::RemoteContainers;
 pub use content::RemoteContentStore;
+pub use event_queue::QueuedEvents;
 pub use events::RemoteEvents;
 pub use images::RemoteImages;
 pub use leases::RemoteLeases;

@@ -15,13 +15,25 @@ use tonic::transport::Channel;
 #[derive(Debug, Clone)]
 pub struct RemoteSnapshots {
     client: SnapshotsClient<Channel>,
+    /// Removals ask for no `/snapshot/remove` event (the collector's).
+    quiet: bool,
 }
 
 impl RemoteSnapshots {
     pub fn new(channel: Channel) -> Self {
         Self {
             client: SnapshotsClient::new(channel),
+            quiet: false,
         }
+    }
+
+    /// This store's removals are strata's own bookkeeping (the garbage collector's): the
+    /// snapshotter publishes no `/snapshot/remove` for them, as containerd publishes none for
+    /// what its collector removes.
+    #[must_use]
+    pub fn without_events(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 
     pub fn connect(address: &str) -> Result<Self> {
@@ -168,13 +180,16 @@ impl SnapshotStore for RemoteSnapshots {
     }
 
     async fn remove(&self, sn: &str, ns: &str, key: &str) -> Result<()> {
-        let req = with_namespace(
+        let mut req = with_namespace(
             ns,
             pb::RemoveSnapshotRequest {
                 snapshotter: sn.to_owned(),
                 key: key.to_owned(),
             },
         )?;
+        if self.quiet {
+            crate::metadata::without_events(&mut req);
+        }
         self.client.clone().remove(req).await.map_err(from_status)?;
         Ok(())
     }
