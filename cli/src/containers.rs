@@ -63,7 +63,14 @@ fn command_of(spec: Option<&prost_types::Any>) -> String {
         .unwrap_or_default()
 }
 
-pub async fn ps(ctx: &Ctx, c: &Clients, all: bool, size: bool, json: bool) -> anyhow::Result<()> {
+pub async fn ps(
+    ctx: &Ctx,
+    c: &Clients,
+    all: bool,
+    size: bool,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let list = c
         .containers
         .clone()
@@ -126,6 +133,12 @@ pub async fn ps(ctx: &Ctx, c: &Clients, all: bool, size: bool, json: bool) -> an
         };
         let own = own.map(|o| (o, o + image_sizes.get(&ct.image).copied().unwrap_or(0)));
         rows.push((ct, status, own));
+    }
+    if quiet {
+        for (ct, _, _) in &rows {
+            println!("{}", ct.id);
+        }
+        return Ok(());
     }
     if json {
         let v: Vec<_> = rows

@@ -135,6 +135,9 @@ enum Command {
         size: bool,
         #[arg(long)]
         json: bool,
+        /// Only container IDs
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Send a signal to a container's main process
     Kill {
@@ -206,8 +209,7 @@ fn describe(status: &tonic::Status, address: &str) -> String {
         tonic::Code::Unavailable
             if status
                 .message()
-                .starts_with(strata_grpc::client::CONNECTING)
-                || status.message().starts_with("transport error")
+                .starts_with(&format!("{} {address}:", strata_grpc::client::CONNECTING))
                 || status.message().starts_with("tcp connect error") =>
         {
             format!(
@@ -215,6 +217,12 @@ fn describe(status: &tonic::Status, address: &str) -> String {
                 status.message()
             )
         }
+        // Made here from a transport failure (a server's answer carries no source): the
+        // connection to the gateway broke mid-call, as when it stops or restarts.
+        _ if std::error::Error::source(status).is_some() => format!(
+            "lost the connection to the strata gateway at {address} ({})",
+            status.message()
+        ),
         _ if status.message().is_empty() => format!("{:?}", status.code()),
         _ => status.message().to_owned(),
     }
@@ -377,9 +385,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Server: strata-gateway {} {}", v.version, v.revision);
             Ok(())
         }
-        Command::Ps { all, size, json } => {
+        Command::Ps {
+            all,
+            size,
+            json,
+            quiet,
+        } => {
             let c = containers::Clients::new(channel.clone());
-            containers::ps(&ctx, &c, all, size, json).await
+            containers::ps(&ctx, &c, all, size, json, quiet).await
         }
         Command::Kill {
             signal,

@@ -20,7 +20,18 @@ pub fn to_status(err: Error) -> Status {
 }
 
 /// The error a client sees for a status, so remote and local implementations fail alike.
+///
+/// A status that carries a source error was made on this side from a transport failure (the
+/// connection refused, or closed mid-call because the server stopped): a server's answer
+/// never has one. Whatever code tonic gave it ("operation was canceled", "h2 protocol error"),
+/// that is the server being unavailable, and it says so.
 pub fn from_status(status: Status) -> Error {
+    if status.code() != Code::Unavailable && std::error::Error::source(&status).is_some() {
+        return Error::new(
+            Kind::Unavailable,
+            format!("connection lost: {}", status.message()),
+        );
+    }
     let kind = match status.code() {
         Code::NotFound => Kind::NotFound,
         Code::AlreadyExists => Kind::AlreadyExists,
