@@ -85,22 +85,31 @@ async fn main() -> anyhow::Result<()> {
         let (b, ch) = (backends.clone(), images_ch.clone());
         tokio::spawn(async move {
             use strata_api::containerd::services::namespaces::v1 as npb;
-            let list = npb::namespaces_client::NamespacesClient::new(ch)
-                .list(npb::ListNamespacesRequest {
-                    filter: String::new(),
-                })
-                .await;
-            match list {
-                Ok(r) => {
-                    let names = r
-                        .into_inner()
-                        .namespaces
-                        .into_iter()
-                        .map(|n| n.name)
-                        .collect();
-                    strata_gateway::run::rearm_auto_remove(b, names).await;
+            // Tried again (1 s doubling to 30 s) while the images service is away.
+            let mut pause = std::time::Duration::from_secs(1);
+            loop {
+                let list = npb::namespaces_client::NamespacesClient::new(ch.clone())
+                    .list(npb::ListNamespacesRequest {
+                        filter: String::new(),
+                    })
+                    .await;
+                match list {
+                    Ok(r) => {
+                        let names = r
+                            .into_inner()
+                            .namespaces
+                            .into_iter()
+                            .map(|n| n.name)
+                            .collect();
+                        strata_gateway::run::rearm_auto_remove(b, names).await;
+                        break;
+                    }
+                    Err(s) => {
+                        tracing::warn!(error = %s.message(), "auto-remove: listing namespaces");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(std::time::Duration::from_secs(30));
+                    }
                 }
-                Err(s) => tracing::warn!(error = %s.message(), "auto-remove: listing namespaces"),
             }
         });
     }

@@ -468,6 +468,64 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
 /// Starts the task of container `id` (a new one if its last has exited); returns its pid.
 pub async fn start(b: &Arc<Backends>, ns: &str, id: &str, attach: bool) -> Result<u32> {
     let c = get_container(b, ns, id).await?;
+    let started = start_container(b, ns, &c, attach).await;
+    // A `--rm` container that could not be started goes, as with Docker: in the background,
+    // tried again while the services it needs are restarting.
+    if started.is_err() && auto_remove(&c) {
+        remove_in_background(b, ns, id, true);
+    }
+    started
+}
+
+fn auto_remove(c: &cpb::Container) -> bool {
+    c.labels.get(LABEL_AUTO_REMOVE).is_some_and(|v| v == "true")
+}
+
+/// The service behind the call was down or went away mid-call: worth trying again.
+fn transient(e: &Error) -> bool {
+    matches!(e.kind(), Kind::Unavailable | Kind::Canceled)
+}
+
+/// Runs `f` until it ends with anything but a transient error, pausing 100 ms, doubling up
+/// to 30 s, between tries: background work that must outlive a restart of a service.
+async fn retrying<T, F, Fut>(what: &str, id: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Err(e) if transient(&e) => {
+                tracing::debug!(container = %id, error = %e, "{what}: trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Removes container `id` (killing its task with `force`) in the background, until it is
+/// gone or the removal fails for a reason other than a service being away.
+fn remove_in_background(b: &Arc<Backends>, ns: &str, id: &str, force: bool) {
+    let (b, ns, id) = (b.clone(), ns.to_owned(), id.to_owned());
+    tokio::spawn(async move {
+        let r = retrying("auto-remove", &id, || remove(&b, &ns, &id, force)).await;
+        if let Err(e) = ignore_missing(r) {
+            tracing::warn!(container = %id, error = %e, "auto-remove failed");
+        }
+    });
+}
+
+async fn start_container(
+    b: &Arc<Backends>,
+    ns: &str,
+    c: &cpb::Container,
+    attach: bool,
+) -> Result<u32> {
+    let id = c.id.as_str();
+    let c = c.clone();
     let spec = spec_of(&c)?;
     let mut tasks = b.tasks.clone();
     if let Some(t) = get_task(b, ns, id, "").await? {
@@ -551,53 +609,72 @@ fn watch_auto_remove(b: &Arc<Backends>, ns: &str, c: &cpb::Container, attach: bo
     }
     let (b, ns, id) = (b.clone(), ns.to_owned(), c.id.clone());
     tokio::spawn(async move {
-        if let Err(e) = wait(&b, &ns, &id, "").await {
+        // Waiting outlives restarts of the tasks service (its tasks outlive them too); a task
+        // that is gone has ended.
+        let waited = retrying("auto-remove: waiting for the task", &id, || {
+            wait(&b, &ns, &id, "")
+        })
+        .await;
+        if let Err(e) = ignore_missing(waited.map(|_| ())) {
             tracing::warn!(container = %id, error = %e, "auto-remove: waiting for the task");
             return;
         }
         b.attachments.wait_idle(&key(&ns, &id, "")).await;
-        if let Err(e) = remove(&b, &ns, &id, false).await
-            && e.kind() != Kind::NotFound
-        {
+        let r = retrying("auto-remove", &id, || remove(&b, &ns, &id, false)).await;
+        if let Err(e) = ignore_missing(r) {
             tracing::warn!(container = %id, error = %e, "auto-remove failed");
         }
     });
 }
 
 /// After a gateway restart: containers created with `--rm` whose task has ended while no
-/// gateway watched are removed, and running ones are watched again; the leases of pulls an
+/// gateway watched, or that never started, are removed, and running ones are watched again
+/// (each tried again while the tasks service is away); the leases of pulls an
 /// earlier gateway process left are dropped.
 pub async fn rearm_auto_remove(b: Arc<Backends>, namespaces: Vec<String>) {
     crate::pull::drop_stale_leases(&b, &namespaces).await;
     for ns in namespaces {
         let filter = format!("labels.\"{LABEL_AUTO_REMOVE}\"==true");
-        let Ok(req) = with_namespace(
-            &ns,
-            cpb::ListContainersRequest {
-                filters: vec![filter],
-            },
-        ) else {
-            continue;
-        };
-        let list = match b.containers.clone().list(req).await {
-            Ok(r) => r.into_inner().containers,
-            Err(s) => {
-                tracing::warn!(namespace = %ns, error = %s.message(), "auto-remove: listing containers");
+        let listed = retrying("auto-remove: listing containers", &ns, || {
+            let req = with_namespace(
+                &ns,
+                cpb::ListContainersRequest {
+                    filters: vec![filter.clone()],
+                },
+            );
+            let mut containers = b.containers.clone();
+            async move {
+                Ok(containers
+                    .list(req?)
+                    .await
+                    .map_err(from_status)?
+                    .into_inner()
+                    .containers)
+            }
+        })
+        .await;
+        let list = match listed {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(namespace = %ns, error = %e, "auto-remove: listing containers");
                 continue;
             }
         };
         for c in list {
-            match get_task(&b, &ns, &c.id, "").await {
+            let task = retrying("auto-remove: reading the task", &c.id, || {
+                get_task(&b, &ns, &c.id, "")
+            })
+            .await;
+            match task {
                 Ok(Some(t)) if status_of(&t) != TaskStatus::Stopped => {
                     watch_auto_remove(&b, &ns, &c, false);
                 }
-                Ok(Some(_)) => {
-                    if let Err(e) = remove(&b, &ns, &c.id, false).await {
-                        tracing::warn!(container = %c.id, error = %e, "auto-remove failed");
-                    }
+                // Ended while no gateway watched, or never started (its start failed, or the
+                // gateway went away between creating and starting it): it goes.
+                Ok(_) => remove_in_background(&b, &ns, &c.id, false),
+                Err(e) => {
+                    tracing::warn!(container = %c.id, error = %e, "auto-remove: reading the task");
                 }
-                // Never started, or its task is unknown: left alone.
-                Ok(None) | Err(_) => {}
             }
         }
     }
