@@ -654,7 +654,7 @@ impl LocalContentStore {
         ] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
-        let db = Database::create(root.join("metadata.redb"))?;
+        let db = strata_store::open_database(&root.join("metadata.redb"))?;
         let tx = db.begin_write()?;
         tx.open_table(BLOBS)?;
         tx.open_table(BLOB_REFS)?;

@@ -177,7 +177,7 @@ impl Metadata {
             path: root.to_owned(),
             source,
         })?;
-        let db = Database::create(root.join("metadata.redb"))?;
+        let db = strata_store::open_database(&root.join("metadata.redb"))?;
         let tx = db.begin_write()?;
         tx.open_table(NAMESPACES)?;
         tx.open_table(IMAGES)?;

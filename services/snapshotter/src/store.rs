@@ -587,7 +587,7 @@ impl LocalSnapshots {
 
     fn open_inner(root: &Path, backends: &[Backend]) -> Result<Self> {
         fs::create_dir_all(root).map_err(io_err(root))?;
-        let db = Database::create(root.join("metadata.redb"))?;
+        let db = strata_store::open_database(&root.join("metadata.redb"))?;
         let tx = db.begin_write()?;
         tx.open_table(SNAPSHOTS)?;
         tx.open_table(CHILDREN)?;

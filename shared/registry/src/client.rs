@@ -135,6 +135,9 @@ impl Client {
                 .connect_timeout(config.connect_timeout)
                 .read_timeout(config.read_timeout)
                 .user_agent(config.user_agent.clone())
+                // A burst of pulls opens a connection per blob in flight; a few stay for the
+                // next pull, the rest close (each held a file descriptor for 90 s).
+                .pool_max_idle_per_host(4)
         };
         let http = builder().build().map_err(RegistryError::Client)?;
         let direct = builder()

@@ -81,6 +81,18 @@ pub fn decode<M: prost::Message + Default>(key: &str, bytes: &[u8]) -> Result<M>
     })
 }
 
+/// The page cache of a metadata database. redb's default (1 GiB) let a service's memory grow
+/// with every record it ever read; the metadata of a host fits in far less, and what is not
+/// cached is read from the page cache of the kernel.
+pub const DB_CACHE_BYTES: usize = 1 << 20;
+
+/// Opens (or creates) a store's metadata database at `path`, with a bounded cache.
+pub fn open_database(path: &Path) -> Result<redb::Database> {
+    Ok(redb::Builder::new()
+        .set_cache_size(DB_CACHE_BYTES)
+        .create(path)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,3 +104,4 @@ mod tests {
         assert_eq!(from_nanos(-5), UNIX_EPOCH);
     }
 }
+
