@@ -104,4 +104,3 @@ mod tests {
         assert_eq!(from_nanos(-5), UNIX_EPOCH);
     }
 }
-
