@@ -358,39 +358,27 @@ pub async fn serve(
 
 /// Gives the heap freed after a burst of work back to the system once the service is idle
 /// again: glibc keeps what is freed inside an arena, so after a load of concurrent requests a
-/// service held megabytes of free heap for good. Every two seconds, when the process used
-/// less than 1 ms of CPU in the interval (it is idle) and its allocator holds at least 256 KiB
-/// more free memory than after the last trim, it trims once: late frees are caught at the next
-/// idle tick, and holes too small to give back do not make it trim again and again.
+/// service held megabytes of free heap for good. Every two seconds, when the process used less
+/// than 1 ms of CPU in the interval (it is idle) and more than 5 ms since the last trim (it
+/// worked since), it trims once. (The allocator's own count of free bytes cannot tell: it
+/// still counts what a trim gave back, so a burst that reused and freed the same memory looked
+/// like nothing to trim.)
 async fn trim_heap_when_idle() {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
     const IDLE: std::time::Duration = std::time::Duration::from_millis(1);
-    const WORTH: usize = 256 << 10;
+    const WORKED: std::time::Duration = std::time::Duration::from_millis(5);
     let mut last = cpu_time();
-    let mut kept = 0usize;
+    let mut trimmed_at = last;
     loop {
         tokio::time::sleep(EVERY).await;
         let now = cpu_time();
         let used = now.saturating_sub(last);
         last = now;
-        if used <= IDLE && heap_free() > kept.saturating_add(WORTH) {
+        if used <= IDLE && now.saturating_sub(trimmed_at) > WORKED {
             trim_heap();
-            kept = heap_free();
             last = cpu_time();
+            trimmed_at = last;
         }
-    }
-}
-
-/// Bytes the allocator holds free (in its arenas, not given back to the system).
-fn heap_free() -> usize {
-    #[cfg(target_env = "gnu")]
-    {
-        // SAFETY: mallinfo2 only reads the allocator's counters, taking each arena's lock.
-        unsafe { libc::mallinfo2() }.fordblks
-    }
-    #[cfg(not(target_env = "gnu"))]
-    {
-        0
     }
 }
 
