@@ -20,9 +20,9 @@ fn soak_with_restarts_leaves_nothing_behind() {
         .env("PULLS", "10")
         .env("RUNS", "20")
         .env("CYCLES", "4")
-        // Debug binaries on a small load: a settled service's heap varies by up to ~1.5 MiB
-        // (connection and call buffers); a leak per request shows over larger loads.
-        .env("MEM_SLACK_KIB", "2048")
+        // Debug binaries on a small load vary more between two idle moments than release
+        // ones on the full load; a leak per request still shows.
+        .env("MEM_SLACK_KIB", "2560")
         // The test's own scratch directory, on the host's file system (no loop-mounted ext4).
         .env("BENCH_FS", "host")
         .output()

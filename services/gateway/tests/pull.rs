@@ -984,3 +984,43 @@ fn simultaneous_pulls_of_the_same_images_all_succeed() {
     let ls = ok(stack.ctr().args(["images", "ls", "-q"]), None);
     assert!(ls.lines().any(|l| l == r), "{ls}");
 }
+
+/// Imports of the same archive at once each succeed (they once shared ingest refs named by
+/// the gateway's pid and the entry's position, and all but one failed "locked").
+#[test]
+fn simultaneous_imports_of_one_archive_all_succeed() {
+    let stack = Stack::start();
+    let dir = layout(stack.dir.path(), "imp-many");
+    oci_image(&dir, &[busybox_layer()], host_arch());
+    let tarball = stack.dir.path().join("image.tar");
+    ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&dir)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("."),
+        None,
+    );
+    let imports: Vec<_> = (0..4)
+        .map(|i| {
+            let mut c = stack.cli();
+            c.args(["import", "--name", &format!("example.com/many:{i}")])
+                .arg(&tarball);
+            std::thread::spawn(move || run(&mut c, None))
+        })
+        .collect();
+    for (i, h) in imports.into_iter().enumerate() {
+        let out = h.join().unwrap();
+        assert!(
+            out.status.success(),
+            "import {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let names = ok(stack.ctr().args(["images", "ls", "-q"]), None);
+    for i in 0..4 {
+        let name = format!("example.com/many:{i}");
+        assert!(names.lines().any(|l| l == name), "{names}");
+    }
+}
