@@ -131,7 +131,11 @@ start_strata_stack() {
   echo $! >"$d/content.pid"; wait_socket "$d/content.sock"
   "$bin/strata-snapshotter" --address "$d/snapshotter.sock" --root "$d/snapshotter" --content "$d/content.sock" >"$d/snapshotter.log" 2>&1 &
   echo $! >"$d/snapshotter.pid"; wait_socket "$d/snapshotter.sock"
-  "$bin/strata-images" --address "$d/images.sock" --root "$d/images" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" --tasks "$d/tasks.sock" >"$d/images.log" 2>&1 &
+  # Without a tasks service the images service must be told so (--tasks none): an absent one
+  # is never taken for "no containers", and would stop every collection.
+  local tasks_addr="$d/tasks.sock"
+  [ "$with_tasks" = tasks ] || tasks_addr=none
+  "$bin/strata-images" --address "$d/images.sock" --root "$d/images" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" --tasks "$tasks_addr" >"$d/images.log" 2>&1 &
   echo $! >"$d/images.pid"; wait_socket "$d/images.sock"
   if [ "$with_tasks" = tasks ]; then
     "$bin/strata-tasks" --address "$d/tasks.sock" --root "$d/tasks" --state "$d/tasks-state" \
