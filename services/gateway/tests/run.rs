@@ -405,3 +405,37 @@ fn auto_remove_survives_a_gateway_restart() {
     });
     assert!(!w.snapshots().lines().any(|l| l.starts_with(&id)));
 }
+
+/// Listings racing with `--rm` removals never fail: a supervisor that is leaving may close a
+/// state query unanswered, and that is "no task", not an error (`ps -a` failed with "Broken
+/// pipe" about 1 time in 40 here before).
+#[test]
+fn listings_racing_with_removals_never_fail() {
+    let w = world();
+    let stack_socket = w.stack.socket().to_owned();
+    let image = w.image.clone();
+    let runs = std::thread::spawn(move || {
+        for _ in 0..40 {
+            let out = std::process::Command::new(strata_testkit::sibling_bin("strata"))
+                .arg("--address")
+                .arg(&stack_socket)
+                .args(["run", "-d", "--rm", &image, "true"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+    let mut listed = 0;
+    while !runs.is_finished() || listed == 0 {
+        w.ok(&["ps", "-a"]);
+        listed += 1;
+    }
+    runs.join().unwrap();
+    w.eventually("every --rm container removed", || {
+        w.ok(&["ps", "-a", "-q"]).trim().is_empty()
+    });
+}

@@ -215,6 +215,27 @@ fn exit_from(r: &Reply) -> Option<(u32, SystemTime)> {
 /// One request to a supervisor, one reply. A failure keeps the kind the supervisor gave it;
 /// its message names the task and what was being done.
 async fn call(dir: &Path, id: &str, req: &Request) -> Result<Reply> {
+    // A supervisor that is leaving (its task deleted, as `--rm` does) may accept a connection
+    // and close it unanswered before its socket is gone. A question that changes nothing is
+    // asked again for a moment: it then finds the socket gone (NotFound: no task) or gets its
+    // answer, instead of failing a listing that raced with a removal.
+    let read_only = matches!(
+        req,
+        Request::State | Request::StateExec { .. } | Request::Pids
+    );
+    let mut tries = 0;
+    loop {
+        match call_once(dir, id, req).await {
+            Err(e) if read_only && e.kind() == strata_core::Kind::Unavailable && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn call_once(dir: &Path, id: &str, req: &Request) -> Result<Reply> {
     let sock = dir.join(SOCKET);
     let doing = req.doing();
     let fail = |kind: strata_core::Kind, e: &dyn std::fmt::Display| {
