@@ -328,7 +328,10 @@ done
 # allocator cannot give back). Four rounds in a row, release build: the gateway 7.0, 7.2, 7.4,
 # 7.4 MiB, the snapshotter 5.8 after the warm-up, then 6.0, 6.1, 6.1, 6.1 MiB: bounded, while a
 # leak grows with every round.
+# MEM_CHECK=off (make test's short run on debug binaries, where one service's idle heap has
+# varied by 3 MiB between two moments) prints the figures without judging them.
 for s in "${services[@]}"; do
+  [ "${MEM_CHECK:-on}" = off ] && break
   bound=$((RSS0[$s] * 11 / 10))
   [ "$bound" -ge $((RSS0[$s] + MEM_SLACK_KIB)) ] || bound=$((RSS0[$s] + MEM_SLACK_KIB))
   [ "${RSS1[$s]}" -le "$bound" ] ||
