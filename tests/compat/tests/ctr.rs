@@ -964,11 +964,9 @@ fn events_workflow(env: &Env, side: &Side) -> Obs {
     }
     assert!(subscribed, "[{}] ctr events printed nothing", side.name());
 
-    side.ctr(&["images", "pull", "--plain-http", r]).ok();
-    let run = side.ctr(&["run", "--rm", r, "ev1", "sh", "-c", "exit 3"]);
-    o.note("run", run.code);
-    side.ctr(&["namespaces", "label", &side.ns, "compat=events"])
-        .ok();
+    // The blob is written and deleted first: `ctr content ingest` holds no lease, so once
+    // anything has been deleted (the pull's lease, the run's container) containerd's collector,
+    // started by later writes, may take the blob before `content rm` and publish nothing.
     let blob = b"compat events\n";
     let mut ingest = side.ctr_command();
     ingest.args(["--namespace", &side.ns, "content", "ingest", "compat-ev"]);
@@ -976,6 +974,11 @@ fn events_workflow(env: &Env, side: &Side) -> Obs {
     assert!(out.status.success(), "[{}] content ingest", side.name());
     let digest = strata_compat::digest_of(blob);
     side.ctr(&["content", "rm", &digest]).ok();
+    side.ctr(&["images", "pull", "--plain-http", r]).ok();
+    let run = side.ctr(&["run", "--rm", r, "ev1", "sh", "-c", "exit 3"]);
+    o.note("run", run.code);
+    side.ctr(&["namespaces", "label", &side.ns, "compat=events"])
+        .ok();
     side.ctr(&["images", "rm", "--sync", r]).ok();
 
     // Each service delivers its events in order; these are the last each one publishes here
