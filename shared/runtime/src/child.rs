@@ -306,17 +306,7 @@ fn make_console(p: &Process, sock: &OwnedFd, is_init: bool) -> Result<OwnedFd> {
     }
     if is_init {
         // Best effort: a read-only /dev or one without a console leaves the terminal as is.
-        let console = Path::new("/dev/console");
-        if fs::symlink_metadata(console).is_err() {
-            let _ = fs::File::create(console);
-        }
-        let _ = nix::mount::mount(
-            Some(Path::new(&name)),
-            console,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        );
+        let _ = rootfs::bind_console(std::os::fd::AsFd::as_fd(&slave));
     }
     let fds = [master.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
@@ -398,8 +388,8 @@ fn sysctls(spec: &Spec) -> Result<()> {
         if key.contains('/') || key.contains("..") {
             return Err(Error::InvalidSpec(format!("sysctl {key:?}")));
         }
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        fs::write(&path, value).map_err(|e| Error::io("write sysctl", path, e))?;
+        let path = Path::new("sys").join(key.replace('.', "/"));
+        crate::inroot::write_proc(&path, value.as_bytes())?;
     }
     Ok(())
 }
@@ -470,8 +460,7 @@ fn prepare_process(p: &Process, console: Option<&OwnedFd>, stdio: &[OwnedFd]) ->
         }
     }
     if let Some(adj) = p.oom_score_adj() {
-        fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| Error::io("write", "/proc/self/oom_score_adj", e))?;
+        crate::inroot::write_proc(Path::new("self/oom_score_adj"), adj.to_string().as_bytes())?;
     }
 
     let env: Vec<String> = p.env().clone().unwrap_or_default();

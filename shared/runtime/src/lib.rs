@@ -20,6 +20,7 @@ mod cgroups;
 mod child;
 mod container;
 mod error;
+mod inroot;
 mod net;
 mod rootfs;
 mod spec;

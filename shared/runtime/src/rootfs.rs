@@ -1,66 +1,27 @@
 //! Root file system setup, run by the container's init inside its new mount namespace:
-//! mounts in config order, device nodes, `pivot_root`, masked and read-only paths.
+//! mounts in config order, device nodes, masked paths, `pivot_root`, read-only paths.
+//!
+//! Nothing below the root is touched by path string: every mount target, device node, link
+//! and masked or read-only path is resolved inside the root by file descriptor (see
+//! [`inroot`]), so an image's symlinks cannot lead the runtime onto the host.
 
+use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::sys::stat::{Mode, SFlag, makedev};
+use nix::sys::statfs::{DEVPTS_SUPER_MAGIC, PROC_SUPER_MAGIC, SYSFS_MAGIC};
 use oci_spec::runtime::{LinuxDeviceType, Mount, Spec};
 
 use crate::error::{Error, Result};
+use crate::inroot::{self, Root};
 
 type NoStr = Option<&'static str>;
 const NONE: NoStr = None;
-
-/// Resolves `unsafe_path` inside `root` the way the container would see it: symlinks are
-/// followed relative to `root` and `..` never climbs above it.
-pub(crate) fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf> {
-    let mut pending: Vec<PathBuf> = unsafe_path
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(p) => Some(PathBuf::from(p)),
-            Component::ParentDir => Some(PathBuf::from("..")),
-            _ => None,
-        })
-        .collect();
-    let mut resolved = PathBuf::new();
-    let mut links = 0;
-    while let Some(part) = pending.pop() {
-        if part.as_os_str() == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate = resolved.join(&part);
-        let full = root.join(&candidate);
-        match fs::symlink_metadata(&full) {
-            Ok(md) if md.file_type().is_symlink() => {
-                links += 1;
-                if links > 255 {
-                    return Err(Error::InvalidSpec(format!(
-                        "path {}: too many symlinks",
-                        unsafe_path.display()
-                    )));
-                }
-                let target = fs::read_link(&full).map_err(|e| Error::io("readlink", &full, e))?;
-                if target.is_absolute() {
-                    resolved = PathBuf::new();
-                }
-                for c in target.components().rev() {
-                    match c {
-                        Component::Normal(p) => pending.push(PathBuf::from(p)),
-                        Component::ParentDir => pending.push(PathBuf::from("..")),
-                        _ => {}
-                    }
-                }
-            }
-            _ => resolved = candidate,
-        }
-    }
-    Ok(root.join(resolved))
-}
 
 /// Mount options split into flags, propagation flags and file-system data.
 struct Options {
@@ -134,6 +95,8 @@ fn propagation_flag(name: &str) -> Option<MsFlags> {
     })
 }
 
+/// `mount(2)` on trusted host paths only (`/` and the bundle's root before anything of the
+/// image is looked at).
 fn do_mount(
     source: Option<&Path>,
     target: &Path,
@@ -142,40 +105,56 @@ fn do_mount(
     data: Option<&str>,
 ) -> Result<()> {
     mount(source, target, fstype, flags, data).map_err(|e| {
-        Error::sys(
-            "mount",
-            format!(
-                "{} on {} (type {}, flags {flags:?}, data {:?})",
-                source.map_or("none".into(), |s| s.display().to_string()),
-                target.display(),
-                fstype.unwrap_or("none"),
-                data.unwrap_or("")
-            ),
+        mount_error(
+            source,
+            &target.display().to_string(),
+            fstype,
+            flags,
+            data,
             e,
         )
     })
 }
 
-fn mkdir_all(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))
+fn mount_error(
+    source: Option<&Path>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    e: Errno,
+) -> Error {
+    Error::sys(
+        "mount",
+        format!(
+            "{} on {target} (type {}, flags {flags:?}, data {:?})",
+            source.map_or("none".into(), |s| s.display().to_string()),
+            fstype.unwrap_or("none"),
+            data.unwrap_or("")
+        ),
+        e,
+    )
 }
 
-/// Creates a mount target matching the source: a file for a file source, else a directory.
-fn create_target(target: &Path, source_is_dir: bool) -> Result<()> {
-    if source_is_dir {
-        return mkdir_all(target);
-    }
-    if let Some(parent) = target.parent() {
-        mkdir_all(parent)?;
-    }
-    if !target.exists() {
-        fs::File::create(target).map_err(|e| Error::io("create file", target, e))?;
-    }
-    Ok(())
+/// `mount(2)` onto the file `target` refers to (through `/proc/self/fd/N` of the host's
+/// procfs, checked by [`inroot::host_proc`]); `shown` names the target in errors.
+fn mount_fd(
+    source: Option<&Path>,
+    target: BorrowedFd<'_>,
+    shown: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    mount(source, &inroot::fd_path(target), fstype, flags, data)
+        .map_err(|e| mount_error(source, shown, fstype, flags, data, e))
 }
 
 /// Sets up the root file system at `rootfs` (a host path) and pivots into it. Runs in the
 /// container's init, in its own mount namespace. The current directory ends up at the new `/`.
+///
+/// Every path below `rootfs` is resolved inside it by file descriptor ([`Root`]): a symlink of
+/// the image naming a host path can never lead a mount, a device node or a link out of it.
 pub(crate) fn setup(spec: &Spec, rootfs: &Path, cgroup_paths: &[PathBuf]) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
     let propagation = match linux.rootfs_propagation().as_deref() {
@@ -192,54 +171,47 @@ pub(crate) fn setup(spec: &Spec, rootfs: &Path, cgroup_paths: &[PathBuf]) -> Res
         MsFlags::MS_BIND | MsFlags::MS_REC,
         NONE,
     )?;
+    inroot::host_proc()?;
+    let root = Root::open(rootfs)?;
 
     let mut dev_is_tmpfs = false;
     for m in spec.mounts().iter().flatten() {
         if m.destination() == Path::new("/dev") && m.typ().as_deref() != Some("bind") {
             dev_is_tmpfs = true;
         }
-        mount_one(rootfs, m, cgroup_paths)?;
+        mount_one(&root, m, cgroup_paths)?;
     }
     if dev_is_tmpfs {
-        create_default_devices(rootfs)?;
+        create_default_devices(&root)?;
     }
     for d in linux.devices().iter().flatten() {
-        let path = secure_join(rootfs, d.path())?;
         let kind = match d.typ() {
             LinuxDeviceType::B => SFlag::S_IFBLK,
             LinuxDeviceType::P => SFlag::S_IFIFO,
             _ => SFlag::S_IFCHR,
         };
         let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666));
-        make_node(&path, kind, mode, d.major(), d.minor())?;
+        let (Ok(major), Ok(minor)) = (u64::try_from(d.major()), u64::try_from(d.minor())) else {
+            return Err(Error::InvalidSpec(format!(
+                "device {}: negative major/minor",
+                d.path().display()
+            )));
+        };
+        root.make_node(d.path(), kind, mode, makedev(major, minor))?;
         if d.uid().is_some() || d.gid().is_some() {
-            std::os::unix::fs::chown(&path, d.uid(), d.gid())
-                .map_err(|e| Error::io("chown", &path, e))?;
+            root.chown(d.path(), d.uid(), d.gid())?;
         }
     }
-    dev_symlinks(rootfs)?;
-    pivot(rootfs)?;
+    dev_symlinks(&root)?;
+    // Masked paths now, while the host's /dev/null is still in reach to be bound from.
+    mask_paths(&root, linux.masked_paths().as_deref().unwrap_or(&[]))?;
+    pivot(&root)?;
     Ok(())
 }
 
-fn make_node(path: &Path, kind: SFlag, mode: Mode, major: i64, minor: i64) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        mkdir_all(parent)?;
-    }
-    let _ = fs::remove_file(path);
-    let (Ok(major), Ok(minor)) = (u64::try_from(major), u64::try_from(minor)) else {
-        return Err(Error::InvalidSpec(format!(
-            "device {}: negative major/minor",
-            path.display()
-        )));
-    };
-    mknod(path, kind, mode, makedev(major, minor))
-        .map_err(|e| Error::sys("mknod", path.display().to_string(), e))
-}
-
-/// null, zero, full, random, urandom and tty in a tmpfs `/dev`; bind-mounted from the host
+/// null, zero, full, random, urandom and tty in a tmpfs `/dev`; bound from the host's nodes
 /// where mknod is refused.
-fn create_default_devices(rootfs: &Path) -> Result<()> {
+fn create_default_devices(root: &Root) -> Result<()> {
     for (name, major, minor) in [
         ("null", 1, 3),
         ("zero", 1, 5),
@@ -248,22 +220,63 @@ fn create_default_devices(rootfs: &Path) -> Result<()> {
         ("urandom", 1, 9),
         ("tty", 5, 0),
     ] {
-        let path = rootfs.join("dev").join(name);
+        let path = Path::new("/dev").join(name);
         let mode = Mode::from_bits_truncate(0o666);
-        if make_node(&path, SFlag::S_IFCHR, mode, major, minor).is_err() {
-            create_target(&path, false)?;
-            let host = Path::new("/dev").join(name);
-            do_mount(Some(&host), &path, Some("bind"), MsFlags::MS_BIND, NONE)?;
+        match root.make_node(&path, SFlag::S_IFCHR, mode, makedev(major, minor)) {
+            Ok(()) => {}
+            Err(Error::Sys {
+                op: "mknod",
+                source: Errno::EPERM,
+                ..
+            }) => {
+                let host = Path::new("/dev").join(name);
+                let node = host_device(&host, major, minor)?;
+                let target = root.create_file(&path)?;
+                let tree = inroot::clone_tree(node.as_fd(), false)
+                    .map_err(|e| Error::sys("clone mount", host.display().to_string(), e))?;
+                inroot::move_mount(tree.as_fd(), target.as_fd())
+                    .map_err(|e| Error::sys("mount", root.show(&path), e))?;
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-fn dev_symlinks(rootfs: &Path) -> Result<()> {
-    let dev = rootfs.join("dev");
-    if !dev.is_dir() {
-        return Ok(());
+/// Opens the host's device node `path`, verified to be the character device `major:minor`
+/// (not a link to one, not anything else).
+fn host_device(path: &Path, major: u64, minor: u64) -> Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open", path.display().to_string(), e))?;
+    let st = inroot::stat(fd.as_fd(), path)?;
+    if !inroot::is(&st, SFlag::S_IFCHR) || st.st_rdev != makedev(major, minor) {
+        return Err(Error::sys(
+            "verify",
+            format!(
+                "{} is not the character device {major}:{minor}",
+                path.display()
+            ),
+            Errno::ENODEV,
+        ));
     }
+    Ok(fd)
+}
+
+/// `/dev/fd`, `/dev/std{in,out,err}` and `/dev/ptmx` links in the `/dev` the container sees.
+fn dev_symlinks(root: &Root) -> Result<()> {
+    let dev_path = Path::new("/dev");
+    let dev = match root.resolve(dev_path, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
+        Err(e) => return Err(Error::sys("resolve", root.show(dev_path), e)),
+    };
+    let has_ptmx = root
+        .resolve(Path::new("/dev/pts/ptmx"), OFlag::O_PATH)
+        .is_ok();
     for (link, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -271,71 +284,88 @@ fn dev_symlinks(rootfs: &Path) -> Result<()> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        let path = dev.join(link);
-        if link == "ptmx" && !dev.join("pts/ptmx").exists() {
+        let name = OsStr::new(link);
+        let shown = || root.show(&dev_path.join(link));
+        if link == "ptmx" && !has_ptmx {
             continue;
         }
-        if fs::symlink_metadata(&path).is_ok() {
+        if inroot::has_entry(dev.as_fd(), name) {
             if link != "ptmx" {
                 continue;
             }
-            fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            inroot::unlink_in(dev.as_fd(), name).map_err(|e| Error::sys("remove", shown(), e))?;
         }
-        symlink(target, &path).map_err(|e| Error::io("symlink", &path, e))?;
+        inroot::symlink_in(dev.as_fd(), name, target)
+            .map_err(|e| Error::sys("symlink", shown(), e))?;
     }
     Ok(())
 }
 
-fn mount_one(rootfs: &Path, m: &Mount, cgroup_paths: &[PathBuf]) -> Result<()> {
-    let target = secure_join(rootfs, m.destination())?;
+fn mount_one(root: &Root, m: &Mount, cgroup_paths: &[PathBuf]) -> Result<()> {
+    let dest = m.destination();
+    let shown = root.show(dest);
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
     let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
 
     if typ == "bind" || opts.flags.contains(MsFlags::MS_BIND) {
         let source = m.source().as_ref().ok_or_else(|| {
-            Error::InvalidSpec(format!(
-                "bind mount {}: no source",
-                m.destination().display()
-            ))
+            Error::InvalidSpec(format!("bind mount {}: no source", dest.display()))
         })?;
         let md = fs::metadata(source).map_err(|e| Error::io("stat bind source", source, e))?;
-        create_target(&target, md.is_dir())?;
+        let target = if md.is_dir() {
+            root.mkdir_all(dest)?
+        } else {
+            root.create_file(dest)?
+        };
         let bind = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        do_mount(Some(source), &target, NONE, bind, NONE)?;
+        mount_fd(Some(source), target.as_fd(), &shown, NONE, bind, NONE)?;
         let rest = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !rest.is_empty() {
-            do_mount(
+            // Resolved again: the descriptor now names the new mount, not what it covers.
+            let target = root.open_path(dest)?;
+            mount_fd(
                 None,
-                &target,
+                target.as_fd(),
+                &shown,
                 NONE,
                 rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
                 NONE,
             )?;
         }
     } else if typ == "cgroup" || typ == "cgroup2" {
-        mount_cgroup(&target, &opts, cgroup_paths)?;
+        mount_cgroup(root, dest, &opts, cgroup_paths)?;
     } else {
-        mkdir_all(&target)?;
+        let target = root.mkdir_all(dest)?;
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
-        match do_mount(Some(&source), &target, Some(typ), opts.flags, data) {
+        match mount_fd(
+            Some(&source),
+            target.as_fd(),
+            &shown,
+            Some(typ),
+            opts.flags,
+            data,
+        ) {
             Ok(()) => {}
             // sysfs cannot be mounted while sharing the host's network namespace: bind the
             // host's /sys instead, like runc.
             Err(Error::Sys {
-                source: nix::errno::Errno::EPERM,
+                source: Errno::EPERM,
                 ..
             }) if typ == "sysfs" => {
-                do_mount(
+                mount_fd(
                     Some(Path::new("/sys")),
-                    &target,
+                    target.as_fd(),
+                    &shown,
                     NONE,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     NONE,
                 )?;
-                do_mount(
+                let target = root.open_path(dest)?;
+                mount_fd(
                     None,
-                    &target,
+                    target.as_fd(),
+                    &shown,
                     NONE,
                     opts.flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
                     NONE,
@@ -345,28 +375,32 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_paths: &[PathBuf]) -> Result<()> {
         }
     }
     if !opts.propagation.is_empty() {
-        do_mount(None, &target, NONE, opts.propagation, NONE)?;
+        let target = root.open_path(dest)?;
+        mount_fd(None, target.as_fd(), &shown, NONE, opts.propagation, NONE)?;
     }
     Ok(())
 }
 
 /// A `cgroup` mount: on a v2 host a cgroup2 mount; on v1 a tmpfs holding a bind mount of the
 /// container's own directory in each controller hierarchy.
-fn mount_cgroup(target: &Path, opts: &Options, cgroup_paths: &[PathBuf]) -> Result<()> {
-    mkdir_all(target)?;
+fn mount_cgroup(root: &Root, dest: &Path, opts: &Options, cgroup_paths: &[PathBuf]) -> Result<()> {
+    let shown = root.show(dest);
+    let target = root.mkdir_all(dest)?;
     let flags = opts.flags & !MsFlags::MS_RDONLY;
     if crate::cgroups::host_is_v2() {
-        return do_mount(
+        return mount_fd(
             Some(Path::new("cgroup2")),
-            target,
+            target.as_fd(),
+            &shown,
             Some("cgroup2"),
             opts.flags,
             NONE,
         );
     }
-    do_mount(
+    mount_fd(
         Some(Path::new("tmpfs")),
-        target,
+        target.as_fd(),
+        &shown,
         Some("tmpfs"),
         flags,
         Some("mode=755"),
@@ -378,13 +412,23 @@ fn mount_cgroup(target: &Path, opts: &Options, cgroup_paths: &[PathBuf]) -> Resu
         let Some(source) = cgroup_paths.iter().find(|p| p.starts_with(&mountpoint)) else {
             continue;
         };
-        let dest = target.join(name);
-        mkdir_all(&dest)?;
-        do_mount(Some(source), &dest, NONE, MsFlags::MS_BIND, NONE)?;
+        let sub = dest.join(name);
+        let sub_shown = root.show(&sub);
+        let dir = root.mkdir_all(&sub)?;
+        mount_fd(
+            Some(source),
+            dir.as_fd(),
+            &sub_shown,
+            NONE,
+            MsFlags::MS_BIND,
+            NONE,
+        )?;
         if opts.flags.contains(MsFlags::MS_RDONLY) {
-            do_mount(
+            let dir = root.open_path(&sub)?;
+            mount_fd(
                 None,
-                &dest,
+                dir.as_fd(),
+                &sub_shown,
                 NONE,
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
                 NONE,
@@ -392,9 +436,11 @@ fn mount_cgroup(target: &Path, opts: &Options, cgroup_paths: &[PathBuf]) -> Resu
         }
     }
     if opts.flags.contains(MsFlags::MS_RDONLY) {
-        do_mount(
+        let target = root.open_path(dest)?;
+        mount_fd(
             None,
-            target,
+            target.as_fd(),
+            &shown,
             NONE,
             MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
             Some("mode=755"),
@@ -403,11 +449,44 @@ fn mount_cgroup(target: &Path, opts: &Options, cgroup_paths: &[PathBuf]) -> Resu
     Ok(())
 }
 
-/// `pivot_root` into `rootfs` and detach the old root.
-fn pivot(rootfs: &Path) -> Result<()> {
-    nix::unistd::chdir(rootfs).map_err(|e| Error::sys("chdir", rootfs.display().to_string(), e))?;
-    nix::unistd::pivot_root(".", ".")
-        .map_err(|e| Error::sys("pivot_root", rootfs.display().to_string(), e))?;
+/// Opens the host's `/dev/null`, verified to be the null character device (1:3).
+fn host_dev_null() -> Result<OwnedFd> {
+    host_device(Path::new("/dev/null"), 1, 3)
+}
+
+/// Masks each path that exists in the container: a directory with an empty read-only tmpfs,
+/// anything else with the host's verified `/dev/null` bound by descriptor (never the
+/// container's `/dev/null`, which the image or a racing container may have replaced).
+fn mask_paths(root: &Root, paths: &[String]) -> Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let null = host_dev_null()?;
+    for p in paths {
+        let path = Path::new(p);
+        let target = match root.resolve(path, OFlag::O_PATH) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
+            Err(e) => return Err(Error::sys("resolve masked path", root.show(path), e)),
+        };
+        let st = inroot::stat(target.as_fd(), path)?;
+        let mask = if inroot::is(&st, SFlag::S_IFDIR) {
+            inroot::readonly_tmpfs()
+        } else {
+            inroot::clone_tree(null.as_fd(), false)
+        }
+        .map_err(|e| Error::sys("make mask", root.show(path), e))?;
+        inroot::move_mount(mask.as_fd(), target.as_fd())
+            .map_err(|e| Error::sys("mask", root.show(path), e))?;
+    }
+    Ok(())
+}
+
+/// `pivot_root` into `root` and detach the old root.
+fn pivot(root: &Root) -> Result<()> {
+    let shown = root.show(Path::new("/"));
+    nix::unistd::fchdir(root.fd()).map_err(|e| Error::sys("chdir", shown.clone(), e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| Error::sys("pivot_root", shown, e))?;
     // The old root now sits on top of "."; make it a slave so the unmount stays here.
     do_mount(
         None,
@@ -420,65 +499,30 @@ fn pivot(rootfs: &Path) -> Result<()> {
     nix::unistd::chdir("/").map_err(|e| Error::sys("chdir", "/", e))
 }
 
-/// After `pivot_root`: masked paths, read-only paths, then the read-only root.
+/// After `pivot_root`: read-only paths, then the read-only root. Each read-only path is a
+/// recursive bind clone of what it resolves to, made read-only before it is attached on the
+/// same descriptor (the mount API: no path is looked up twice).
 pub(crate) fn finish(spec: &Spec) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
+    let root = Root::open(Path::new("/"))?;
     for p in linux.readonly_paths().iter().flatten() {
         let path = Path::new(p);
-        if !path.exists() {
-            continue;
-        }
-        do_mount(
-            Some(path),
-            path,
-            NONE,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            NONE,
-        )?;
-        do_mount(
-            None,
-            path,
-            NONE,
-            MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
-            NONE,
-        )
-        .or_else(|_| {
-            do_mount(
-                None,
-                path,
-                NONE,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                NONE,
-            )
-        })?;
-    }
-    for p in linux.masked_paths().iter().flatten() {
-        let path = Path::new(p);
-        let Ok(md) = fs::metadata(path) else {
-            continue;
+        let target = match root.resolve(path, OFlag::O_PATH) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
+            Err(e) => return Err(Error::sys("resolve read-only path", root.show(path), e)),
         };
-        if md.is_dir() {
-            do_mount(
-                Some(Path::new("tmpfs")),
-                path,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY,
-                NONE,
-            )?;
-        } else {
-            do_mount(
-                Some(Path::new("/dev/null")),
-                path,
-                NONE,
-                MsFlags::MS_BIND,
-                NONE,
-            )?;
-        }
+        let tree = inroot::clone_tree(target.as_fd(), true)
+            .map_err(|e| Error::sys("clone mount", root.show(path), e))?;
+        let all = libc::MOUNT_ATTR_RDONLY
+            | libc::MOUNT_ATTR_NOSUID
+            | libc::MOUNT_ATTR_NODEV
+            | libc::MOUNT_ATTR_NOEXEC;
+        inroot::set_mount_attr(tree.as_fd(), true, all, 0)
+            .or_else(|_| inroot::set_mount_attr(tree.as_fd(), true, libc::MOUNT_ATTR_RDONLY, 0))
+            .map_err(|e| Error::sys("make read-only", root.show(path), e))?;
+        inroot::move_mount(tree.as_fd(), target.as_fd())
+            .map_err(|e| Error::sys("mount read-only", root.show(path), e))?;
     }
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
         do_mount(
@@ -492,30 +536,84 @@ pub(crate) fn finish(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// Binds the terminal `slave` (a pty of the container's devpts, checked) on `/dev/console`
+/// of the container, after `pivot_root`. The console entry is resolved in its `/dev`
+/// directory without following it: a symlink there is replaced by a file, and a target on
+/// procfs or sysfs is refused, so the bind cannot land on anything but the console.
+pub(crate) fn bind_console(slave: BorrowedFd<'_>) -> Result<()> {
+    let console = Path::new("/dev/console");
+    let st = inroot::stat(slave, Path::new("console pty"))?;
+    if !inroot::is(&st, SFlag::S_IFCHR)
+        || inroot::fs_type(slave, Path::new("console pty"))? != DEVPTS_SUPER_MAGIC
+    {
+        return Err(Error::sys(
+            "verify",
+            "console pty is not a devpts terminal",
+            Errno::ENOTTY,
+        ));
+    }
+    let root = Root::open(Path::new("/"))?;
+    let (dev, name) = root.parent_of(console)?;
+    let shown = root.show(console);
+    let open = || {
+        openat(
+            dev.as_fd(),
+            name.as_os_str(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let existing = match open() {
+        Ok(fd) => {
+            let st = inroot::stat(fd.as_fd(), console)?;
+            if inroot::is(&st, SFlag::S_IFREG) || inroot::is(&st, SFlag::S_IFCHR) {
+                Some(fd)
+            } else {
+                inroot::unlink_in(dev.as_fd(), name.as_os_str())
+                    .map_err(|e| Error::sys("remove", shown.clone(), e))?;
+                None
+            }
+        }
+        Err(Errno::ENOENT) => None,
+        Err(e) => return Err(Error::sys("open", shown, e)),
+    };
+    let target = match existing {
+        Some(fd) => fd,
+        None => {
+            openat(
+                dev.as_fd(),
+                name.as_os_str(),
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| Error::sys("create", shown.clone(), e))?;
+            open().map_err(|e| Error::sys("open", shown.clone(), e))?
+        }
+    };
+    let st = inroot::stat(target.as_fd(), console)?;
+    let fs = inroot::fs_type(target.as_fd(), console)?;
+    if !(inroot::is(&st, SFlag::S_IFREG) || inroot::is(&st, SFlag::S_IFCHR))
+        || fs == PROC_SUPER_MAGIC
+        || fs == SYSFS_MAGIC
+    {
+        return Err(Error::sys(
+            "verify",
+            format!("{shown} is not a file to bind the console on"),
+            Errno::EINVAL,
+        ));
+    }
+    let tree = inroot::clone_tree(slave, false)
+        .map_err(|e| Error::sys("clone mount", "console pty", e))?;
+    inroot::move_mount(tree.as_fd(), target.as_fd()).map_err(|e| Error::sys("mount", shown, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secure_join_stays_inside() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        fs::create_dir(root.join("a")).expect("mkdir");
-        symlink("/etc", root.join("abs")).expect("symlink");
-        symlink("../../..", root.join("a/up")).expect("symlink");
-        assert_eq!(
-            secure_join(root, Path::new("/abs/passwd")).expect("join"),
-            root.join("etc/passwd")
-        );
-        assert_eq!(
-            secure_join(root, Path::new("/a/up/x")).expect("join"),
-            root.join("x")
-        );
-        assert_eq!(
-            secure_join(root, Path::new("../../y")).expect("join"),
-            root.join("y")
-        );
-    }
 
     #[test]
     fn options() {
