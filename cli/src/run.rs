@@ -68,6 +68,34 @@ pub struct CreateArgs {
     /// Set a label on the container: KEY=VALUE
     #[arg(long = "label", short = 'l')]
     pub labels: Vec<String>,
+    /// Add a Linux capability (ALL for every one)
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (ALL for every one)
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Give the container every capability, the host's devices, no seccomp filter and a
+    /// writable /sys
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a host device: HOST[:CONTAINER[:PERMISSIONS]]
+    #[arg(long = "device", value_name = "HOST[:CONTAINER[:rwm]]")]
+    pub devices: Vec<String>,
+    /// Set a namespaced kernel parameter: KEY=VALUE
+    #[arg(long = "sysctl", value_name = "KEY=VALUE")]
+    pub sysctls: Vec<String>,
+    /// Add a supplementary group (name or number)
+    #[arg(long = "group-add", value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// Mount a tmpfs: DEST[:OPTIONS]
+    #[arg(long = "tmpfs", value_name = "DEST[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
+    /// Set a resource limit: NAME=SOFT[:HARD]
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// Security options: seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false]
+    #[arg(long = "security-opt", value_name = "OPTION")]
+    pub security_opt: Vec<String>,
     pub image: String,
     /// Command and arguments (replacing the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -118,6 +146,52 @@ fn volume(s: &str) -> anyhow::Result<pb::Volume> {
     })
 }
 
+fn device(s: &str) -> anyhow::Result<pb::Device> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let perms = |p: &str| p.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) && !p.is_empty();
+    let (host, inside, permissions) = match parts.as_slice() {
+        [h] => (*h, "", ""),
+        [h, p] if perms(p) => (*h, "", *p),
+        [h, c] => (*h, *c, ""),
+        [h, c, p] => (*h, *c, *p),
+        _ => anyhow::bail!("invalid device {s:?}: expected HOST[:CONTAINER[:PERMISSIONS]]"),
+    };
+    Ok(pb::Device {
+        host_path: host.to_owned(),
+        container_path: inside.to_owned(),
+        permissions: permissions.to_owned(),
+    })
+}
+
+fn ulimit(s: &str) -> anyhow::Result<pb::Ulimit> {
+    let bad = || anyhow::anyhow!("invalid ulimit {s:?}: expected NAME=SOFT[:HARD]");
+    let (name, limits) = s.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+    Ok(pb::Ulimit {
+        name: name.to_owned(),
+        soft: soft.parse().map_err(|_| bad())?,
+        hard: hard.parse().map_err(|_| bad())?,
+    })
+}
+
+/// `seccomp=FILE` carries the file's contents, as Docker's client sends them.
+fn security_opt(s: &str) -> anyhow::Result<String> {
+    let Some(file) = s
+        .strip_prefix("seccomp=")
+        .or_else(|| s.strip_prefix("seccomp:"))
+    else {
+        return Ok(s.to_owned());
+    };
+    if file == "unconfined" {
+        return Ok(s.to_owned());
+    }
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(4 << 20).read_to_string(&mut text))
+        .with_context(|| format!("reading seccomp profile {file:?}"))?;
+    Ok(format!("seccomp={text}"))
+}
+
 fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateContainerRequest> {
     let mut labels = std::collections::HashMap::new();
     for l in &a.labels {
@@ -154,6 +228,45 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateContainerRequest> 
         auto_remove: a.rm,
         labels,
         snapshotter: String::new(),
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        privileged: a.privileged,
+        devices: a
+            .devices
+            .iter()
+            .map(|d| device(d))
+            .collect::<anyhow::Result<_>>()?,
+        sysctls: a
+            .sysctls
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow::anyhow!("invalid sysctl {kv:?}: expected KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        group_add: a.group_add.clone(),
+        tmpfs: a
+            .tmpfs
+            .iter()
+            .map(|t| {
+                let (d, o) = t.split_once(':').unwrap_or((t.as_str(), ""));
+                pb::Tmpfs {
+                    destination: d.to_owned(),
+                    options: o.to_owned(),
+                }
+            })
+            .collect(),
+        ulimits: a
+            .ulimits
+            .iter()
+            .map(|u| ulimit(u))
+            .collect::<anyhow::Result<_>>()?,
+        security_opt: a
+            .security_opt
+            .iter()
+            .map(|o| security_opt(o))
+            .collect::<anyhow::Result<_>>()?,
     })
 }
 

@@ -124,6 +124,8 @@ pub enum Entry {
     Symlink(String, String),
     /// `.wh.<name>` in the given directory.
     Whiteout(String),
+    /// A named pipe.
+    Fifo(String),
 }
 
 /// A gzip layer: (blob, diff ID).
@@ -152,6 +154,12 @@ pub fn layer(entries: &[Entry]) -> Layer {
                 h.set_mode(0o777);
                 h.set_size(0);
                 b.append_link(&mut h, p, target).unwrap();
+            }
+            Entry::Fifo(p) => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                h.set_mode(0o644);
+                h.set_size(0);
+                b.append_data(&mut h, p, &[][..]).unwrap();
             }
             Entry::Whiteout(p) => {
                 let path = Path::new(p);

@@ -3,6 +3,7 @@
 //! server-side pull ([`pull`]) and import, image listing with sizes, inspect, history, disk use.
 
 pub mod api;
+pub mod confine;
 pub mod hooks;
 pub mod image;
 pub mod import;
@@ -10,6 +11,7 @@ pub mod introspection;
 pub mod pull;
 pub mod router;
 pub mod run;
+pub mod seccomp;
 pub mod spec;
 
 use std::path::PathBuf;

@@ -17,7 +17,7 @@ use crate::spec::{self, PROCESS_TYPE, SPEC_TYPE, User};
 use prost_types::Any;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use strata_api::containerd::services::containers::v1 as cpb;
@@ -283,6 +283,9 @@ fn ignore_missing(r: Result<()>) -> Result<()> {
     }
 }
 
+/// The most of an image's /etc/passwd or /etc/group read to resolve a user.
+const ACCOUNTS_LIMIT: u64 = 1 << 20;
+
 /// Reads `/etc/passwd` and `/etc/group` of the image whose top layer is `parent`, through a
 /// short-lived read-only view of it.
 async fn image_accounts(
@@ -303,8 +306,18 @@ async fn image_accounts(
             .map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
         let m = strata_mount::TempMount::new(&mounts, &tmp)
             .map_err(|e| Error::internal(format!("mounting the image to read its users: {e}")))?;
-        let read = |f: &str| std::fs::read_to_string(m.path().join(f)).unwrap_or_default();
-        Ok((read("etc/passwd"), read("etc/group")))
+        // Read as the container would see them (links resolve inside the image) and bounded:
+        // an image's /etc/passwd that is a FIFO, a device or a huge file is refused.
+        let read = |f: &str| -> Result<String> {
+            let bytes = strata_mount::inroot::read_in_root(m.path(), Path::new(f), ACCOUNTS_LIMIT)
+                .map_err(|e| {
+                    Error::failed_precondition(format!(
+                        "reading the image's {f} to resolve the user: {e}"
+                    ))
+                })?;
+            Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+        };
+        Ok((read("/etc/passwd")?, read("/etc/group")?))
     })
     .await
     .map_err(|e| Error::internal(format!("reading the image's users: {e}")));
@@ -319,17 +332,29 @@ async fn resolve_user(
     parent: &str,
     id: &str,
     user: &str,
+    group_add: &[String],
 ) -> Result<User> {
-    if user.is_empty() {
-        return Ok(User::default());
+    let numeric_groups = group_add.iter().all(|g| g.parse::<u32>().is_ok());
+    let mut resolved = if user.is_empty() {
+        Some(User::default())
+    } else {
+        spec::numeric_user(user).filter(|_| user.contains(':'))
+    };
+    let mut group_file = String::new();
+    if resolved.is_none() || !numeric_groups {
+        let (passwd, group) = image_accounts(b, ns, snapshotter, parent, id).await?;
+        if resolved.is_none() {
+            resolved = Some(spec::resolve_user(user, &passwd, &group)?);
+        }
+        group_file = group;
     }
-    if let Some(u) = spec::numeric_user(user)
-        && user.contains(':')
-    {
-        return Ok(u);
+    let mut u = resolved.unwrap_or_default();
+    for g in crate::confine::group_ids(group_add, &group_file)? {
+        if !u.additional_gids.contains(&g) {
+            u.additional_gids.push(g);
+        }
     }
-    let (passwd, group) = image_accounts(b, ns, snapshotter, parent, id).await?;
-    spec::resolve_user(user, &passwd, &group)
+    Ok(u)
 }
 
 /// Creates a container of a local image; returns its ID.
@@ -370,7 +395,7 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
     } else {
         req.user.clone()
     };
-    let user = resolve_user(b, ns, &snapshotter, &parent, &id, &user_s)
+    let user = resolve_user(b, ns, &snapshotter, &parent, &id, &user_s, &req.group_add)
         .await
         .map_err(not_unpacked)?;
     let spec = spec::build(&id, &req, &config, &user)?;
@@ -813,7 +838,7 @@ pub async fn exec(b: &Arc<Backends>, ns: &str, req: pb::ExecRequest) -> Result<(
             Ok(info) => info.parent,
             Err(_) => String::new(),
         };
-        Some(resolve_user(b, ns, &c.snapshotter, &parent, &id, &req.user).await?)
+        Some(resolve_user(b, ns, &c.snapshotter, &parent, &id, &req.user, &[]).await?)
     };
     let process = spec::exec_process(&spec, &req, user.as_ref())?;
     let exec_id = if req.exec_id.is_empty() {

@@ -211,6 +211,7 @@ pub fn build(
     if req.pids_limit > 0 {
         r["pids"] = json!({"limit": req.pids_limit});
     }
+    crate::confine::apply(&mut spec, req)?;
     Ok(spec)
 }
 

@@ -3,65 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read as _, Write as _};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-use strata_testkit::registry::{Registry, busybox_layer, host_arch, oci_image};
-use strata_testkit::stack::Stack;
-use strata_testkit::{ok, run};
+use std::process::{Command, Stdio};
+use strata_testkit::ok;
 
-struct World {
-    stack: Stack,
-    _registry: Registry,
-    image: String,
-}
-
-fn world() -> World {
-    let stack = Stack::start();
-    let registry = Registry::start(stack.path());
-    let layout = stack.path().join("layout");
-    oci_image(&layout, &[busybox_layer()], host_arch());
-    let image = registry.push(&layout, "busybox:1");
-    ok(stack.cli().args(["pull", "-q", &image]), None);
-    World {
-        stack,
-        _registry: registry,
-        image,
-    }
-}
-
-impl World {
-    fn cli(&self, args: &[&str]) -> Output {
-        run(self.stack.cli().args(args), None)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "strata {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.stack.logs()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn snapshots(&self) -> String {
-        ok(self.stack.ctr().args(["snapshots", "ls"]), None)
-    }
-
-    /// Polls (no timing assertion: it only bounds a hang) until `f` holds.
-    fn eventually(&self, what: &str, f: impl Fn() -> bool) {
-        let start = Instant::now();
-        while !f() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{what} never happened\n{}",
-                self.stack.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+mod common;
+use common::{World, world};
 
 #[test]
 fn run_streams_output_and_returns_the_exit_code() {

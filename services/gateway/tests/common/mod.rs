@@ -1,0 +1,63 @@
+//! The world most gateway tests run in: a real registry holding a busybox image, the whole
+//! stack on temporary sockets, the image pulled.
+#![allow(dead_code)]
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+use strata_testkit::registry::{Registry, busybox_layer, host_arch, oci_image};
+use strata_testkit::stack::Stack;
+use strata_testkit::{ok, run};
+
+pub struct World {
+    pub stack: Stack,
+    pub registry: Registry,
+    pub image: String,
+}
+
+pub fn world() -> World {
+    let stack = Stack::start();
+    let registry = Registry::start(stack.path());
+    let layout = stack.path().join("layout");
+    oci_image(&layout, &[busybox_layer()], host_arch());
+    let image = registry.push(&layout, "busybox:1");
+    ok(stack.cli().args(["pull", "-q", &image]), None);
+    World {
+        stack,
+        registry,
+        image,
+    }
+}
+
+impl World {
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run(self.stack.cli().args(args), None)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.stack.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn snapshots(&self) -> String {
+        ok(self.stack.ctr().args(["snapshots", "ls"]), None)
+    }
+
+    /// Polls (no timing assertion: it only bounds a hang) until `f` holds.
+    pub fn eventually(&self, what: &str, f: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what} never happened\n{}",
+                self.stack.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
