@@ -71,6 +71,13 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+    // Started from a sealed in-memory copy of this binary (see strata-tasks' shim_exe), the
+    // process would be named after the descriptor it was exec'd by: keep the binary's name,
+    // which `ps`, `pgrep` and the benchmarks look for.
+    // SAFETY: PR_SET_NAME copies at most 16 bytes from the NUL-terminated string, a static.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"strata-shim".as_ptr(), 0, 0, 0);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

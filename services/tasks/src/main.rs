@@ -135,6 +135,10 @@ async fn main() -> anyhow::Result<()> {
         snapshots,
         exchange.clone(),
     ));
+    // The sealed copy supervisors run from (one per service start, not per container).
+    if let Err(e) = tasks.prepare_shim() {
+        tracing::error!(error = %e, "no container can start until the supervisor binary can be copied");
+    }
     // Tasks whose supervisor is gone (a deletion cut short by a crash): their mounts go now.
     tasks.recover().await;
     let routes = tonic::service::Routes::new(ContainersService::new(containers).into_server())

@@ -8,6 +8,7 @@
 
 use crate::events::{Exchange, encode};
 use crate::locks::TaskLocks;
+use crate::shim_exe::SealedExe;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStringExt as _;
@@ -74,7 +75,8 @@ pub struct ExitInfo {
 
 pub struct Tasks<C, S> {
     state: PathBuf,
-    shim: PathBuf,
+    /// The supervisor binary, run from a sealed copy (see [`crate::shim_exe`]).
+    shim: SealedExe,
     default_runtime: String,
     containers: Arc<C>,
     snapshots: S,
@@ -292,6 +294,12 @@ fn status_of(s: Option<protocol::Status>) -> Status {
 }
 
 impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
+    /// Makes the sealed copy of the supervisor binary now (otherwise the first task does):
+    /// see [`crate::shim_exe`].
+    pub fn prepare_shim(&self) -> Result<()> {
+        self.shim.copy().map(drop)
+    }
+
     pub fn new(
         state: PathBuf,
         shim: PathBuf,
@@ -302,7 +310,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
     ) -> Self {
         Self {
             state,
-            shim,
+            shim: SealedExe::new(shim),
             default_runtime,
             containers,
             snapshots,
@@ -378,6 +386,9 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             )));
         }
         spec["process"]["terminal"] = json!(terminal);
+        // The supervisor starts from the sealed copy of its binary, so what the container can
+        // reach through /proc is that copy, never the file (made before anything is mounted).
+        let exe = self.shim.copy()?;
         let bundle = dir.join("bundle");
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(|e| shim_err(id, "bundle", e))?;
@@ -425,7 +436,9 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         std::fs::write(bundle.join("config.json"), config).map_err(|e| shim_err(id, "spec", e))?;
 
         let runtime = self.runtime_for(&container.runtime.name);
-        let mut cmd = tokio::process::Command::new(&self.shim);
+        // argv[0] still names the file.
+        let mut cmd = tokio::process::Command::new(exe.exec_path());
+        cmd.arg0(self.shim.path());
         cmd.args(["--id", id, "--runtime", &runtime])
             .arg("--bundle")
             .arg(&bundle)
@@ -447,7 +460,9 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             .stderr(std::process::Stdio::null());
         let mut child = cmd
             .spawn()
-            .map_err(|e| shim_err(id, &format!("starting {}", self.shim.display()), e))?;
+            .map_err(|e| shim_err(id, &format!("starting {}", self.shim.path().display()), e))?;
+        // The child has exec'd: the copy may go once a newer one replaces it.
+        drop(exe);
         let out = child.stdout.take();
         let mut line = String::new();
         if let Some(out) = out {

@@ -237,6 +237,11 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(rt: Rt) -> Stack {
+        Self::start_with(rt, &[])
+    }
+
+    /// [`start`](Self::start), with more arguments for the tasks service.
+    pub fn start_with(rt: Rt, tasks_args: &[String]) -> Stack {
         require(rt);
         let dir = strata_testkit::tempdir();
         let state = dir.path().join("state");
@@ -255,6 +260,7 @@ impl Stack {
         if rt == Rt::Crun {
             args.extend(["--runtime".to_owned(), "crun".to_owned()]);
         }
+        args.extend_from_slice(tasks_args);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let tasks = Service::start(crate::common::TASKS_BIN, dir.path(), "tasks", &args);
         let runtime = tokio::runtime::Builder::new_multi_thread()
