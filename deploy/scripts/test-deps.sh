@@ -2,7 +2,8 @@
 # Installs (on Debian) or checks what `make test` needs: containerd's ctr and daemon (the
 # compatibility suite), systemd-analyze (unit checks), docker-registry and skopeo (a real
 # registry and test images), busybox-static (test images' base layer), runc and crun (the
-# external runtimes), protoc (containerd-client, built by the compatibility suite) and grpcurl.
+# external runtimes), protoc (containerd-client, built by the compatibility suite), grpcurl,
+# and the CNI plugins with iptables and iproute2 (networking), util-linux's nsenter.
 # `make test` runs it first; it does nothing when everything is present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -17,6 +18,10 @@ command -v runc >/dev/null || need+=(runc)
 command -v crun >/dev/null || need+=(crun)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || need+=(iptables)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nsenter >/dev/null || need+=(util-linux)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
