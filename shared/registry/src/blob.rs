@@ -21,6 +21,12 @@ pub struct BlobStream {
     offset: u64,
     total_size: Option<u64>,
     inner: Inner,
+    /// The size the blob's descriptor declares, with what to call the blob in an error: the
+    /// stream fails, and reads no further, once the blob would grow past it.
+    declared: Option<(u64, String)>,
+    /// Bytes yielded so far.
+    seen: u64,
+    failed: bool,
 }
 
 impl BlobStream {
@@ -30,7 +36,18 @@ impl BlobStream {
             offset,
             total_size,
             inner,
+            declared: None,
+            seen: 0,
+            failed: false,
         }
+    }
+
+    /// Makes the stream end with [`RegistryError::BeyondDeclaredSize`] as soon as the blob
+    /// (from byte 0) would be longer than `size`: the chunk that crosses it is not yielded and
+    /// nothing more is read.
+    pub(crate) fn limit(mut self, size: u64, what: String) -> Self {
+        self.declared = Some((size, what));
+        self
     }
 
     /// The digest the blob was requested by.
@@ -62,7 +79,7 @@ impl BlobStream {
 
     /// The next chunk; `None` at the end.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
-        self.inner.next().await
+        self.next().await
     }
 
     /// Wraps this stream so that it fails at the end unless the blob hashes to its digest.
@@ -92,7 +109,28 @@ impl fmt::Debug for BlobStream {
 impl Stream for BlobStream {
     type Item = Result<Bytes>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        let polled = self.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            let seen = self.seen.saturating_add(chunk.len() as u64);
+            let end = self.offset.saturating_add(seen);
+            if let Some((declared, what)) = &self.declared
+                && end > *declared
+            {
+                let err = RegistryError::BeyondDeclaredSize {
+                    what: what.clone(),
+                    declared: *declared,
+                };
+                self.failed = true;
+                // Nothing more of the body is read: the connection is dropped with the stream.
+                self.inner = Box::pin(futures_util::stream::empty());
+                return Poll::Ready(Some(Err(err)));
+            }
+            self.seen = seen;
+        }
+        polled
     }
 }
 

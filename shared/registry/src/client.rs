@@ -6,7 +6,9 @@ use crate::auth::{
 };
 use crate::blob::BlobStream;
 use crate::error::{RegistryError, Result};
-use crate::manifest::{detect_media_type, media_types};
+use crate::manifest::{
+    MAX_CONFIG_SIZE, MAX_INDEX_SIZE, MAX_MANIFEST_SIZE, detect_media_type, media_types,
+};
 use crate::reference::{Reference, is_loopback_host};
 use futures_util::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -61,8 +63,13 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Longest wait for any single read from a server (not a whole transfer).
     pub read_timeout: Duration,
-    /// Largest manifest accepted, in bytes (containerd uses 4 MiB).
+    /// Largest manifest accepted, in bytes ([`MAX_MANIFEST_SIZE`] by default, as containerd).
     pub max_manifest_size: u64,
+    /// Largest image index accepted, in bytes ([`MAX_INDEX_SIZE`] by default).
+    pub max_index_size: u64,
+    /// Largest image config [`Client::fetch_config`] accepts, in bytes ([`MAX_CONFIG_SIZE`] by
+    /// default).
+    pub max_config_size: u64,
     pub user_agent: String,
 }
 
@@ -77,7 +84,9 @@ impl Default for ClientConfig {
             max_backoff: Duration::from_secs(4),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(120),
-            max_manifest_size: 4 << 20,
+            max_manifest_size: MAX_MANIFEST_SIZE,
+            max_index_size: MAX_INDEX_SIZE,
+            max_config_size: MAX_CONFIG_SIZE,
             user_agent: format!("strata/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -212,6 +221,56 @@ impl Client {
             .bytes)
     }
 
+    /// Fetches the image config `digest` of `size` bytes (as the manifest's config descriptor
+    /// declares) whole, checking its size and digest. A descriptor larger than
+    /// [`ClientConfig::max_config_size`] is refused before any request; a registry sending
+    /// more than `size` bytes is cut off there.
+    pub async fn fetch_config(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        let limit = self.inner.config.max_config_size;
+        let what = format!("config {digest} in {:?}", reference.name());
+        if size > limit {
+            return Err(RegistryError::TooLarge { what, limit });
+        }
+        let mut stream = self
+            .fetch_blob_sized(reference, digest, size, 0)
+            .await?
+            .verify()
+            .expect_size(size);
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next_chunk().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    /// [`fetch_blob`](Self::fetch_blob) for a blob whose descriptor declares `size` bytes: a
+    /// response announcing more (`Content-Length`, `Content-Range`) is refused before its body
+    /// is read, and a body running past `size` ends the stream with
+    /// [`RegistryError::BeyondDeclaredSize`], so a hostile registry cannot make a pull write
+    /// more than the manifest said.
+    pub async fn fetch_blob_sized(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+        offset: u64,
+    ) -> Result<BlobStream> {
+        let stream = self.fetch_blob(reference, digest, offset).await?;
+        let what = format!("blob {digest} in {:?}", reference.name());
+        if stream.total_size().is_some_and(|t| t > size) {
+            return Err(RegistryError::BeyondDeclaredSize {
+                what,
+                declared: size,
+            });
+        }
+        Ok(stream.limit(size, what))
+    }
+
     /// Starts streaming blob `digest` from `reference`'s repository, from byte `offset`
     /// (`Range: bytes=<offset>-` when offset > 0). Check [`BlobStream::offset`]: a server that
     /// ignores ranges sends the whole blob. The body is not verified here; wrap it with
@@ -325,7 +384,9 @@ impl Client {
             .and_then(|v| v.split(';').next())
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty());
-        let bytes = read_limited(resp, self.inner.config.max_manifest_size, what).await?;
+        let config = &self.inner.config;
+        let limit = config.max_manifest_size.max(config.max_index_size);
+        let bytes = read_limited(resp, limit, what).await?;
         let digest = Digest::of(&bytes);
         if let Some(expected) = reference.digest()
             && *expected != digest
@@ -357,6 +418,17 @@ impl Client {
                 }
             },
         };
+        let limit = if media_types::is_index(&media_type) {
+            config.max_index_size
+        } else {
+            config.max_manifest_size
+        };
+        if bytes.len() as u64 > limit {
+            return Err(RegistryError::TooLarge {
+                what: what.to_owned(),
+                limit,
+            });
+        }
         debug!(%reference, %digest, %media_type, size = bytes.len(), "resolved");
         Ok(Resolved {
             digest,

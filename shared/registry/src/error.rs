@@ -80,9 +80,15 @@ pub enum RegistryError {
         actual: u64,
     },
 
-    /// A manifest body larger than the client accepts.
-    #[error("{what}: manifest larger than {limit} bytes")]
+    /// A body (manifest, index, config, token answer) larger than the client accepts; reading
+    /// stopped at the limit.
+    #[error("{what}: larger than the limit of {limit} bytes")]
     TooLarge { what: String, limit: u64 },
+
+    /// The registry sent (or announced) more bytes of a blob than its descriptor declares;
+    /// reading stopped at the declared size.
+    #[error("{what}: the registry sent more than the declared {declared} bytes")]
+    BeyondDeclaredSize { what: String, declared: u64 },
 
     /// A range request past the end of a blob (416).
     #[error("{what}: offset {offset} is not satisfiable{}", detail_suffix(detail))]
@@ -128,7 +134,9 @@ impl RegistryError {
         match self {
             Self::InvalidReference { .. } | Self::InvalidPlatform { .. } => Kind::InvalidArgument,
             Self::NotFound { .. } => Kind::NotFound,
-            Self::DigestMismatch { .. } | Self::SizeMismatch { .. } => Kind::FailedPrecondition,
+            Self::DigestMismatch { .. }
+            | Self::SizeMismatch { .. }
+            | Self::BeyondDeclaredSize { .. } => Kind::FailedPrecondition,
             Self::Connect { .. } | Self::Exhausted { .. } | Self::Body { .. } => Kind::Unavailable,
             Self::RangeNotSatisfiable { .. } => Kind::OutOfRange,
             Self::Unauthorized { .. }

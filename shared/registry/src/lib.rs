@@ -32,8 +32,8 @@ pub use blob::{BlobStream, Verify, verify};
 pub use client::{Client, ClientConfig, Resolved};
 pub use error::{RegistryError, Result};
 pub use manifest::{
-    ContainerConfig, Descriptor, History, ImageConfig, ImageIndex, ImageManifest, Manifest, RootFs,
-    media_types,
+    ContainerConfig, Descriptor, History, ImageConfig, ImageIndex, ImageManifest, MAX_CONFIG_SIZE,
+    MAX_INDEX_SIZE, MAX_MANIFEST_SIZE, Manifest, RootFs, media_types,
 };
 pub use platform::{Platform, select};
 pub use reference::{DEFAULT_API_HOST, DEFAULT_DOMAIN, Reference, is_loopback_host};

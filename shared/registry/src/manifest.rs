@@ -10,6 +10,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use strata_core::Digest;
 
+/// Largest image manifest accepted, in bytes (containerd's limit too). [`crate::Client::resolve`]
+/// reads no further, and [`ImageManifest::from_slice`] refuses larger input.
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+/// Largest image index (or Docker manifest list) accepted, in bytes. [`crate::Client::resolve`]
+/// reads no further, and [`ImageIndex::from_slice`] refuses larger input.
+pub const MAX_INDEX_SIZE: u64 = 4 << 20;
+/// Largest image config accepted, in bytes: configs carry the build history and environment,
+/// a few KiB in practice. [`crate::Client::fetch_config`] reads no further, and
+/// [`ImageConfig::from_slice`] refuses larger input.
+pub const MAX_CONFIG_SIZE: u64 = 8 << 20;
+
 /// Media types of manifests, configs and layers.
 pub mod media_types {
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -305,24 +316,37 @@ impl Manifest {
 }
 
 impl ImageIndex {
+    /// Parses an index; input larger than [`MAX_INDEX_SIZE`] is refused unread.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        parse_json(bytes, "index")
+        parse_json(bytes, "index", MAX_INDEX_SIZE)
     }
 }
 
 impl ImageManifest {
+    /// Parses a manifest; input larger than [`MAX_MANIFEST_SIZE`] is refused unread.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        parse_json(bytes, "manifest")
+        parse_json(bytes, "manifest", MAX_MANIFEST_SIZE)
     }
 }
 
 impl ImageConfig {
+    /// Parses an image config; input larger than [`MAX_CONFIG_SIZE`] is refused unread.
     pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        parse_json(bytes, "image config")
+        parse_json(bytes, "image config", MAX_CONFIG_SIZE)
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], kind: &'static str) -> Result<T> {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    kind: &'static str,
+    limit: u64,
+) -> Result<T> {
+    if bytes.len() as u64 > limit {
+        return Err(RegistryError::TooLarge {
+            what: format!("{kind} {}", Digest::of(bytes)),
+            limit,
+        });
+    }
     serde_json::from_slice(bytes).map_err(|e| RegistryError::InvalidManifest {
         what: format!("{kind} {}", Digest::of(bytes)),
         kind,
