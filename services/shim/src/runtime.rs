@@ -163,7 +163,7 @@ impl Runtime {
         reaper: Arc<Reaper>,
     ) -> Result<Self> {
         let root = state.join("runtime");
-        std::fs::create_dir_all(&root)
+        crate::supervisor::create_private_dirs(&root)
             .map_err(|e| RuntimeError::Other(format!("creating {}: {e}", root.display())))?;
         if name == "builtin" || name.is_empty() {
             return Ok(Self::Builtin {
@@ -400,7 +400,8 @@ impl Runtime {
             return Err(RuntimeError::Other("not an external runtime".into()));
         };
         let spec = state.join(format!("exec-{exec_id}.json"));
-        std::fs::write(&spec, process.to_string())
+        // The process's environment is in it: root only.
+        write_private(&spec, process.to_string())
             .map_err(|e| RuntimeError::Other(format!("{}: {e}", spec.display())))?;
         let pid_file = state.join(format!("exec-{exec_id}.pid"));
         let (spec_s, pid_s, id) = (
@@ -442,7 +443,7 @@ impl Runtime {
             return Ok(self.builtin()?.update(&r)?);
         }
         let path = state.join("resources.json");
-        std::fs::write(&path, resources.to_string())
+        write_private(&path, resources.to_string())
             .map_err(|e| RuntimeError::Other(format!("{}: {e}", path.display())))?;
         let p = path.display().to_string();
         self.cli(&["update", "--resources", &p, &self.id()], None)
@@ -464,6 +465,11 @@ impl Runtime {
         args.push(&id);
         self.cli(&args, None).map(|_| ())
     }
+}
+
+fn write_private(path: &Path, text: String) -> std::io::Result<()> {
+    use std::io::Write as _;
+    crate::supervisor::create_private(path)?.write_all(text.as_bytes())
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -384,10 +385,33 @@ fn write_exit(path: &Path, exit: &Exit) {
     }
 }
 
+/// Mode of the files a supervisor creates (logs, records): root only, set at creation.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the directories it creates.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates (0600) or truncates `path` for writing.
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Creates `path` and its missing parents, each 0700.
+pub fn create_private_dirs(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+}
+
 /// Writes `data` to `path` atomically: temporary file, fsync, rename.
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
+    let mut f = create_private(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -403,7 +427,11 @@ type Log = Arc<Mutex<File>>;
 
 fn open_log(path: &Path) -> std::io::Result<Log> {
     Ok(Arc::new(Mutex::new(
-        OpenOptions::new().create(true).append(true).open(path)?,
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(FILE_MODE)
+            .open(path)?,
     )))
 }
 
@@ -981,13 +1009,14 @@ fn wants_terminal(bundle: &Path) -> Result<bool, String> {
 }
 
 pub fn run(args: Args) -> Result<(), String> {
-    std::fs::create_dir_all(&args.state)
+    create_private_dirs(&args.state)
         .map_err(|e| format!("creating {}: {e}", args.state.display()))?;
     // The supervisor outlives its starter: hold none of its pipes. Diagnostics go to shim.log.
     let diag = args.state.join("shim.log");
     let diag = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(FILE_MODE)
         .open(&diag)
         .map_err(|e| format!("{}: {e}", diag.display()))?;
     nix::unistd::dup2_stderr(diag).map_err(|e| format!("redirecting stderr: {e}"))?;

@@ -198,11 +198,21 @@ impl LocalContainers {
     }
 
     fn open_inner(root: &Path, events: Arc<Exchange>) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(|source| StoreError::Io {
+        // Root only: container records hold their specs, environment values included.
+        crate::private::create_root(root).map_err(|source| StoreError::Io {
             path: root.to_owned(),
             source,
         })?;
-        let db = strata_store::open_database(&root.join("metadata.redb"))?;
+        let path = root.join("metadata.redb");
+        let db = strata_store::open_database(&path)?;
+        // Made by the database with the umask's mode: narrowed to root only (the directory
+        // above is 0700 from its creation, so a new one was never readable meanwhile).
+        crate::private::restrict(&path, crate::private::FILE_MODE).map_err(|source| {
+            StoreError::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
         let tx = db.begin_write()?;
         tx.open_table(CONTAINERS)?;
         tx.commit()?;

@@ -12,6 +12,7 @@ pub mod io_grpc;
 mod locks;
 pub mod logs;
 pub mod metrics;
+pub mod private;
 pub mod shim_exe;
 pub mod tasks;
 pub mod tasks_grpc;

@@ -4,7 +4,6 @@
 use anyhow::Context as _;
 use clap::Parser;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::DirBuilderExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use strata_grpc::server::{self, CommonArgs};
@@ -83,10 +82,9 @@ async fn main() -> anyhow::Result<()> {
             .event_buffer
             .map_or(strata_tasks::DEFAULT_EVENT_BUFFER, NonZeroUsize::get),
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(&config.state)
+    // Root only: tasks' bundles (config.json holds their environment), logs and root file
+    // systems are below.
+    strata_tasks::private::create_root(&config.state)
         .with_context(|| format!("creating state directory {}", config.state.display()))?;
 
     let exchange = Arc::new(Exchange::new(config.event_buffer));

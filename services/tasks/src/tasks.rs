@@ -8,6 +8,7 @@
 
 use crate::events::{Exchange, encode};
 use crate::locks::TaskLocks;
+use crate::private;
 use crate::shim_exe::SealedExe;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -391,7 +392,12 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         let exe = self.shim.copy()?;
         let bundle = dir.join("bundle");
         let rootfs = bundle.join("rootfs");
-        std::fs::create_dir_all(&rootfs).map_err(|e| shim_err(id, "bundle", e))?;
+        // 0700 from the namespace's directory down: the bundle's config.json holds the
+        // container's environment, the logs beside it its output (and one made by an older
+        // version, wider, is narrowed).
+        private::create_dir_all(&rootfs).map_err(|e| shim_err(id, "bundle", e))?;
+        private::restrict(&self.state.join(ns), private::DIR_MODE)
+            .map_err(|e| shim_err(id, "bundle", e))?;
         let mut mounts = if !opts.rootfs.is_empty() {
             opts.rootfs.clone()
         } else if !container.snapshot_key.is_empty() {
@@ -409,8 +415,8 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             .flatten();
         // Recorded before the mount: a crash between the two leaves a record that says
         // mounted, never one that says not (and cleanup asks the kernel anyway).
-        std::fs::write(
-            dir.join("mounted"),
+        private::write(
+            &dir.join("mounted"),
             if mounts.is_empty() { "0" } else { "1" },
         )
         .map_err(|e| shim_err(id, "recording its mount", e))?;
@@ -423,8 +429,11 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             spec["root"]["path"] = json!(rootfs.display().to_string());
         }
         if let Some(work) = &volatile {
-            std::fs::write(dir.join(VOLATILE_FILE), work.as_os_str().as_encoded_bytes())
-                .map_err(|e| shim_err(id, "state", e))?;
+            private::write(
+                &dir.join(VOLATILE_FILE),
+                work.as_os_str().as_encoded_bytes(),
+            )
+            .map_err(|e| shim_err(id, "state", e))?;
         }
         if spec["linux"]["cgroupsPath"]
             .as_str()
@@ -433,7 +442,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             spec["linux"]["cgroupsPath"] = json!(format!("/strata/{ns}/{id}"));
         }
         let config = serde_json::to_vec(&spec).map_err(|e| shim_err(id, "spec", e))?;
-        std::fs::write(bundle.join("config.json"), config).map_err(|e| shim_err(id, "spec", e))?;
+        private::write(&bundle.join("config.json"), config).map_err(|e| shim_err(id, "spec", e))?;
 
         let runtime = self.runtime_for(&container.runtime.name);
         // argv[0] still names the file.
@@ -484,10 +493,10 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             )));
         };
         strata_core::crashpoint::hit("tasks.create.started");
-        std::fs::write(dir.join("log.start"), run_start.to_string())
+        private::write(&dir.join("log.start"), run_start.to_string())
             .map_err(|e| shim_err(id, "state", e))?;
-        std::fs::write(
-            dir.join("io.json"),
+        private::write(
+            &dir.join("io.json"),
             json!({"stdin": opts.stdin, "stdout": opts.stdout, "stderr": opts.stderr,
                    "terminal": terminal})
             .to_string(),
@@ -555,6 +564,12 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             return;
         };
         for ns in namespaces.flatten() {
+            // An older version made namespaces' directories 0755: narrowed (they are ours).
+            if ns.file_type().is_ok_and(|t| t.is_dir())
+                && let Err(e) = private::restrict(&ns.path(), private::DIR_MODE)
+            {
+                tracing::warn!(path = %ns.path().display(), error = %e, "could not make a namespace's directory private");
+            }
             let Ok(tasks) = std::fs::read_dir(ns.path()) else {
                 continue;
             };

@@ -13,7 +13,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -299,7 +299,14 @@ fn write_state(dir: &Path, data: &Persisted) -> Result<()> {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let mut f = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    // Root only, from creation: it names the bundle and carries the spec's annotations.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
     f.write_all(&json)
         .map_err(|e| Error::io("write", &tmp, e))?;
     f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
@@ -362,9 +369,14 @@ impl Container {
             message: e.to_string(),
         })?;
         validate_spec(&spec, id)?;
-        fs::create_dir_all(state_root).map_err(|e| Error::io("create", state_root, e))?;
+        // Root only (0700), from creation.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_root)
+            .map_err(|e| Error::io("create", state_root, e))?;
         let state_dir = state_root.join(id);
-        match fs::create_dir(&state_dir) {
+        match fs::DirBuilder::new().mode(0o700).create(&state_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::AlreadyExists(id.to_string()));
