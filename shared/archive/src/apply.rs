@@ -18,6 +18,7 @@ use std::rc::Rc;
 use tar::EntryType;
 use tracing::{debug, warn};
 
+use crate::bounds::Bounded;
 use crate::error::lossy;
 use crate::pipeline::{CHUNK, ChannelReader};
 use crate::sys::{self, XattrTarget, errno};
@@ -255,7 +256,8 @@ impl<'a> Extractor<'a> {
 
     /// Extracts every entry, then consumes the rest of the stream and fixes directory times.
     pub(crate) fn extract(&mut self, reader: ChannelReader) -> Result<()> {
-        let mut archive = tar::Archive::new(reader);
+        // Extension headers are bounded before the parser reads them into memory.
+        let mut archive = tar::Archive::new(Bounded::new(reader));
         let mut last: Vec<u8> = Vec::new();
         let after = |last: &[u8]| {
             if last.is_empty() {
@@ -281,6 +283,7 @@ impl<'a> Extractor<'a> {
             }
         }
         archive
+            .into_inner()
             .into_inner()
             .drain()
             .map_err(|e| ArchiveError::MalformedTar {

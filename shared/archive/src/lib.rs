@@ -11,6 +11,7 @@
 //! overlayfs upper directory.
 
 mod apply;
+mod bounds;
 mod compression;
 mod diff;
 mod error;
@@ -27,6 +28,7 @@ use std::time::Instant;
 use strata_core::Digest;
 use tracing::debug;
 
+pub use bounds::{MAX_GNU_LONG_NAME_SIZE, MAX_PAX_HEADER_SIZE, MAX_SPARSE_EXTENSION_BLOCKS};
 pub use compression::{Compression, compression_for_media_type, decompress, detect_compression};
 pub use diff::{DiffStats, write_diff, write_overlay_diff};
 pub use error::ArchiveError;
