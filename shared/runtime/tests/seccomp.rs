@@ -33,7 +33,9 @@ const PROBE_C: &str = r#"
 #include <string.h>
 #include <sys/personality.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void report(const char *what, long rc) {
@@ -43,7 +45,20 @@ static void report(const char *what, long rc) {
 
 static void *thread(void *arg) { return arg; }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "x32") == 0) {
+        /* getpid through the x32 ABI, in a child that may be killed for it. */
+        pid_t pid = fork();
+        if (pid == 0) {
+            long rc = syscall(0x40000000 | SYS_getpid);
+            _exit(rc < 0 ? 2 : 0);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (WIFSIGNALED(status)) printf("x32=%s\n", sigabbrev_np(WTERMSIG(status)));
+        else printf("x32=exit%d\n", WEXITSTATUS(status));
+        return 0;
+    }
     /* add_key(type, description, payload, plen, KEY_SPEC_PROCESS_KEYRING) */
     report("add_key", syscall(SYS_add_key, "user", "strata-probe", "x", 1, -2));
     /* keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) */
@@ -264,7 +279,8 @@ fn the_init_and_an_exec_run_filtered() {
 #[test]
 fn namespaces_keys_and_vsock_are_refused_while_threads_and_forks_work() {
     let b = bundle();
-    let script = "unshare -U true; echo unshare=$?; sleep 0 & wait $!; echo fork=$?; probe";
+    let script =
+        "unshare -U true; echo unshare=$?; sleep 0 & wait $!; echo fork=$?; probe; probe x32";
     let s = spec(&b, &["sh", "-c", script], DEFAULT_CAPABILITIES);
     let (status, out, err) = run(&b, "refused", &s);
     assert!(ok(&status), "{status:?} {out} {err}");
@@ -280,6 +296,8 @@ fn namespaces_keys_and_vsock_are_refused_while_threads_and_forks_work() {
         "personality_linux=ok",
         "clone3=ENOSYS",
         "thread=ok",
+        // strata's own filter kills other ABIs, x32 included (see strata-seccomp's compile).
+        "x32=SYS",
     ] {
         assert!(out.lines().any(|l| l == want), "want {want}: {out}");
     }

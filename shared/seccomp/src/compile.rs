@@ -41,8 +41,9 @@
 //! A call made through another ABI (32-bit `int 0x80` on x86_64, an arm32 process on aarch64)
 //! kills the process: `seccompiler` checks the architecture first. So 32-bit programs do not run
 //! under strata's own filter, where runc and crun (libseccomp) filter the 32-bit ABI with the
-//! same rules. An x32 call (x86_64 with bit 30 of the number set) matches no rule and gets the
-//! default action. System call names of other architectures only (`chown32`, `_llseek`...)
+//! same rules. x32 calls (x86_64's ABI with bit 30 of the number set, which the architecture
+//! check does not tell apart) kill the process too: an extra filter says so, or a profile whose
+//! default action allows could be bypassed through them. System call names of other architectures only (`chown32`, `_llseek`...)
 //! are skipped; a name no architecture has is an error.
 
 use std::collections::BTreeMap;
@@ -337,6 +338,9 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filters> {
         Ok(filter)
     };
     let mut programs = Vec::new();
+    if arch == Arch::X86_64 && (default != Action::Allow || !by_action.is_empty()) {
+        programs.push(x32_guard());
+    }
     if default != Action::Allow {
         programs.push(build(base, default, Action::Allow)?);
     }
@@ -344,6 +348,24 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filters> {
         programs.push(build(chains, Action::Allow, action)?);
     }
     Ok(Filters { programs, flags })
+}
+
+/// On x86_64: kills x32 calls (`nr >= __X32_SYSCALL_BIT`); anything else is left to the other
+/// filters (which kill other architectures).
+fn x32_guard() -> BpfProgram {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    let op = |code: u16, jt: u8, jf: u8, k: u32| seccompiler::sock_filter { code, jt, jf, k };
+    let (ld_abs, jeq, jge, ret) = (0x20, 0x15, 0x35, 0x06);
+    vec![
+        op(ld_abs, 0, 0, 4), // arch
+        op(jeq, 1, 0, AUDIT_ARCH_X86_64),
+        op(ret, 0, 0, libc::SECCOMP_RET_ALLOW),
+        op(ld_abs, 0, 0, 0), // nr
+        op(jge, 0, 1, X32_SYSCALL_BIT),
+        op(ret, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        op(ret, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
 }
 
 /// Installs `filters` in the calling thread, in order. The thread needs `no_new_privs` set or
