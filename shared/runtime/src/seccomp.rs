@@ -97,16 +97,17 @@ pub(crate) fn after_install(seccomp: Option<&Seccomp>, process: &Process) -> Res
 /// In the child, the last step before `execve`: installs the filters, then drops what was kept
 /// for the install.
 pub(crate) fn install(seccomp: &Seccomp, after: AfterInstall) -> Result<()> {
-    strata_seccomp::install(&seccomp.filters).map_err(|e| {
-        let errno = match &e {
-            strata_seccomp::Error::Install { source, .. } => source.raw_os_error(),
-            _ => None,
-        };
-        Error::sys(
-            "seccomp",
-            format!("install filter ({e})"),
-            nix::errno::Errno::from_raw(errno.unwrap_or(libc::EINVAL)),
-        )
+    strata_seccomp::install(&seccomp.filters).map_err(|e| match e {
+        strata_seccomp::Error::Install {
+            index,
+            count,
+            source,
+        } => Error::sys(
+            "install",
+            format!("seccomp filter {index} of {count}"),
+            nix::errno::Errno::from_raw(source.raw_os_error().unwrap_or(libc::EINVAL)),
+        ),
+        other => Error::InvalidSpec(format!("linux.seccomp: {other}")),
     })?;
     if let AfterInstall::SetCaps(eff, perm, inh) = after {
         caps::set(eff, perm, inh)?;
