@@ -111,11 +111,12 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Sets the effective, permitted and inheritable sets, then raises the ambient set.
-pub(crate) fn apply(caps: &LinuxCapabilities) -> Result<()> {
-    let eff = mask(caps.effective().as_ref());
-    let perm = mask(caps.permitted().as_ref());
-    let inh = mask(caps.inheritable().as_ref());
+/// `CAP_SYS_ADMIN` as a mask: held in the effective set until a seccomp filter is installed
+/// without `no_new_privs` (see `seccomp.rs`).
+pub(crate) const SYS_ADMIN: u64 = 1 << 21;
+
+/// Sets the three sets to exactly these masks.
+pub(crate) fn set(eff: u64, perm: u64, inh: u64) -> Result<()> {
     let mut header = CapHeader {
         version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
         pid: 0,
@@ -150,6 +151,23 @@ pub(crate) fn apply(caps: &LinuxCapabilities) -> Result<()> {
             nix::errno::Errno::last(),
         ));
     }
+    Ok(())
+}
+
+/// The effective, permitted and inheritable masks of `caps`.
+pub(crate) fn masks(caps: &LinuxCapabilities) -> (u64, u64, u64) {
+    (
+        mask(caps.effective().as_ref()),
+        mask(caps.permitted().as_ref()),
+        mask(caps.inheritable().as_ref()),
+    )
+}
+
+/// Sets the effective, permitted and inheritable sets, with `extra` also effective and
+/// permitted, then raises the ambient set.
+pub(crate) fn apply(caps: &LinuxCapabilities, extra: u64) -> Result<()> {
+    let (eff, perm, inh) = masks(caps);
+    set(eff | extra, perm | extra, inh)?;
     if let Some(ambient) = caps.ambient() {
         for c in ambient {
             let n = number(*c);

@@ -52,6 +52,8 @@ pub(crate) struct Args<'a> {
     pub go: RawFd,
     /// Write end of the status pipe.
     pub status: RawFd,
+    /// The compiled seccomp profile, installed last before `execve`.
+    pub seccomp: Option<&'a crate::seccomp::Seccomp>,
 }
 
 /// Runs the child side and never returns.
@@ -197,7 +199,9 @@ fn setup(args: Args<'_>, status: &OwnedFd) -> Result<Infallible> {
         .map(|sock| make_console(args.process, sock, is_init))
         .transpose()?;
     drop(console_socket);
-    let (path, argv, envp) = prepare_process(args.process, console.as_ref(), &stdio)?;
+    let hold_admin = args.seccomp.is_some_and(|s| s.hold_admin);
+    let (path, argv, envp) = prepare_process(args.process, console.as_ref(), &stdio, hold_admin)?;
+    let after_seccomp = crate::seccomp::after_install(args.seccomp, args.process)?;
     drop(stdio);
     drop(console);
 
@@ -220,11 +224,21 @@ fn setup(args: Args<'_>, status: &OwnedFd) -> Result<Infallible> {
             unsafe { libc::_exit(1) }
         }
         drop(fifo);
+        if let Some(seccomp) = args.seccomp
+            && let Err(e) = crate::seccomp::install(seccomp, after_seccomp)
+        {
+            write_all(2, format!("{e}\n").as_bytes());
+            // SAFETY: as below.
+            unsafe { libc::_exit(127) }
+        }
         let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err_or_errno();
         let msg = format!("exec {:?}: {err}\n", path);
         write_all(2, msg.as_bytes());
         // SAFETY: as above.
         unsafe { libc::_exit(127) }
+    }
+    if let Some(seccomp) = args.seccomp {
+        crate::seccomp::install(seccomp, after_seccomp)?;
     }
     let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err_or_errno();
     Err(Error::sys("exec", format!("{path:?}"), err))
@@ -422,8 +436,14 @@ fn cstring(s: &[u8], what: &str) -> Result<CString> {
 }
 
 /// Session, terminal or stdio, rlimits, cwd, user, capabilities, no_new_privileges; returns
-/// the resolved executable, argv and envp.
-fn prepare_process(p: &Process, console: Option<&OwnedFd>, stdio: &[OwnedFd]) -> Result<Prepared> {
+/// the resolved executable, argv and envp. With `hold_admin`, `CAP_SYS_ADMIN` stays effective
+/// for installing seccomp (see `seccomp.rs`).
+fn prepare_process(
+    p: &Process,
+    console: Option<&OwnedFd>,
+    stdio: &[OwnedFd],
+    hold_admin: bool,
+) -> Result<Prepared> {
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", "container process", e))?;
     match console {
         Some(tty) => {
@@ -475,8 +495,11 @@ fn prepare_process(p: &Process, console: Option<&OwnedFd>, stdio: &[OwnedFd]) ->
     nix::unistd::chdir(cwd).map_err(|e| Error::sys("chdir", cwd.display().to_string(), e))?;
 
     let user = p.user();
-    if let Some(c) = p.capabilities() {
+    let keep_caps = p.capabilities().is_some() || hold_admin;
+    if keep_caps {
         caps::keep_caps(true)?;
+    }
+    if let Some(c) = p.capabilities() {
         caps::drop_bounding(c)?;
     }
     let mut groups: Vec<Gid> = user
@@ -493,7 +516,9 @@ fn prepare_process(p: &Process, console: Option<&OwnedFd>, stdio: &[OwnedFd]) ->
     nix::unistd::setuid(Uid::from_raw(user.uid()))
         .map_err(|e| Error::sys("setuid", user.uid().to_string(), e))?;
     if let Some(c) = p.capabilities() {
-        caps::apply(c)?;
+        caps::apply(c, if hold_admin { caps::SYS_ADMIN } else { 0 })?;
+    }
+    if keep_caps {
         caps::keep_caps(false)?;
     }
     let umask = user.umask().unwrap_or(0o022);

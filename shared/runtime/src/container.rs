@@ -21,7 +21,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, Pid};
-use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Cgroup;
@@ -128,6 +128,9 @@ struct Persisted {
     cgroups_path: PathBuf,
     #[serde(default)]
     annotations: std::collections::HashMap<String, String>,
+    /// The spec's seccomp profile, for exec'd processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seccomp: Option<LinuxSeccomp>,
 }
 
 /// A container created by this runtime.
@@ -350,9 +353,6 @@ fn validate_spec(spec: &Spec, id: &str) -> Result<()> {
     if spec.hooks().is_some() {
         tracing::warn!("container {id:?}: OCI hooks are not supported yet; hooks ignored");
     }
-    if linux.seccomp().is_some() {
-        tracing::warn!("container {id:?}: seccomp is not supported yet; profile ignored");
-    }
     Ok(())
 }
 
@@ -369,6 +369,11 @@ impl Container {
             message: e.to_string(),
         })?;
         validate_spec(&spec, id)?;
+        let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+        let seccomp = match spec.process() {
+            Some(p) => crate::seccomp::prepare(profile, p, id)?,
+            None => None,
+        };
         // Root only (0700), from creation.
         fs::DirBuilder::new()
             .recursive(true)
@@ -395,7 +400,15 @@ impl Container {
                 return Err(e);
             }
         };
-        let result = Self::create_inner(id, &bundle, &spec, &state_dir, &cgroup, stdio);
+        let result = Self::create_inner(
+            id,
+            &bundle,
+            &spec,
+            &state_dir,
+            &cgroup,
+            stdio,
+            seccomp.as_ref(),
+        );
         match result {
             Ok((pid, console)) => {
                 let start_time = proc_stat(pid.as_raw()).map_or(0, |(_, t)| t);
@@ -406,6 +419,7 @@ impl Container {
                     start_time,
                     cgroups_path,
                     annotations: spec.annotations().clone().unwrap_or_default(),
+                    seccomp: profile.cloned(),
                 };
                 if let Err(e) = write_state(&state_dir, &data) {
                     let _ = kill(pid, Signal::SIGKILL);
@@ -437,6 +451,7 @@ impl Container {
         state_dir: &Path,
         cgroup: &Cgroup,
         stdio: Stdio,
+        seccomp: Option<&crate::seccomp::Seccomp>,
     ) -> Result<(Pid, Option<OwnedFd>)> {
         let linux = spec.linux().clone().unwrap_or_default();
         cgroup.create()?;
@@ -486,6 +501,7 @@ impl Container {
             console_socket: pair.as_ref().map(|(_, c)| c.as_raw_fd()),
             go: go_r.as_raw_fd(),
             status: st_w.as_raw_fd(),
+            seccomp,
         };
         let pid = fork_in_pid_ns(pid_ns, move || child::run(args))?;
         drop((go_r, st_w, stdio));
@@ -722,6 +738,8 @@ impl Container {
                 namespaces.push((fd, flag));
             }
         }
+        let seccomp = crate::seccomp::prepare(self.data.seccomp.as_ref(), process, &self.data.id)?;
+        let seccomp = seccomp.as_ref();
         let pair = console_pair(process)?;
         let (go_r, go_w) = pipe()?;
         let (st_r, st_w) = pipe()?;
@@ -732,6 +750,7 @@ impl Container {
             console_socket: pair.as_ref().map(|(_, c)| c.as_raw_fd()),
             go: go_r.as_raw_fd(),
             status: st_w.as_raw_fd(),
+            seccomp,
         };
         let child = fork_in_pid_ns(pid_ns, move || child::run(args))?;
         drop((go_r, st_w, stdio));

@@ -11,9 +11,11 @@
 //! `linux.devices`, masked and read-only paths, sysctls, process args/env/cwd/user/
 //! additional gids/umask, capabilities, `noNewPrivileges`, rlimits, oom_score_adj, a pty for
 //! `process.terminal`, and cgroup limits (memory and swap, cpu shares/quota/period, cpuset,
-//! pids, v1 device rules) on cgroup v1 or v2. Not supported: user and time namespaces
-//! (rejected with [`Error::Unsupported`]), seccomp (ignored with a warning), hooks, AppArmor
-//! and SELinux labels, v2 device rules (eBPF).
+//! pids, v1 device rules) on cgroup v1 or v2, and any seccomp profile (compiled to BPF by
+//! `strata-seccomp` at create, installed last before `execve` in the init and every exec'd
+//! process). Not supported: user and time namespaces (rejected with [`Error::Unsupported`]),
+//! seccomp notifications to an agent, hooks, AppArmor and SELinux labels, v2 device rules
+//! (eBPF).
 
 mod caps;
 mod cgroups;
@@ -23,6 +25,7 @@ mod error;
 mod inroot;
 mod net;
 mod rootfs;
+mod seccomp;
 mod spec;
 
 pub use container::{Container, ExecProcess, State, Status, Stdio};
