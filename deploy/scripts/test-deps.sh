@@ -3,7 +3,8 @@
 # compatibility suite), systemd-analyze (unit checks), docker-registry and skopeo (a real
 # registry and test images), busybox-static (test images' base layer), runc and crun (the
 # external runtimes), protoc (containerd-client, built by the compatibility suite), grpcurl,
-# and the CNI plugins with iptables and iproute2 (networking), util-linux's nsenter.
+# the CNI plugins with iptables and iproute2 (networking), util-linux's nsenter, and gcc with
+# libc6-dev (the seccomp tests build a small static probe of system calls busybox lacks).
 # `make test` runs it first; it does nothing when everything is present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -22,6 +23,8 @@ command -v python3 >/dev/null || need+=(python3 python3-pip)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
+command -v cc >/dev/null || need+=(gcc)
+[ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || need+=(libc6-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

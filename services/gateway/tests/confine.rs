@@ -242,3 +242,65 @@ fn an_images_account_files_are_read_inside_it_and_bounded() {
         "{err}"
     );
 }
+
+#[test]
+fn a_seccomp_profile_by_default_or_as_asked() {
+    let w = world();
+    let seccomp = |flags: &[&str], script: &str| {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[&w.image, "/bin/busybox", "sh", "-c", script]);
+        w.cli(&args)
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let status = "grep Seccomp: /proc/self/status";
+    assert!(text(&seccomp(&[], status)).contains("Seccomp:\t2"));
+    assert!(
+        text(&seccomp(&["--security-opt", "seccomp=unconfined"], status)).contains("Seccomp:\t0")
+    );
+    // The default refuses what Docker's does: a new user namespace.
+    let out = seccomp(&[], "busybox unshare -U true; echo rc=$?");
+    assert!(
+        text(&out).contains("rc=1") && text(&out).contains("Operation not permitted"),
+        "{}",
+        text(&out)
+    );
+    let out = seccomp(
+        &["--cap-add", "SYS_ADMIN"],
+        "busybox unshare -U true; echo rc=$?",
+    );
+    assert!(text(&out).contains("rc=0"), "{}", text(&out));
+
+    // A profile of the user's, in Docker's format, read by the CLI.
+    let profile = w.stack.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let out = seccomp(&["--security-opt", &opt], "mkdir /tmp/x; echo rc=$?");
+    assert!(
+        text(&out).contains("rc=1") && text(&out).contains("Operation not permitted"),
+        "{}",
+        text(&out)
+    );
+    // A profile naming a system call no architecture has is refused when the container is made.
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["frobnicate"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let out = seccomp(&["--security-opt", &opt], "true");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("frobnicate"), "{}", text(&out));
+    assert_eq!(w.ok(&["ps", "-a", "-q"]), "");
+}
