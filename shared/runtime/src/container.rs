@@ -350,10 +350,107 @@ fn validate_spec(spec: &Spec, id: &str) -> Result<()> {
     if spec.process().is_none() {
         return Err(Error::InvalidSpec(format!("container {id:?}: no process")));
     }
-    if spec.hooks().is_some() {
-        tracing::warn!("container {id:?}: OCI hooks are not supported yet; hooks ignored");
+    // What this runtime cannot enforce is refused, naming the field: never run with a
+    // setting silently dropped.
+    let unsupported = |field: &str| {
+        Err(Error::Unsupported(format!(
+            "container {id:?}: {field} (the built-in runtime cannot enforce it; use runc or crun)"
+        )))
+    };
+    if spec.hooks().as_ref().is_some_and(|h| {
+        [
+            h.prestart().as_ref(),
+            h.create_runtime().as_ref(),
+            h.create_container().as_ref(),
+            h.start_container().as_ref(),
+            h.poststart().as_ref(),
+            h.poststop().as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|v| !v.is_empty())
+    }) {
+        return unsupported("hooks");
+    }
+    if let Some(p) = spec.process() {
+        if p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()) {
+            return unsupported("process.apparmorProfile");
+        }
+        if p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()) {
+            return unsupported("process.selinuxLabel");
+        }
+        if p.io_priority().is_some() {
+            return unsupported("process.ioPriority");
+        }
+        if p.scheduler().is_some() {
+            return unsupported("process.scheduler");
+        }
+        if p.exec_cpu_affinity().is_some() {
+            return unsupported("process.execCPUAffinity");
+        }
+    }
+    if linux.mount_label().as_ref().is_some_and(|s| !s.is_empty()) {
+        return unsupported("linux.mountLabel");
+    }
+    if linux.intel_rdt().is_some() {
+        return unsupported("linux.intelRdt");
+    }
+    if linux.personality().is_some() {
+        return unsupported("linux.personality");
+    }
+    if linux.time_offsets().is_some() {
+        return unsupported("linux.timeOffsets");
+    }
+    if any(LinuxNamespaceType::Time) {
+        return unsupported("the time namespace");
+    }
+    // sysctls: only those the container's own namespaces isolate (a host-wide key would change
+    // the host for everyone).
+    for key in linux.sysctl().iter().flat_map(|m| m.keys()) {
+        check_sysctl(
+            key,
+            has(LinuxNamespaceType::Network),
+            has(LinuxNamespaceType::Ipc),
+        )
+        .map_err(|m| Error::InvalidSpec(format!("container {id:?}: sysctl {key:?}: {m}")))?;
     }
     Ok(())
+}
+
+/// Whether sysctl `key` may be set for a container with (or without) its own network and IPC
+/// namespaces: `net.*` with a private network namespace; `kernel.shm*`, `kernel.msg*`,
+/// `kernel.sem` and `fs.mqueue.*` with a private IPC namespace.
+fn check_sysctl(
+    key: &str,
+    private_net: bool,
+    private_ipc: bool,
+) -> std::result::Result<(), String> {
+    let well_formed = key.split('.').all(|p| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    if !well_formed {
+        return Err("not a kernel parameter name".into());
+    }
+    let ipc = matches!(
+        key,
+        "kernel.shmmax"
+            | "kernel.shmall"
+            | "kernel.shmmni"
+            | "kernel.shm_rmid_forced"
+            | "kernel.msgmax"
+            | "kernel.msgmnb"
+            | "kernel.msgmni"
+            | "kernel.sem"
+    ) || key.starts_with("fs.mqueue.");
+    match (ipc, key.starts_with("net.")) {
+        (true, _) if private_ipc => Ok(()),
+        (true, _) => Err("needs the container's own IPC namespace".into()),
+        (_, true) if private_net => Ok(()),
+        (_, true) => Err("needs the container's own network namespace".into()),
+        _ => Err("not namespaced".into()),
+    }
 }
 
 impl Container {
@@ -827,6 +924,62 @@ mod tests {
         assert!(validate_id("").is_err());
         assert!(validate_id("../x").is_err());
         assert!(validate_id(".hidden").is_err());
+    }
+
+    #[test]
+    fn what_cannot_be_enforced_is_refused_by_field() {
+        let base = crate::spec::default_spec(Path::new("rootfs"), &["sh"]).expect("default spec");
+        assert!(validate_spec(&base, "c").is_ok());
+        let with = |patch: serde_json::Value| -> Spec {
+            let mut v = serde_json::to_value(&base).expect("spec json");
+            json_merge(&mut v, patch);
+            serde_json::from_value(v).expect("patched spec")
+        };
+        for (patch, field) in [
+            (
+                serde_json::json!({"process": {"apparmorProfile": "docker-default"}}),
+                "process.apparmorProfile",
+            ),
+            (
+                serde_json::json!({"process": {"selinuxLabel": "system_u:system_r:container_t:s0"}}),
+                "process.selinuxLabel",
+            ),
+            (
+                serde_json::json!({"linux": {"mountLabel": "system_u:object_r:container_file_t:s0"}}),
+                "linux.mountLabel",
+            ),
+            (
+                serde_json::json!({"hooks": {"prestart": [{"path": "/bin/true"}]}}),
+                "hooks",
+            ),
+        ] {
+            let e = validate_spec(&with(patch), "c").expect_err(field);
+            assert_eq!(e.kind(), strata_core::Kind::FailedPrecondition, "{field}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        for (key, ok) in [
+            ("net.ipv4.ip_forward", true),
+            ("kernel.shmmax", true),
+            ("fs.mqueue.msg_max", true),
+            ("kernel.hostname", false),
+            ("vm.swappiness", false),
+            ("net.ipv4..x", false),
+            ("net/ipv4/ip_forward", false),
+        ] {
+            let spec = with(serde_json::json!({"linux": {"sysctl": {key: "1"}}}));
+            assert_eq!(validate_spec(&spec, "c").is_ok(), ok, "{key}");
+        }
+    }
+
+    fn json_merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    json_merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Error {
             Error::InvalidSpec(_) | Error::InvalidId(_) | Error::Parse { .. } => {
                 Kind::InvalidArgument
             }
-            Error::Unsupported(_) => Kind::NotImplemented,
+            Error::Unsupported(_) => Kind::FailedPrecondition,
             Error::BadState { .. } => Kind::FailedPrecondition,
             Error::Io { .. } | Error::Sys { .. } | Error::Init { .. } => Kind::Internal,
         }
