@@ -7,6 +7,14 @@
 //! decodes (HPACK, following the client's dynamic table), fixes (`:authority` → `localhost` when
 //! malformed) and re-encodes as plain literals that never touch the server's dynamic table.
 //! DATA frames are copied straight into the reader's buffer, so bulk transfers pay nothing.
+//!
+//! What it holds is bounded, since it runs before h2 checks anything: a HEADERS or CONTINUATION
+//! frame and a header block are refused past [`MAX_HEADER_BLOCK`] bytes (checked on the frame
+//! header, before the payload is read), the decoded header list past [`MAX_HEADER_LIST`] (an
+//! HPACK block of one-byte references to a large table entry would otherwise expand a thousand
+//! times), and the client's HPACK dynamic table past the 4096 bytes HTTP/2 allows it by default.
+//! A refusal is an `InvalidData` error on the connection, which the server then closes; other
+//! connections are untouched.
 
 use std::io;
 use std::pin::Pin;
@@ -23,8 +31,16 @@ const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
 /// The frame size every HTTP/2 peer must accept.
 const MIN_MAX_FRAME: usize = 16_384;
-/// Header blocks larger than this are refused (h2's default limit is 16 KiB of headers).
-const MAX_BLOCK: usize = 1 << 20;
+/// Largest header block (HEADERS + CONTINUATION fragments, and so any one such frame) held, in
+/// bytes. The server behind accepts 16 KiB of decoded headers (hyper's default), so no block it
+/// would accept is refused here.
+pub const MAX_HEADER_BLOCK: usize = 64 << 10;
+/// Largest decoded header list, counted as HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE counts it (name
+/// and value lengths plus 32 per field).
+pub const MAX_HEADER_LIST: usize = 64 << 10;
+/// The HPACK dynamic table size the server allows the client (HTTP/2's default for
+/// SETTINGS_HEADER_TABLE_SIZE, which the server does not change).
+const MAX_TABLE_SIZE: usize = 4096;
 
 enum State {
     /// Copying `n` more bytes straight through (the preface, or a non-header frame's payload).
@@ -63,13 +79,15 @@ pub struct FixAuthority<S> {
 
 impl<S> FixAuthority<S> {
     pub fn new(inner: S) -> Self {
+        let mut decoder = loona_hpack::Decoder::new();
+        decoder.set_max_allowed_table_size(MAX_TABLE_SIZE);
         Self {
             inner,
             state: State::Pass(PREFACE_LEN),
             out: Vec::new(),
             out_pos: 0,
             block: None,
-            decoder: loona_hpack::Decoder::new(),
+            decoder,
         }
     }
 
@@ -125,10 +143,14 @@ impl<S> FixAuthority<S> {
             let Some(block) = self.block.as_mut() else {
                 return Err(Self::protocol_error("CONTINUATION without HEADERS"));
             };
-            block.fragment.extend_from_slice(&payload);
-            if block.fragment.len() > MAX_BLOCK {
-                return Err(Self::protocol_error("header block too large"));
+            if block.fragment.len() + payload.len() > MAX_HEADER_BLOCK {
+                return Err(Self::protocol_error(format!(
+                    "header block of {} bytes is larger than the limit of {MAX_HEADER_BLOCK} \
+                     bytes",
+                    block.fragment.len() + payload.len()
+                )));
             }
+            block.fragment.extend_from_slice(&payload);
         }
         if flags & FLAG_END_HEADERS != 0
             && let Some(block) = self.block.take()
@@ -139,10 +161,24 @@ impl<S> FixAuthority<S> {
     }
 
     fn emit_block(&mut self, block: Block) -> io::Result<()> {
-        let headers = self
-            .decoder
-            .decode(&block.fragment)
+        let mut headers = Vec::new();
+        let mut list_size = 0usize;
+        self.decoder
+            .decode_with_cb(&block.fragment, |name, value| {
+                // Past the limit nothing more is copied; the rest of the block (bounded) is
+                // still decoded to keep the dynamic table in step, then the block is refused.
+                list_size = list_size.saturating_add(name.len() + value.len() + 32);
+                if list_size <= MAX_HEADER_LIST {
+                    headers.push((name.into_owned(), value.into_owned()));
+                }
+            })
             .map_err(|e| Self::protocol_error(format!("HPACK: {e}")))?;
+        if list_size > MAX_HEADER_LIST {
+            return Err(Self::protocol_error(format!(
+                "decoded header list of {list_size} bytes is larger than the limit of \
+                 {MAX_HEADER_LIST} bytes"
+            )));
+        }
         let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
         for (name, value) in &headers {
             let value: &[u8] = if name == b":authority"
@@ -275,6 +311,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for FixAuthority<S> {
                     let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
                     let (kind, flags) = (h[3], h[4]);
                     if kind == TYPE_HEADERS || kind == TYPE_CONTINUATION {
+                        if len > MAX_HEADER_BLOCK {
+                            return Poll::Ready(Err(Self::protocol_error(format!(
+                                "header frame of {len} bytes is larger than the limit of \
+                                 {MAX_HEADER_BLOCK} bytes"
+                            ))));
+                        }
                         this.state = State::Payload {
                             kind,
                             flags,
@@ -350,9 +392,121 @@ impl tonic::transport::server::Connected for FixAuthority<tokio::net::UnixStream
     }
 }
 
+/// Runs `input` (a client's side of a connection, preface included) through the rewriter and
+/// returns what the server would read, or the error that ends the connection. For tests and
+/// fuzzing: the input is all there, so nothing ever waits.
+pub fn rewrite_all(input: &[u8]) -> io::Result<Vec<u8>> {
+    let mut fix = FixAuthority::new(input);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(&mut fix).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => return Ok(out),
+            Poll::Ready(Ok(())) => out.extend_from_slice(rb.filled()),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).expect("frame length");
+        let mut f = len.to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags, 0, 0, 0, 1]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn connection(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut c = PREFACE.to_vec();
+        c.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // SETTINGS, on stream 0
+        for f in frames {
+            c.extend_from_slice(f);
+        }
+        c
+    }
+
+    fn refused(input: &[u8], expect: &str) {
+        let err = rewrite_all(input).expect_err("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_authority_becomes_localhost() {
+        let mut block = Vec::new();
+        encode_literal(&mut block, b":method", b"POST");
+        encode_literal(&mut block, b":authority", b"/run/strata/x.sock");
+        let input = connection(&[frame(TYPE_HEADERS, FLAG_END_HEADERS, &block)]);
+        let out = rewrite_all(&input).expect("rewritten");
+        let headers_at = PREFACE.len() + FRAME_HEADER_LEN;
+        let fragment = &out[headers_at + FRAME_HEADER_LEN..];
+        let headers = loona_hpack::Decoder::new()
+            .decode(fragment)
+            .expect("decode");
+        assert_eq!(headers[1], (b":authority".to_vec(), b"localhost".to_vec()));
+    }
+
+    #[test]
+    fn a_header_frame_over_the_limit_is_refused_before_its_payload() {
+        // Two MiB declared, none of it sent: refused on the frame header.
+        let mut input = connection(&[]);
+        input.extend_from_slice(&[0x20, 0, 0, TYPE_HEADERS, FLAG_END_HEADERS, 0, 0, 0, 1]);
+        refused(
+            &input,
+            &format!(
+                "header frame of 2097152 bytes is larger than the limit of {MAX_HEADER_BLOCK}"
+            ),
+        );
+    }
+
+    #[test]
+    fn a_header_block_over_the_limit_is_refused() {
+        let piece = vec![0u8; MIN_MAX_FRAME];
+        let mut frames = vec![frame(TYPE_HEADERS, 0, &piece)];
+        for _ in 0..8 {
+            frames.push(frame(TYPE_CONTINUATION, 0, &piece));
+        }
+        refused(
+            &connection(&frames),
+            &format!("header block of 81920 bytes is larger than the limit of {MAX_HEADER_BLOCK}"),
+        );
+    }
+
+    #[test]
+    fn an_hpack_bomb_is_refused() {
+        // One 4000-byte value put in the dynamic table, then referred to 12000 times by a
+        // one-byte index: 16 KiB on the wire, 48 MB decoded.
+        let mut block = vec![0x40];
+        encode_int(&mut block, 0x00, 7, 6);
+        block.extend_from_slice(b"x-bomb");
+        encode_int(&mut block, 0x00, 7, 4000);
+        block.extend(std::iter::repeat_n(b'b', 4000));
+        block.extend(std::iter::repeat_n(0xbe, 12_000));
+        let input = connection(&[frame(TYPE_HEADERS, FLAG_END_HEADERS, &block)]);
+        refused(&input, "decoded header list of");
+        refused(
+            &input,
+            &format!("larger than the limit of {MAX_HEADER_LIST} bytes"),
+        );
+    }
+
+    #[test]
+    fn a_dynamic_table_beyond_the_default_is_refused() {
+        let mut block = Vec::new();
+        encode_int(&mut block, 0x20, 5, 1 << 20);
+        encode_literal(&mut block, b"a", b"b");
+        let input = connection(&[frame(TYPE_HEADERS, FLAG_END_HEADERS, &block)]);
+        refused(&input, "HPACK");
+    }
 
     #[test]
     fn integers_round_trip_through_the_decoder() {
