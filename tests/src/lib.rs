@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod fifo;
+pub mod net;
 pub mod registry;
 pub mod stack;
 
