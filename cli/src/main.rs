@@ -1,6 +1,7 @@
 //! `strata`: the command-line client of the strata gateway.
 
 mod containers;
+mod network;
 mod output;
 mod run;
 
@@ -166,6 +167,17 @@ enum Command {
         force: bool,
         #[arg(required = true)]
         containers: Vec<String>,
+    },
+    /// Manage networks
+    Network {
+        #[command(subcommand)]
+        command: network::NetworkCommand,
+    },
+    /// Show a container's published ports
+    Port {
+        container: String,
+        /// Only this port: PORT[/PROTO]
+        port: Option<String>,
     },
     /// System information
     System {
@@ -384,6 +396,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_inner();
             println!("Server: strata-gateway {} {}", v.version, v.revision);
             Ok(())
+        }
+        Command::Network { command } => network::network(&ctx, channel.clone(), command).await,
+        Command::Port { container, port } => {
+            network::port(&ctx, channel.clone(), &container, port.as_deref()).await
         }
         Command::Ps {
             all,

@@ -41,9 +41,35 @@ pub struct CreateArgs {
     /// Bind mount a host path: SRC:DST[:ro]
     #[arg(long = "volume", short = 'v', value_name = "SRC:DST[:ro]")]
     pub volumes: Vec<String>,
-    /// Network: none (own namespace with loopback only) or host
-    #[arg(long = "net", alias = "network", default_value = "none")]
-    pub net: String,
+    /// Network: a network's name [default: bridge, the default network], none (own namespace
+    /// with loopback only) or host
+    #[arg(long = "net", alias = "network")]
+    pub net: Option<String>,
+    /// Publish a container's port on the host: [IP:][HOST:]CONTAINER[/tcp|udp]
+    #[arg(
+        long = "publish",
+        short = 'p',
+        value_name = "[IP:][HOST:]CONTAINER[/PROTO]"
+    )]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes, each on a free host port
+    #[arg(long = "publish-all", short = 'P')]
+    pub publish_all: bool,
+    /// A DNS server for the container (replaces the host's)
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
+    /// A DNS search domain
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// A resolver option (ndots:2, …)
+    #[arg(long = "dns-option", value_name = "OPTION")]
+    pub dns_options: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
+    /// Another name for the container on a user network
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    pub network_aliases: Vec<String>,
     /// Mount the container's root file system read-only
     #[arg(long)]
     pub read_only: bool,
@@ -222,7 +248,7 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateContainerRequest> 
             .iter()
             .map(|v| volume(v))
             .collect::<anyhow::Result<_>>()?,
-        network: a.net.clone(),
+        network: a.net.clone().unwrap_or_default(),
         read_only: a.read_only,
         runtime: a.runtime.clone().unwrap_or_default(),
         auto_remove: a.rm,
@@ -267,6 +293,17 @@ fn create_request(a: &CreateArgs) -> anyhow::Result<pb::CreateContainerRequest> 
             .iter()
             .map(|o| security_opt(o))
             .collect::<anyhow::Result<_>>()?,
+        ports: a
+            .publish
+            .iter()
+            .map(|p| crate::network::parse_publish(p))
+            .collect::<anyhow::Result<_>>()?,
+        publish_all: a.publish_all,
+        dns: a.dns.clone(),
+        dns_search: a.dns_search.clone(),
+        dns_options: a.dns_options.clone(),
+        extra_hosts: a.add_hosts.clone(),
+        network_aliases: a.network_aliases.clone(),
     })
 }
 

@@ -134,6 +134,22 @@ impl Service {
         self.socket.display().to_string()
     }
 
+    /// Runs the same binary once, with the same socket, root and flags plus `more`, and waits
+    /// (for one-shot modes such as `strata-network --detach-all`).
+    pub fn run_once(&self, more: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .arg("--address")
+            .arg(&self.socket)
+            .arg("--root")
+            .arg(&self.root)
+            .args(&self.extra)
+            .args(more)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()))
+    }
+
     /// Restarts it (as [`Service::restart`]) with exactly these environment variables added,
     /// e.g. `[("STRATA_CRASH_AT", "content.commit.renamed")]`; `&[]` restarts it without any.
     pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {

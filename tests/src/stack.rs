@@ -1,6 +1,7 @@
 //! The whole strata stack (content, snapshotter, tasks, images, gateway) from the built service
 //! binaries, on sockets in a temporary directory: what a client sees at `/run/strata/strata.sock`.
 
+use crate::net::TestNet;
 use crate::{Service, sibling_bin, tempdir, tool};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,10 +9,14 @@ use std::process::Command;
 pub struct Stack {
     // Dropped in this order: the gateway first, the content service last.
     pub gateway: Service,
+    /// The network service, in a stack started with [`Stack::start_with_network`].
+    pub network: Option<Service>,
     pub images: Service,
     pub tasks: Service,
     pub snapshotter: Service,
     pub content: Service,
+    /// The bridge and subnet of the stack's default network.
+    pub testnet: Option<TestNet>,
     pub dir: tempfile::TempDir,
 }
 
@@ -22,8 +27,21 @@ impl Stack {
         Self::start_in(tempdir())
     }
 
-    /// As [`Stack::start`], in `dir` (sockets, roots and logs go there).
+    /// As [`Stack::start`], in `dir` (sockets, roots and logs go there). The gateway has no
+    /// network service: containers get a private loopback (`--net none`) unless they ask for
+    /// the host's.
     pub fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_in_with(dir, false)
+    }
+
+    /// As [`Stack::start`], with a network service (`strata-network`) whose default network
+    /// has a bridge and a subnet of the stack's own: containers get the default bridge network,
+    /// as in a real installation.
+    pub fn start_with_network() -> Self {
+        Self::start_in_with(tempdir(), true)
+    }
+
+    fn start_in_with(dir: tempfile::TempDir, with_network: bool) -> Self {
         let d = dir.path();
         // The storage services publish their events to the tasks service's exchange (started
         // after them: delivery is best effort and connects when it is there).
@@ -75,6 +93,28 @@ impl Stack {
             ],
         );
         let i = images.address();
+        let testnet = with_network.then(TestNet::take);
+        let network = testnet.as_ref().map(|net| {
+            let netns = d.join("netns").display().to_string();
+            Service::start(
+                sibling_bin("strata-network"),
+                d,
+                "network",
+                &[
+                    "--netns-dir",
+                    &netns,
+                    "--default-bridge",
+                    &net.bridge,
+                    "--default-subnet",
+                    &net.subnet,
+                    "--tasks",
+                    &t,
+                ],
+            )
+        });
+        let n = network
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), Service::address);
         let gateway = Service::start(
             sibling_bin("strata-gateway"),
             d,
@@ -88,10 +128,14 @@ impl Stack {
                 &i,
                 "--tasks",
                 &t,
+                "--network",
+                &n,
             ],
         );
         Self {
             gateway,
+            network,
+            testnet,
             images,
             tasks,
             snapshotter,
@@ -119,7 +163,8 @@ impl Stack {
             &self.tasks,
             &self.gateway,
         ]
-        .iter()
+        .into_iter()
+        .chain(self.network.as_ref())
         .map(|s| format!("--- {} ---\n{}", s.name, s.log_text()))
         .collect()
     }
@@ -136,6 +181,24 @@ impl Stack {
         let mut c = Command::new(ctr_path());
         c.arg("--address").arg(self.socket());
         c
+    }
+}
+
+impl Drop for Stack {
+    /// A network service's attachments would outlive the stack (namespaces bound in its
+    /// directory, veths, firewall rules): once the services are down, every one is torn down.
+    fn drop(&mut self) {
+        if let Some(n) = &mut self.network {
+            self.gateway.kill9();
+            n.kill9();
+            let out = n.run_once(&["--detach-all"]);
+            if !out.status.success() {
+                eprintln!(
+                    "strata-network --detach-all failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
     }
 }
 

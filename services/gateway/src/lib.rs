@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod image;
 pub mod import;
 pub mod introspection;
+pub mod net;
 pub mod pull;
 pub mod router;
 pub mod run;
@@ -20,6 +21,7 @@ use strata_api::containerd::services::diff::v1::diff_client::DiffClient;
 use strata_api::containerd::services::images::v1::images_client::ImagesClient;
 use strata_api::containerd::services::leases::v1::leases_client::LeasesClient;
 use strata_api::containerd::services::tasks::v1::tasks_client::TasksClient;
+use strata_api::strata::network::v1::networks_client::NetworksClient;
 use strata_api::strata::tasks::v1::io_client::IoClient;
 use strata_grpc::remote::{RemoteContentStore, RemoteSnapshots};
 use tonic::transport::Channel;
@@ -53,6 +55,8 @@ pub struct Backends {
     pub flights: std::sync::Arc<pull::Flights>,
     /// Image indexes, manifests and configs already read.
     pub metadata: image::MetadataCache,
+    /// The network service, when there is one.
+    pub network: Option<NetworksClient<Channel>>,
 }
 
 impl Backends {
@@ -86,6 +90,14 @@ impl Backends {
             snapshotter: "overlayfs".to_owned(),
             flights: std::sync::Arc::default(),
             metadata: image::MetadataCache::default(),
+            network: None,
         })
+    }
+
+    /// The same backends with a network service: containers get the default network.
+    #[must_use]
+    pub fn with_network(mut self, network: Channel) -> Self {
+        self.network = Some(NetworksClient::new(network));
+        self
     }
 }

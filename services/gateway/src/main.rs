@@ -31,6 +31,10 @@ struct Cli {
     /// `insecure_registries`)
     #[arg(long, value_delimiter = ',')]
     insecure_registries: Option<Vec<String>>,
+    /// The network service; `none` for none, when containers get no network but a private
+    /// loopback or the host's (config key `network`) [default: /run/strata/network.sock]
+    #[arg(long)]
+    network: Option<String>,
 }
 
 /// The gateway's own config keys (beside address, root and log_format).
@@ -42,6 +46,7 @@ struct Config {
     images: Option<String>,
     tasks: Option<String>,
     insecure_registries: Option<Vec<String>>,
+    network: Option<String>,
 }
 
 #[tokio::main]
@@ -57,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let snapshotter = addr(cli.snapshotter, config.snapshotter, "snapshotter");
     let images = addr(cli.images, config.images, "images");
     let tasks = addr(cli.tasks, config.tasks, "tasks");
+    let network = addr(cli.network, config.network, "network");
     let insecure = cli
         .insecure_registries
         .or(config.insecure_registries)
@@ -69,17 +75,26 @@ async fn main() -> anyhow::Result<()> {
         channel(&images)?,
     );
     let tasks_ch = channel(&tasks)?;
+    let network_ch = if network == "none" {
+        None
+    } else {
+        Some(channel(&network)?)
+    };
     std::fs::create_dir_all(&settings.root)
         .with_context(|| format!("creating {}", settings.root.display()))?;
-    let backends = Arc::new(Backends::new(
+    let mut backends = Backends::new(
         content_ch.clone(),
         snap_ch.clone(),
         images_ch.clone(),
         tasks_ch.clone(),
         insecure,
         settings.root.clone(),
-    )?);
-    tracing::info!(%content, %snapshotter, %images, %tasks, "gateway backends");
+    )?;
+    if let Some(ch) = &network_ch {
+        backends = backends.with_network(ch.clone());
+    }
+    let backends = Arc::new(backends);
+    tracing::info!(%content, %snapshotter, %images, %tasks, %network, "gateway backends");
     {
         // `--rm` containers whose task ended while no gateway ran are removed now.
         let (b, ch) = (backends.clone(), images_ch.clone());
@@ -132,7 +147,13 @@ async fn main() -> anyhow::Result<()> {
                 name: "tasks",
                 channel: tasks_ch.clone(),
             },
-        ],
+        ]
+        .into_iter()
+        .chain(network_ch.clone().map(|channel| Backend {
+            name: "network",
+            channel,
+        }))
+        .collect(),
         &settings.root,
     )
     .with_context(|| format!("gateway identity in {}", settings.root.display()))?;
@@ -153,27 +174,30 @@ async fn main() -> anyhow::Result<()> {
         .add_service(Forward::<router::Events>::new(tasks_ch.clone()))
         .add_service(Forward::<router::Tasks>::new(tasks_ch.clone()))
         .add_service(Forward::<router::Io>::new(tasks_ch));
-    server::serve(
-        &settings.address,
-        routes,
-        &[
-            "strata.gateway.v1.Gateway",
-            "containerd.services.introspection.v1.Introspection",
-            "containerd.services.version.v1.Version",
-            router::Content::NAME,
-            router::Snapshots::NAME,
-            router::Diff::NAME,
-            router::Images::NAME,
-            router::Leases::NAME,
-            router::Namespaces::NAME,
-            router::GarbageCollector::NAME,
-            router::Containers::NAME,
-            router::Events::NAME,
-            router::Tasks::NAME,
-            router::Io::NAME,
-        ],
-        &[],
-    )
-    .await?;
+    let has_network = network_ch.is_some();
+    let routes = match network_ch {
+        Some(ch) => routes.add_service(Forward::<router::Networks>::new(ch)),
+        None => routes,
+    };
+    let mut names = vec![
+        "strata.gateway.v1.Gateway",
+        "containerd.services.introspection.v1.Introspection",
+        "containerd.services.version.v1.Version",
+        router::Content::NAME,
+        router::Snapshots::NAME,
+        router::Diff::NAME,
+        router::Images::NAME,
+        router::Leases::NAME,
+        router::Namespaces::NAME,
+        router::GarbageCollector::NAME,
+        router::Containers::NAME,
+        router::Events::NAME,
+        router::Tasks::NAME,
+        router::Io::NAME,
+    ];
+    if has_network {
+        names.push(router::Networks::NAME);
+    }
+    server::serve(&settings.address, routes, &names, &[]).await?;
     Ok(())
 }

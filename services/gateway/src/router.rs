@@ -41,6 +41,7 @@ names!(
     Events = "containerd.services.events.v1.Events",
     Tasks = "containerd.services.tasks.v1.Tasks",
     Io = "strata.tasks.v1.Io",
+    Networks = "strata.network.v1.Networks",
 );
 
 /// Forwards every call of service `N` to `channel`.

@@ -398,7 +398,8 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
     let user = resolve_user(b, ns, &snapshotter, &parent, &id, &user_s, &req.group_add)
         .await
         .map_err(not_unpacked)?;
-    let spec = spec::build(&id, &req, &config, &user)?;
+    let mut spec = spec::build(&id, &req, &config, &user)?;
+    let network = crate::net::wanted(b, &req)?;
     for v in &req.volumes {
         // As `docker run -v`: a missing host directory is created.
         if !std::path::Path::new(&v.source).exists() {
@@ -418,18 +419,66 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
             "true".to_owned(),
         );
     }
-    let value = serde_json::to_vec(&spec)
-        .map_err(|e| Error::internal(format!("container {id:?}: spec: {e}")))?;
     let in_use = || Error::already_exists(format!("container {id:?}: the name is in use"));
     let _creating = b
         .attachments
         .creating(&key(ns, &id, ""))
         .ok_or_else(in_use)?;
+    if let Some(network) = &network {
+        match get_container(b, ns, &id).await {
+            Ok(_) => return Err(in_use()),
+            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // An attachment a crash left under this name goes first.
+        crate::net::detach(b, ns, &id).await?;
+        let hostname = spec["hostname"].as_str().unwrap_or_default().to_owned();
+        let a = crate::net::attach(b, ns, &id, network, &req, &config, &hostname).await?;
+        crate::net::apply(&mut spec, &a);
+        labels.insert(crate::net::LABEL_NETWORK.to_owned(), a.network.clone());
+    }
+    let created = create_recorded(
+        b,
+        ns,
+        &id,
+        &img.name,
+        &req,
+        labels,
+        &spec,
+        &snapshotter,
+        &parent,
+    )
+    .await;
+    if created.is_err() && network.is_some() {
+        let _ = crate::net::detach(b, ns, &id).await;
+    }
+    created.map_err(not_unpacked)?;
+    Ok(id)
+}
+
+/// The container's record, then its snapshot; the record goes again when the snapshot
+/// cannot be made.
+#[allow(clippy::too_many_arguments)]
+async fn create_recorded(
+    b: &Backends,
+    ns: &str,
+    id: &str,
+    image: &str,
+    req: &pb::CreateContainerRequest,
+    labels: HashMap<String, String>,
+    spec: &Value,
+    snapshotter: &str,
+    parent: &str,
+) -> Result<()> {
+    let id = id.to_owned();
+    let in_use = || Error::already_exists(format!("container {id:?}: the name is in use"));
+    let value = serde_json::to_vec(spec)
+        .map_err(|e| Error::internal(format!("container {id:?}: spec: {e}")))?;
     let record = cpb::CreateContainerRequest {
         container: Some(cpb::Container {
             id: id.clone(),
             labels,
-            image: img.name.clone(),
+            image: image.to_owned(),
             runtime: Some(cpb::container::Runtime {
                 name: if req.runtime.is_empty() {
                     "io.containerd.runc.v2".to_owned()
@@ -442,7 +491,7 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
                 type_url: SPEC_TYPE.to_owned(),
                 value,
             }),
-            snapshotter: snapshotter.clone(),
+            snapshotter: snapshotter.to_owned(),
             snapshot_key: id.clone(),
             ..Default::default()
         }),
@@ -479,15 +528,15 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
     strata_core::crashpoint::hit("gateway.create.recorded");
     if let Err(e) = b
         .snapshots
-        .prepare(&snapshotter, ns, &id, &parent, HashMap::new())
+        .prepare(snapshotter, ns, &id, parent, HashMap::new())
         .await
     {
         if let Ok(req) = with_namespace(ns, cpb::DeleteContainerRequest { id: id.clone() }) {
             let _ = b.containers.clone().delete(req).await;
         }
-        return Err(not_unpacked(e));
+        return Err(e);
     }
-    Ok(id)
+    Ok(())
 }
 
 /// Starts the task of container `id` (a new one if its last has exited); returns its pid.
@@ -812,6 +861,12 @@ async fn remove_locked(b: &Backends, ns: &str, id: &str, force: bool) -> Result<
     );
     ignore_missing(deleted.map(|_| ()))?;
     ignore_missing(snapshot)?;
+    // The network goes with the record (the network service also detaches, later, what a
+    // crash here leaves of a container that no longer exists).
+    if let Err(e) = crate::net::detach(b, ns, id).await {
+        tracing::warn!(container = %id, error = %e, "detaching the container's network: trying again in the background");
+        crate::net::detach_later(b, ns, id);
+    }
     let prefix = key(ns, id, "");
     lock(&b.attachments.stdin).retain(|k, _| !k.starts_with(&prefix));
     let _ = std::fs::remove_dir_all(io_dir(b, ns, id));

@@ -154,6 +154,8 @@ pub fn build(
         .cloned()
         .unwrap_or_default();
     let keep: Vec<Value> = match req.network.as_str() {
+        // A namespace of its own: loopback only, or the one the network service makes for
+        // a network (joined by path; see `net::apply`).
         "" | "none" | "private" => {
             spec["hostname"] = json!(hostname);
             namespaces
@@ -170,9 +172,13 @@ pub fn build(
                 .filter(|n| n["type"] != "network" && n["type"] != "uts")
                 .collect()
         }
+        name if !name.starts_with("container:") => {
+            spec["hostname"] = json!(hostname);
+            namespaces
+        }
         other => {
             return Err(Error::invalid_argument(format!(
-                "network {other:?}: strata knows host and none (a private namespace with loopback)"
+                "network {other:?}: sharing another container's network is not supported yet"
             )));
         }
     };
@@ -414,7 +420,7 @@ mod tests {
         let ns = s["linux"]["namespaces"].as_array().unwrap();
         assert!(ns.iter().all(|n| n["type"] != "network"));
         let bad = pb::CreateContainerRequest {
-            network: "bridge".into(),
+            network: "container:other".into(),
             ..req
         };
         assert!(build("x", &bad, &image(), &User::default()).is_err());

@@ -4,6 +4,7 @@
 //! converts.
 
 pub mod files;
+pub mod firewall;
 pub mod grpc;
 pub mod manager;
 pub mod ports;

@@ -39,6 +39,10 @@ struct Cli {
     /// /run/strata/tasks.sock]
     #[arg(long)]
     tasks: Option<String>,
+    /// Detach every container and exit, without serving (before removing strata, or after
+    /// stopping a test stack; the service must not be running)
+    #[arg(long)]
+    detach_all: bool,
 }
 
 /// The service's own config keys (beside address, root and log_format).
@@ -120,6 +124,17 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("opening the network state at {}", s.root.display()))?,
     );
     tracing::info!(root = %s.root.display(), netns = %s.netns_dir.display(), "network service open");
+    if cli.detach_all {
+        let mut failed = 0;
+        for a in manager.attachments().await {
+            if let Err(e) = manager.detach(&a.namespace, &a.container_id).await {
+                tracing::error!(container = %a.key(), "detaching: {e}");
+                failed += 1;
+            }
+        }
+        anyhow::ensure!(failed == 0, "{failed} attachments could not be torn down");
+        return Ok(());
+    }
     if tasks != "none" {
         let remote =
             RemoteContainers::connect(&tasks).with_context(|| format!("tasks address {tasks}"))?;

@@ -204,6 +204,9 @@ impl Manager {
                 }
             }
         }
+        for (n, _) in m.networks().await {
+            crate::firewall::ensure(&n.bridge).await?;
+        }
         m.reconcile().await;
         Ok(m)
     }
@@ -304,6 +307,7 @@ impl Manager {
         };
         let bridge = format!("stbr-{}", &random_hex(4)?);
         let rec = self.network_record(name, &bridge, cidr, true, false, labels);
+        crate::firewall::ensure(&bridge).await?;
         records::write(&self.network_file(name), &rec)?;
         st.networks.insert(name.to_owned(), rec.clone());
         Ok(rec)
@@ -387,6 +391,7 @@ impl Manager {
         st.networks.remove(name);
         drop(st);
         delete_link(&rec.bridge).await;
+        crate::firewall::remove(&rec.bridge).await;
         let _ = std::fs::remove_dir_all(self.ipam_dir().join(name));
         Ok(())
     }
