@@ -23,7 +23,25 @@ wait_socket() {
   return 1
 }
 
+# What the services need from Debian at run time: the CNI plugins and iptables (networking).
+runtime_deps() {
+  local need=()
+  [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need+=(containernetworking-plugins)
+  command -v iptables >/dev/null || need+=(iptables)
+  command -v ip >/dev/null || need+=(iproute2)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+      echo "strata needs: ${need[*]} (Debian packages)" >&2
+      exit 1
+    fi
+    echo "installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+
 up() {
+  runtime_deps
   install -d -m 0711 "$RUN"
   for svc in "$@"; do
     local name=$svc
@@ -36,7 +54,8 @@ up() {
       snapshotter) extra=(--content "$RUN/content.sock" --events "$RUN/tasks.sock") ;;
       images) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --tasks "$RUN/tasks.sock" --events "$RUN/tasks.sock") ;;
       tasks) extra=(--snapshotter "$RUN/snapshotter.sock" --state "$RUN/tasks") ;;
-      gateway) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --images "$RUN/images.sock" --tasks "$RUN/tasks.sock") ;;
+      network) extra=(--netns-dir "$RUN/netns" --tasks "$RUN/tasks.sock") ;;
+      gateway) extra=(--content "$RUN/content.sock" --snapshotter "$RUN/snapshotter.sock" --images "$RUN/images.sock" --tasks "$RUN/tasks.sock" --network "$RUN/network.sock") ;;
     esac
     if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       echo "strata-$svc already running (pid $(cat "$pidfile")) on $sock"
@@ -78,9 +97,22 @@ demo() {
   echo
   "$cli" --address "$RUN/strata.sock" system df
   echo
-  # Run a container of it: the image's layers shared, a thin layer of its own, gone with --rm.
+  # Run a container of it: the image's layers shared, a thin layer of its own, gone with --rm;
+  # on the default bridge network, with an address of its own.
   "$cli" --address "$RUN/strata.sock" run --rm 127.0.0.1:5000/busybox:latest \
-    sh -c 'echo "hello from a strata container: pid $$ on $(hostname), $(ls /bin | wc -l) busybox applets"'
+    sh -c 'echo "hello from a strata container: pid $$ on $(hostname), $(ls /bin | wc -l) busybox applets, address $(ip -4 -o addr show eth0 | awk "{print \$4}")"'
+  echo
+  # A web server on a published port, fetched from the host.
+  local web
+  web=$("$cli" --address "$RUN/strata.sock" run -d -p 127.0.0.1::80 127.0.0.1:5000/busybox:latest \
+    sh -c 'mkdir -p /www && echo "hello from a published port" > /www/index.html && exec httpd -f -p 80 -h /www')
+  local port
+  port=$("$cli" --address "$RUN/strata.sock" port "$web" 80)
+  for _ in $(seq 1 50); do
+    python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://' + sys.argv[1]).read().decode().strip())" "$port" 2>/dev/null && break
+    sleep 0.1
+  done
+  "$cli" --address "$RUN/strata.sock" rm -f "$web" >/dev/null
 }
 
 cmd=${1:-}
