@@ -10,7 +10,7 @@ CARGO   ?= cargo
 PREFIX  ?= /usr/local
 RUN     ?= /run/strata
 STATE   ?= /var/lib/strata
-SERVICES = content snapshotter images tasks gateway
+SERVICES = content snapshotter images tasks network gateway
 TEST_LOG ?= $(or $(CARGO_TARGET_DIR),target)/test.log
 
 .PHONY: all build release test test-deps lint fmt up down install bench clean
