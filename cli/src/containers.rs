@@ -63,9 +63,128 @@ fn command_of(spec: Option<&prost_types::Any>) -> String {
         .unwrap_or_default()
 }
 
+/// Published ports as Docker prints them: `0.0.0.0:32768->80/tcp`.
+fn ports_text(a: &strata_api::strata::network::v1::Attachment) -> String {
+    a.ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p.host_ip, p.host_port, p.container_port, p.protocol
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every attachment of the namespace, by container (none without a network service).
+async fn attachments(
+    ctx: &Ctx,
+    channel: Channel,
+) -> anyhow::Result<std::collections::HashMap<String, strata_api::strata::network::v1::Attachment>>
+{
+    use strata_api::strata::network::v1 as npb;
+    let r = npb::networks_client::NetworksClient::new(channel)
+        .list_attachments(ctx.req(npb::ListAttachmentsRequest {})?)
+        .await;
+    match r {
+        Ok(r) => Ok(r
+            .into_inner()
+            .attachments
+            .into_iter()
+            .map(|a| (a.container_id.clone(), a))
+            .collect()),
+        Err(s) if s.code() == tonic::Code::Unimplemented => Ok(Default::default()),
+        Err(s) => Err(s.into()),
+    }
+}
+
+/// `strata inspect CONTAINER`: the container as Docker's inspect shows it (the fields strata
+/// has), with its network settings.
+pub async fn inspect(ctx: &Ctx, c: &Clients, channel: Channel, id: &str) -> anyhow::Result<()> {
+    let ct = c
+        .containers
+        .clone()
+        .get(ctx.req(cpb::GetContainerRequest { id: id.to_owned() })?)
+        .await?
+        .into_inner()
+        .container
+        .context("no container in the answer")?;
+    let spec: serde_json::Value = ct
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::from_slice(&s.value).ok())
+        .unwrap_or_default();
+    let t = task(ctx, c, id).await?;
+    let (status, pid, exit) = match &t {
+        Some(p) => (
+            match TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown) {
+                TaskStatus::Running => "running",
+                TaskStatus::Paused => "paused",
+                TaskStatus::Created => "created",
+                TaskStatus::Stopped => "exited",
+                _ => "unknown",
+            },
+            p.pid,
+            p.exit_status,
+        ),
+        None => ("created", 0, 0),
+    };
+    let a = crate::network::attachment(ctx, channel, id).await?;
+    let network = a.as_ref().map_or_else(
+        || serde_json::json!({"Networks": {}, "Ports": {}}),
+        |a| {
+            let (ip, prefix) = a.address.split_once('/').unwrap_or((&a.address, ""));
+            let mut ports = serde_json::Map::new();
+            for p in &a.ports {
+                let key = format!("{}/{}", p.container_port, p.protocol);
+                let entry = ports.entry(key).or_insert_with(|| serde_json::json!([]));
+                if let Some(list) = entry.as_array_mut() {
+                    list.push(serde_json::json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}));
+                }
+            }
+            serde_json::json!({
+                "Networks": {a.network.clone(): {
+                    "IPAddress": ip,
+                    "IPPrefixLen": prefix.parse::<u32>().unwrap_or(0),
+                    "Gateway": a.gateway,
+                    "MacAddress": a.mac_address,
+                    "Aliases": a.aliases,
+                }},
+                "Ports": ports,
+                "SandboxKey": a.netns_path,
+            })
+        },
+    );
+    let v = serde_json::json!([{
+        "Id": ct.id,
+        "Created": ct.created_at.as_ref().map(|t| t.seconds),
+        "Image": ct.image,
+        "State": {"Status": status, "Running": status == "running", "Pid": pid, "ExitCode": exit},
+        "Config": {
+            "Hostname": spec["hostname"],
+            "Cmd": spec["process"]["args"],
+            "Env": spec["process"]["env"],
+            "WorkingDir": spec["process"]["cwd"],
+            "Labels": ct.labels,
+        },
+        "HostConfig": {
+            "Runtime": ct.runtime.as_ref().map(|r| r.name.clone()),
+            "CapAdd": spec["process"]["capabilities"]["bounding"],
+            "ReadonlyRootfs": spec["root"]["readonly"],
+            "Mounts": spec["mounts"],
+        },
+        "NetworkSettings": network,
+    }]);
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn ps(
     ctx: &Ctx,
     c: &Clients,
+    channel: Channel,
     all: bool,
     size: bool,
     json: bool,
@@ -93,6 +212,11 @@ pub async fn ps(
             .collect()
     } else {
         Default::default()
+    };
+    let attached = if quiet {
+        Default::default()
+    } else {
+        attachments(ctx, channel).await?
     };
     let mut rows = Vec::new();
     for ct in list {
@@ -148,6 +272,7 @@ pub async fn ps(
                     "ID": ct.id, "Image": ct.image, "Command": command_of(ct.spec.as_ref()),
                     "Status": status, "Size": own.map(|o| o.0),
                     "VirtualSize": own.map(|o| o.1), "Labels": ct.labels,
+                    "Ports": attached.get(&ct.id).map(ports_text).unwrap_or_default(),
                 })
             })
             .collect();
@@ -160,6 +285,7 @@ pub async fn ps(
         "COMMAND".into(),
         "CREATED".into(),
         "STATUS".into(),
+        "PORTS".into(),
     ]];
     if size {
         table[0].push("SIZE".into());
@@ -175,6 +301,7 @@ pub async fn ps(
             format!("\"{cmd}\""),
             output::ago(ct.created_at.as_ref()),
             status,
+            attached.get(&ct.id).map(ports_text).unwrap_or_default(),
         ];
         if let Some((own, virt)) = own {
             row.push(format!(

@@ -64,8 +64,12 @@ enum Command {
         #[arg(long, short)]
         filter: Vec<String>,
     },
-    /// Show an image's details as JSON
-    Inspect { image: String },
+    /// Show an image's or a container's details as JSON
+    Inspect {
+        /// An image, or a container
+        #[arg(value_name = "IMAGE|CONTAINER")]
+        image: String,
+    },
     /// Show the layers and commands an image was built from
     History {
         image: String,
@@ -331,11 +335,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let resp = ctx
                 .client
                 .clone()
-                .inspect_image(ctx.req(pb::InspectImageRequest { name: image })?)
-                .await?
-                .into_inner();
-            println!("{}", resp.json);
-            Ok(())
+                .inspect_image(ctx.req(pb::InspectImageRequest {
+                    name: image.clone(),
+                })?)
+                .await;
+            match resp {
+                Ok(r) => {
+                    println!("{}", r.into_inner().json);
+                    Ok(())
+                }
+                // Not an image: a container, as `docker inspect` takes either.
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    let c = containers::Clients::new(channel.clone());
+                    containers::inspect(&ctx, &c, channel.clone(), &image)
+                        .await
+                        .map_err(|e| match e.downcast::<tonic::Status>() {
+                            Ok(cs) if cs.code() == tonic::Code::NotFound => {
+                                anyhow::anyhow!("no such image or container: {image}")
+                            }
+                            Ok(cs) => cs.into(),
+                            Err(e) => e,
+                        })
+                }
+                Err(s) => Err(s.into()),
+            }
         }
         Command::History {
             image,
@@ -408,7 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
         } => {
             let c = containers::Clients::new(channel.clone());
-            containers::ps(&ctx, &c, all, size, json, quiet).await
+            containers::ps(&ctx, &c, channel.clone(), all, size, json, quiet).await
         }
         Command::Kill {
             signal,

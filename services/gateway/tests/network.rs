@@ -226,6 +226,18 @@ fn a_published_port_answers_from_the_host_another_host_and_a_container() {
     let id = w.web(&["-p", "80"]);
     let port = w.host_port(&id);
     assert!(wait_for_http((Ipv4Addr::LOCALHOST, port).into()).contains("200 OK"));
+    // ps and inspect show the container's network, as Docker's do.
+    assert!(w.ok(&["ps"]).contains(&format!("0.0.0.0:{port}->80/tcp")));
+    let inspect: serde_json::Value = serde_json::from_str(&w.ok(&["inspect", &id])).unwrap();
+    let settings = &inspect[0]["NetworkSettings"];
+    let ip = settings["Networks"]["bridge"]["IPAddress"]
+        .as_str()
+        .unwrap();
+    assert!(ip.starts_with(&w.subnet_prefix()), "{inspect}");
+    assert_eq!(settings["Ports"]["80/tcp"][0]["HostPort"], port.to_string());
+    assert_eq!(inspect[0]["State"]["Running"], true);
+    // The container's own address serves too.
+    wait_for_http((ip.parse::<Ipv4Addr>().unwrap(), 80).into());
 
     let other = OtherHost::new(253);
     // From another host, to the host's address on the link between them.
