@@ -73,3 +73,20 @@ bench: release
 
 clean:
 	$(CARGO) clean
+
+# Fuzzing (not part of `make test`): each cargo-fuzz target of fuzz/ runs FUZZ_SECONDS (60 by
+# default), one after another in one process each, from its seed corpus fuzz/corpus/<target>.
+# Needs the nightly toolchain and root (layer_extract mounts a private tmpfs); installs
+# cargo-fuzz if missing. Inputs found are kept in target/fuzz/corpus/<target>, crashes in
+# fuzz/artifacts/<target>. One target: `make fuzz FUZZ_TARGETS=layer_extract`.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= layer_extract reference_parse manifest_parse filter_parse header_rewrite
+.PHONY: fuzz
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(CURDIR)/target/fuzz/corpus/$$t && \
+	  cargo +nightly fuzz run --fuzz-dir . --target-dir $(CURDIR)/target/fuzz $$t \
+	    $(CURDIR)/target/fuzz/corpus/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) \
+	    || exit 1; \
+	done
