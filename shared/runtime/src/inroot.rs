@@ -13,12 +13,13 @@
 //! its file-system magic, and a resolution that may not cross a mount point, so a file bind
 //! mounted over a procfs file cannot receive them.
 
+use std::collections::VecDeque;
 use std::ffi::{CStr, OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, mkdirat, mknodat};
 use nix::sys::statfs::{FsType, PROC_SUPER_MAGIC, fstatfs};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, symlinkat, unlinkat};
@@ -27,6 +28,8 @@ use crate::error::{Error, Result};
 
 /// The inode number of a procfs root (`PROC_ROOT_INO`).
 const PROC_ROOT_INO: u64 = 1;
+/// Symlinks followed at most while making one path (the kernel's limit per resolution).
+const MAX_LINKS: usize = 40;
 /// How often a resolution is retried when the kernel reports a concurrent rename (`EAGAIN`).
 const RESOLVE_RETRIES: usize = 32;
 
@@ -200,47 +203,76 @@ impl Root {
     }
 
     /// Resolves the directory `p` inside the root, creating each missing component (mode
-    /// 0755) in the directory its parent resolved to. A component that is a dangling symlink
-    /// is an error: the directory it names would have to be made through the link.
+    /// 0755) in the directory its parent resolved to. A component that is a dangling symlink is
+    /// followed as the container would follow it: what it names is made inside the root.
     pub(crate) fn mkdir_all(&self, p: &Path) -> Result<OwnedFd> {
         let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-        let mut cur = self
-            .resolve(Path::new("."), dir_flags)
-            .map_err(|e| Error::sys("open", self.show(Path::new("/")), e))?;
-        let mut prefix = PathBuf::new();
-        for c in relative(p).components() {
-            prefix.push(c);
-            let name = match c {
-                Component::Normal(name) => name,
-                _ => {
-                    cur = self
-                        .resolve(&prefix, dir_flags)
-                        .map_err(|e| Error::sys("resolve", self.show(&prefix), e))?;
+        let root_dir = || {
+            self.resolve(Path::new("."), dir_flags)
+                .map_err(|e| Error::sys("open", self.show(Path::new("/")), e))
+        };
+        let mut cur = root_dir()?;
+        // The path resolved so far (the kernel resolves it again at each step) and what is
+        // left of `p`, in order.
+        let mut done = PathBuf::new();
+        let mut pending: VecDeque<OsString> = relative(p)
+            .components()
+            .map(|c| c.as_os_str().to_os_string())
+            .collect();
+        let mut links = 0;
+        while let Some(part) = pending.pop_front() {
+            let next = done.join(&part);
+            match self.resolve(&next, dir_flags) {
+                Ok(fd) => {
+                    cur = fd;
+                    done = next;
                     continue;
                 }
-            };
-            match self.resolve(&prefix, dir_flags) {
-                Ok(fd) => cur = fd,
-                Err(Errno::ENOENT) => {
-                    match mkdirat(&cur, name, Mode::from_bits_truncate(0o755)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => {
-                            return Err(Error::sys("create directory", self.show(&prefix), e));
-                        }
-                    }
-                    cur = self.resolve(&prefix, dir_flags).map_err(|e| {
-                        let what = if e == Errno::ENOENT {
-                            format!("{} (a dangling symlink)", self.show(&prefix))
-                        } else {
-                            self.show(&prefix)
-                        };
-                        Error::sys("create directory", what, e)
-                    })?;
+                Err(Errno::ENOENT) if part != ".." && part != "." => {}
+                Err(e) => return Err(Error::sys("resolve directory", self.show(&next), e)),
+            }
+            match mkdirat(&cur, part.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(Error::sys("create directory", self.show(&next), e)),
+            }
+            match self.resolve(&next, dir_flags) {
+                Ok(fd) => {
+                    cur = fd;
+                    done = next;
                 }
-                Err(e) => return Err(Error::sys("resolve directory", self.show(&prefix), e)),
+                Err(Errno::ENOENT) => {
+                    // A dangling symlink: go on through its target, inside the root.
+                    let target = self.dangling_target(&cur, &part, &next, &mut links)?;
+                    if target.is_absolute() {
+                        done = PathBuf::new();
+                        cur = root_dir()?;
+                    }
+                    for c in relative(&target).components().rev() {
+                        pending.push_front(c.as_os_str().to_os_string());
+                    }
+                }
+                Err(e) => return Err(Error::sys("create directory", self.show(&next), e)),
             }
         }
         Ok(cur)
+    }
+
+    /// The target of the symlink `name` in `dir` (`shown` as `path`), counting it against the
+    /// kernel's limit of 40 links per resolution.
+    fn dangling_target(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        path: &Path,
+        links: &mut usize,
+    ) -> Result<PathBuf> {
+        *links += 1;
+        if *links > MAX_LINKS {
+            return Err(Error::sys("resolve", self.show(path), Errno::ELOOP));
+        }
+        readlinkat(dir, name)
+            .map(PathBuf::from)
+            .map_err(|e| Error::sys("read link", self.show(path), e))
     }
 
     /// The directory `p`'s last name is in (created as needed) and that name.
@@ -252,31 +284,48 @@ impl Root {
     }
 
     /// Resolves `p` inside the root, creating an empty regular file (mode 0644) when nothing
-    /// is there; returns an `O_PATH` descriptor of what `p` names.
+    /// is there (through a dangling symlink: where it points, inside the root); returns an
+    /// `O_PATH` descriptor of what `p` names.
     pub(crate) fn create_file(&self, p: &Path) -> Result<OwnedFd> {
-        match self.resolve(p, OFlag::O_PATH) {
-            Ok(fd) => return Ok(fd),
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(Error::sys("resolve", self.show(p), e)),
+        let mut path = relative(p);
+        let mut links = 0;
+        loop {
+            match self.resolve(&path, OFlag::O_PATH) {
+                Ok(fd) => return Ok(fd),
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(Error::sys("resolve", self.show(&path), e)),
+            }
+            let (parent, name) = self.parent_of(&path)?;
+            match openat(
+                &parent,
+                name.as_os_str(),
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            ) {
+                Ok(_) => {}
+                Err(Errno::EEXIST) => {
+                    // A dangling symlink (or a file made meanwhile: then the next round
+                    // resolves it).
+                    let target = match self.dangling_target(&parent, &name, &path, &mut links) {
+                        Ok(target) => target,
+                        Err(Error::Sys {
+                            source: Errno::EINVAL,
+                            ..
+                        }) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    path = match split_last(&path) {
+                        Some((dir, _)) if !target.is_absolute() => relative(&dir.join(target)),
+                        _ => relative(&target),
+                    };
+                }
+                Err(e) => return Err(Error::sys("create file", self.show(&path), e)),
+            }
         }
-        let (parent, name) = self.parent_of(p)?;
-        match openat(
-            &parent,
-            name.as_os_str(),
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        ) {
-            Ok(_) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(Error::sys("create file", self.show(p), e)),
-        }
-        self.resolve(p, OFlag::O_PATH).map_err(|e| {
-            let what = if e == Errno::ENOENT {
-                format!("{} (a dangling symlink)", self.show(p))
-            } else {
-                self.show(p)
-            };
-            Error::sys("create file", what, e)
-        })
     }
 
     /// Makes a device node or FIFO at `p`, replacing a file (or symlink: the link itself, not
@@ -454,18 +503,28 @@ mod tests {
                 .expect_err("dangling"),
             Errno::ENOENT
         );
-        // Creating through it is refused and creates nothing on the host.
-        assert!(root.mkdir_all(Path::new("/abs/sub")).is_err());
-        assert!(root.create_file(Path::new("/abs/passwd2")).is_err());
-        assert!(
-            root.make_node(
-                Path::new("/abs/passwd"),
-                SFlag::S_IFIFO,
-                Mode::from_bits_truncate(0o600),
-                0
-            )
-            .is_err()
-        );
+        // Creating through it creates what it names inside the root, nothing on the host.
+        let inside = root_path.join(outside.path().strip_prefix("/").expect("absolute"));
+        root.mkdir_all(Path::new("/abs/sub"))
+            .expect("mkdir through a dangling link");
+        assert!(inside.join("sub").is_dir());
+        symlink(outside.path().join("file"), root_path.join("file-link")).expect("symlink");
+        root.create_file(Path::new("/file-link"))
+            .expect("create through a dangling link");
+        assert!(inside.join("file").is_file());
+        root.make_node(
+            Path::new("/abs/passwd"),
+            SFlag::S_IFIFO,
+            Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .expect("mknod");
+        assert!(inside.join("passwd").exists());
+        // A loop of links is refused.
+        symlink("/loop-b", root_path.join("loop-a")).expect("symlink");
+        symlink("/loop-a", root_path.join("loop-b")).expect("symlink");
+        assert!(root.mkdir_all(Path::new("/loop-a/x")).is_err());
+        assert!(root.create_file(Path::new("/loop-a")).is_err());
         let names: Vec<_> = fs::read_dir(outside.path())
             .expect("read dir")
             .map(|e| e.expect("entry").file_name())
