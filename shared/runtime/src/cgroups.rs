@@ -2,7 +2,11 @@
 //!
 //! The host layout decides: if `/sys/fs/cgroup` itself is a cgroup2 mount the container gets a
 //! v2 cgroup; otherwise it joins the v1 controllers found in `/proc/self/mountinfo` (a hybrid
-//! host's `/sys/fs/cgroup/unified` is ignored, it carries no controllers we need).
+//! host's `/sys/fs/cgroup/unified` is ignored, it carries no controllers we need, unless
+//! `STRATA_CGROUP2_ROOT` names it: then containers get a v2 cgroup there).
+//!
+//! Device rules are enforced on both: through the v1 `devices` controller, or on v2 by an eBPF
+//! program attached to the container's cgroup ([`crate::devices_bpf`]).
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -12,6 +16,7 @@ use std::time::Duration;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
+use crate::devices_bpf::{self, Rule};
 use crate::error::{Error, Result};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -20,7 +25,7 @@ const V1_CONTROLLERS: &[&str] = &[
     "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices",
 ];
 /// Devices every container may use, as runc allows them (v1 device rules).
-const DEFAULT_DEVICE_RULES: &[&str] = &[
+pub(crate) const DEFAULT_DEVICE_RULES: &[&str] = &[
     "c *:* m",
     "b *:* m",
     "c 1:3 rwm",
@@ -43,11 +48,36 @@ pub(crate) enum Cgroup {
     V2(PathBuf),
 }
 
-/// Whether `/sys/fs/cgroup` is a pure cgroup v2 mount.
-pub(crate) fn host_is_v2() -> bool {
-    nix::sys::statfs::statfs(CGROUP_ROOT)
+/// Environment variable naming a cgroup2 mount the containers' cgroups are made in instead of
+/// the v1 hierarchies, e.g. a hybrid host's `/sys/fs/cgroup/unified` (its controllers stay
+/// with v1 there: such cgroups have device rules, freezing and process lists, not limits).
+const CGROUP2_ROOT_ENV: &str = "STRATA_CGROUP2_ROOT";
+
+fn is_cgroup2(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
+}
+
+/// Whether `/sys/fs/cgroup` is a pure cgroup v2 mount.
+pub(crate) fn host_is_v2() -> bool {
+    is_cgroup2(Path::new(CGROUP_ROOT))
+}
+
+/// The cgroup2 mount containers get their cgroups in, if any: `STRATA_CGROUP2_ROOT` when set,
+/// else `/sys/fs/cgroup` on a pure v2 host.
+fn v2_root() -> Result<Option<PathBuf>> {
+    if let Some(root) = std::env::var_os(CGROUP2_ROOT_ENV).filter(|r| !r.is_empty()) {
+        let root = PathBuf::from(root);
+        if !is_cgroup2(&root) {
+            return Err(Error::Unsupported(format!(
+                "{CGROUP2_ROOT_ENV}={}: not a cgroup2 mount",
+                root.display()
+            )));
+        }
+        return Ok(Some(root));
+    }
+    Ok(host_is_v2().then(|| PathBuf::from(CGROUP_ROOT)))
 }
 
 /// The v1 hierarchies from `/proc/self/mountinfo`: (mount point, controllers of the mount).
@@ -119,8 +149,8 @@ impl Cgroup {
     /// The cgroup at `cgroups_path` (relative to each hierarchy's root); nothing is created.
     pub(crate) fn open(cgroups_path: &Path) -> Result<Cgroup> {
         let rel = relative(cgroups_path)?;
-        if host_is_v2() {
-            return Ok(Cgroup::V2(Path::new(CGROUP_ROOT).join(rel)));
+        if let Some(root) = v2_root()? {
+            return Ok(Cgroup::V2(root.join(rel)));
         }
         let mut dirs = Vec::new();
         for (mountpoint, controllers) in v1_mounts()? {
@@ -157,8 +187,8 @@ impl Cgroup {
                 Ok(())
             }
             Cgroup::V2(dir) => {
-                let root = Path::new(CGROUP_ROOT);
-                let rel = dir.strip_prefix(root).unwrap_or(dir);
+                let root = v2_root()?.unwrap_or_else(|| PathBuf::from(CGROUP_ROOT));
+                let rel = dir.strip_prefix(&root).unwrap_or(dir);
                 let mut cur = root.to_path_buf();
                 for c in rel.components() {
                     let available = read(&cur.join("cgroup.controllers")).unwrap_or_default();
@@ -498,6 +528,16 @@ fn apply_v2(dir: &Path, r: &LinuxResources) -> Result<()> {
     }
     if let Some(p) = r.pids() {
         write(&dir.join("pids.max"), &pids_max(p.limit()))?;
+    }
+    if let Some(rules) = r.devices() {
+        let mut all = Vec::new();
+        for rule in rules {
+            all.extend(Rule::from_spec(rule)?);
+        }
+        for line in DEFAULT_DEVICE_RULES {
+            all.push(Rule::parse_allow(line)?);
+        }
+        devices_bpf::apply(dir, &all)?;
     }
     if let Some(unified) = r.unified() {
         for (key, value) in unified {

@@ -21,6 +21,7 @@ mod caps;
 mod cgroups;
 mod child;
 mod container;
+mod devices_bpf;
 mod error;
 mod inroot;
 mod net;
