@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         let (kind, flags) = (rest[3], rest[4]);
         let Some(payload) = rest.get(9..9 + len) else {
             // A frame the input ended inside of, passed through as far as it went.
-            assert!(kind != 0x1 && kind != 0x9, "a partial header frame was emitted");
+            assert!(
+                kind != 0x1 && kind != 0x9,
+                "a partial header frame was emitted"
+            );
             break;
         };
         rest = &rest[9 + len..];
@@ -41,7 +44,9 @@ fuzz_target!(|data: &[u8]| {
             }
             block = Some(Vec::new());
         }
-        let b = block.as_mut().expect("CONTINUATION without HEADERS emitted");
+        let b = block
+            .as_mut()
+            .expect("CONTINUATION without HEADERS emitted");
         b.extend_from_slice(fragment);
         if flags & 0x4 != 0 {
             let b = block.take().expect("open block");

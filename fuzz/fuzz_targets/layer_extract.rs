@@ -81,7 +81,15 @@ fn snapshot(dir: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Node>) {
     };
     out.insert(
         rel.to_path_buf(),
-        (m.mode(), m.uid(), m.gid(), m.size(), m.nlink(), m.mtime(), content),
+        (
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.size(),
+            m.nlink(),
+            m.mtime(),
+            content,
+        ),
     );
     if m.is_dir() {
         let mut names: Vec<_> = fs::read_dir(&path)
@@ -121,7 +129,11 @@ fn fresh_sandbox() -> PathBuf {
     fs::write(sandbox.join("outside/sentinel"), b"original").expect("sentinel");
     fs::write(sandbox.join("outside/dir/file"), b"outside").expect("outside file");
     symlink("../root", sandbox.join("outside/back")).expect("link back");
-    fs::write(sandbox.join("lower/etc/passwd"), b"root:x:0:0::/root:/bin/sh\n").expect("lower");
+    fs::write(
+        sandbox.join("lower/etc/passwd"),
+        b"root:x:0:0::/root:/bin/sh\n",
+    )
+    .expect("lower");
     fs::write(sandbox.join("lower/dir/file"), b"lower").expect("lower file");
     symlink("../../outside", sandbox.join("lower/dir/out")).expect("lower link out");
     sandbox
@@ -147,7 +159,11 @@ fuzz_target!(|data: &[u8]| {
     let root = sandbox.join("root");
     let _ = apply(tar, Compression::None, &root, &opts, None);
 
-    assert_eq!(names(Path::new(BASE)), ["sandbox"], "created beside the sandbox");
+    assert_eq!(
+        names(Path::new(BASE)),
+        ["sandbox"],
+        "created beside the sandbox"
+    );
     assert_eq!(
         names(&sandbox),
         ["lower", "outside", "root"],

@@ -25,7 +25,12 @@ fuzz_target!(|data: &[u8]| {
     let media_type = TYPES[usize::from(selector) % TYPES.len()];
     match Manifest::from_slice(media_type, bytes) {
         Ok(Manifest::Index(index)) => {
-            for p in ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "windows/amd64"] {
+            for p in [
+                "linux/amd64",
+                "linux/arm64/v8",
+                "linux/arm/v7",
+                "windows/amd64",
+            ] {
                 if let Ok(platform) = Platform::parse(p) {
                     let _ = select(&index, &platform);
                 }
