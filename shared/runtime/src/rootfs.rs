@@ -336,7 +336,10 @@ fn mount_one(root: &Root, m: &Mount, cgroup_paths: &[PathBuf]) -> Result<()> {
     } else if typ == "cgroup" || typ == "cgroup2" {
         mount_cgroup(root, dest, &opts, cgroup_paths)?;
     } else {
-        let target = root.mkdir_all(dest)?;
+        let mut target = root.mkdir_all(dest)?;
+        if typ == "proc" || typ == "sysfs" {
+            target = kernel_fs_target(root, dest, typ)?;
+        }
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
         match mount_fd(
             Some(&source),
@@ -379,6 +382,29 @@ fn mount_one(root: &Root, m: &Mount, cgroup_paths: &[PathBuf]) -> Result<()> {
         mount_fd(None, target.as_fd(), &shown, NONE, opts.propagation, NONE)?;
     }
     Ok(())
+}
+
+/// The directory a `proc` or `sysfs` mount goes on: its last component must be an ordinary
+/// directory, not a symlink (as runc requires), so the runtime's later writes under `/proc`
+/// and the container's view of `/proc` and `/sys` are where the spec says.
+fn kernel_fs_target(root: &Root, dest: &Path, typ: &str) -> Result<OwnedFd> {
+    let (parent, name) = root.parent_of(dest)?;
+    openat(
+        parent.as_fd(),
+        name.as_os_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        Error::sys(
+            "mount",
+            format!(
+                "{typ} on {}: the destination must be an ordinary directory",
+                root.show(dest)
+            ),
+            e,
+        )
+    })
 }
 
 /// A `cgroup` mount: on a v2 host a cgroup2 mount; on v1 a tmpfs holding a bind mount of the

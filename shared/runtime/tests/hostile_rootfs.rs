@@ -237,6 +237,25 @@ fn relative_symlinks_resolve_inside_the_root() {
     assert!(b.rootfs.join("srv/data").is_dir());
 }
 
+/// procfs and sysfs are mounted only on ordinary directories: an image whose /proc is a link
+/// (even one inside the root) is refused, so the runtime's writes under /proc and the
+/// container's view of it cannot be redirected.
+#[test]
+fn proc_on_a_symlink_is_refused() {
+    let b = bundle();
+    fs::create_dir_all(b.rootfs.join("tmp/fake-proc")).expect("mkdir");
+    fs::remove_dir(b.rootfs.join("proc")).expect("rmdir proc");
+    symlink("/tmp/fake-proc", b.rootfs.join("proc")).expect("symlink proc");
+    match run(&b, "proc-link", &spec(&b, &["true"])) {
+        Outcome::CreateFailed(msg) => {
+            assert!(msg.contains("proc on /proc"), "{msg}");
+            assert!(msg.contains("ordinary directory"), "{msg}");
+        }
+        Outcome::Ran(status, out, err) => panic!("ran: {status:?} {out} {err}"),
+    }
+    assert!(common::names(&b.rootfs.join("tmp/fake-proc")).is_empty());
+}
+
 /// (CVE-2025-52565) The console is bound on /dev/console itself: an image whose
 /// /dev/console is a link to another file does not get the terminal bound over that file.
 #[test]
