@@ -456,6 +456,81 @@ mod tests {
         assert_eq!(p[p.len() - 2].imm, 1);
     }
 
+    /// A process in a v2 cgroup with the program attached gets exactly the accesses the rules
+    /// grant: partial grants, a later deny of one access, the deny-all default.
+    #[test]
+    fn the_kernel_enforces_the_rules_on_a_v2_cgroup() {
+        let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| {
+                nix::sys::statfs::statfs(*p)
+                    .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+            })
+            .expect("a cgroup2 mount");
+        let dir = root.join(format!("strata-test-bpf-{}", std::process::id()));
+        std::fs::create_dir(&dir).expect("create cgroup");
+        let rules = [
+            Rule::all(false),
+            Rule::parse_allow("c 1:3 r").expect("parse"),
+            Rule::parse_allow("c 1:5 rwm").expect("parse"),
+            Rule {
+                allow: false,
+                kind: Some('c'),
+                major: Some(1),
+                minor: Some(5),
+                access: ACC_WRITE,
+            },
+        ];
+        apply(&dir, &rules).expect("apply");
+        // Applying again replaces the program rather than adding one.
+        apply(&dir, &rules).expect("apply again");
+        let cg = nix::fcntl::open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+            .expect("open cgroup");
+        assert_eq!(attached(&cg).expect("query").len(), 1);
+
+        // (path, flags) the child tries; bit i of its exit code is set when attempt i opened.
+        let tries: [(&std::ffi::CStr, i32); 6] = [
+            (c"/dev/null", libc::O_RDONLY),
+            (c"/dev/null", libc::O_WRONLY),
+            (c"/dev/zero", libc::O_RDONLY),
+            (c"/dev/zero", libc::O_WRONLY),
+            (c"/dev/zero", libc::O_RDWR),
+            (c"/dev/full", libc::O_RDONLY),
+        ];
+        let (go_r, go_w) = nix::unistd::pipe().expect("pipe");
+        // SAFETY: the child only calls async-signal-safe functions (read, open, close, _exit).
+        let child = match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                let mut byte = 0u8;
+                // SAFETY: byte is a valid one-byte buffer; go_r is open.
+                unsafe { libc::read(go_r.as_raw_fd(), (&raw mut byte).cast(), 1) };
+                let mut opened = 0;
+                for (i, (path, flags)) in tries.iter().enumerate() {
+                    // SAFETY: path is a valid C string.
+                    let fd = unsafe { libc::open(path.as_ptr(), *flags) };
+                    if fd >= 0 {
+                        opened |= 1 << i;
+                        // SAFETY: fd was just opened by this process.
+                        unsafe { libc::close(fd) };
+                    }
+                }
+                // SAFETY: ends the forked child without running the test harness's code.
+                unsafe { libc::_exit(opened) }
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        std::fs::write(dir.join("cgroup.procs"), child.to_string()).expect("move child");
+        nix::unistd::write(&go_w, &[1]).expect("release child");
+        let status = nix::sys::wait::waitpid(child, None).expect("wait");
+        let _ = std::fs::remove_dir(&dir);
+        let nix::sys::wait::WaitStatus::Exited(_, opened) = status else {
+            panic!("child: {status:?}");
+        };
+        // null: read only; zero: read, not write; full: nothing.
+        assert_eq!(opened, 0b000101, "opened {opened:06b}");
+    }
+
     /// The kernel's verifier accepts the program of the default rules.
     #[test]
     fn the_kernel_loads_the_default_program() {
