@@ -122,10 +122,15 @@ start_registry() {
   echo "127.0.0.1:$port"
 }
 
-# start_strata_stack BIN DIR [tasks]: content, snapshotter, images and gateway under DIR; with
-# "tasks", the tasks service too (state in DIR/tasks-state), and the gateway routes to it.
+# start_strata_stack BIN DIR [tasks [network]]: content, snapshotter, images and gateway under
+# DIR; with "tasks", the tasks service too (state in DIR/tasks-state), and the gateway routes to
+# it; with "network" also, the network service (default network on bridge $BENCH_BRIDGE,
+# subnet $BENCH_SUBNET) and containers get the default bridge network. Without it the gateway
+# has no network service: containers get a private loopback, as `--net none`.
+BENCH_BRIDGE=${BENCH_BRIDGE:-stbench0}
+BENCH_SUBNET=${BENCH_SUBNET:-10.251.250.0/24}
 start_strata_stack() {
-  local bin=$1 d=$2 with_tasks=${3:-}
+  local bin=$1 d=$2 with_tasks=${3:-} with_network=${4:-}
   mkdir -p "$d"
   "$bin/strata-content" --address "$d/content.sock" --root "$d/content" >"$d/content.log" 2>&1 &
   echo $! >"$d/content.pid"; wait_socket "$d/content.sock"
@@ -142,13 +147,30 @@ start_strata_stack() {
       --snapshotter "$d/snapshotter.sock" >"$d/tasks.log" 2>&1 &
     echo $! >"$d/tasks.pid"; wait_socket "$d/tasks.sock"
   fi
-  "$bin/strata-gateway" --address "$d/strata.sock" --root "$d/gateway" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" --images "$d/images.sock" --tasks "$d/tasks.sock" >"$d/gateway.log" 2>&1 &
+  local network_addr=none
+  if [ "$with_network" = network ]; then
+    network_addr="$d/network.sock"
+    "$bin/strata-network" --address "$d/network.sock" --root "$d/network" --netns-dir "$d/netns" \
+      --default-bridge "$BENCH_BRIDGE" --default-subnet "$BENCH_SUBNET" --tasks "$d/tasks.sock" \
+      >"$d/network.log" 2>&1 &
+    echo $! >"$d/network.pid"; wait_socket "$d/network.sock"
+    echo "$bin" >"$d/network.bin"
+  fi
+  "$bin/strata-gateway" --address "$d/strata.sock" --root "$d/gateway" --content "$d/content.sock" --snapshotter "$d/snapshotter.sock" --images "$d/images.sock" --tasks "$d/tasks.sock" --network "$network_addr" >"$d/gateway.log" 2>&1 &
   echo $! >"$d/gateway.pid"; wait_socket "$d/strata.sock"
 }
 
 stop_strata_stack() {
   local d=$1
-  for s in gateway tasks images snapshotter content; do stop_pidfile "$d/$s.pid"; done
+  for s in gateway network tasks images snapshotter content; do stop_pidfile "$d/$s.pid"; done
+  # What the network service set up for containers goes with the stack.
+  if [ -f "$d/network.bin" ]; then
+    "$(cat "$d/network.bin")/strata-network" --address "$d/network.sock" --root "$d/network" \
+      --netns-dir "$d/netns" --default-bridge "$BENCH_BRIDGE" --default-subnet "$BENCH_SUBNET" \
+      --tasks none --detach-all >>"$d/network.log" 2>&1 || true
+    ip link del "$BENCH_BRIDGE" 2>/dev/null || true
+    rm -f "$d/network.bin"
+  fi
 }
 
 # state_on_tmpfs DIR: runtime state on tmpfs, as /run is on a usual host (containerd's

@@ -2,7 +2,7 @@
 # `make bench`: every benchmark, strata and containerd side by side in one run, then one table
 # of every ratio (strata over containerd, lower is better) with the goal the issues set.
 # Each script also runs alone and prints its own details: content-write.sh, layer-apply.sh,
-# pull.sh, run-container.sh, memory.sh.
+# pull.sh, run-container.sh, network.sh, memory.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 for tool in containerd ctr openssl bc gzip skopeo docker-registry curl python3; do
@@ -16,13 +16,13 @@ export BENCH_RESULTS
 # versions within the run.
 src=${BIN:-$here/../target/release}
 mkdir -p "$tmp/bin"
-for b in strata strata-content strata-snapshotter strata-images strata-tasks strata-gateway strata-shim layer-apply run-phases; do
+for b in strata strata-content strata-snapshotter strata-images strata-tasks strata-network strata-gateway strata-shim layer-apply run-phases; do
   [ -x "$src/$b" ] || { echo "missing $src/$b: build with cargo build --release --bins" >&2; exit 1; }
   cp "$src/$b" "$tmp/bin/"
 done
 export BIN=$tmp/bin
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
-for script in content-write layer-apply pull run-container memory; do
+for script in content-write layer-apply pull run-container network memory; do
   "$here/$script.sh"
   echo
 done

@@ -44,11 +44,34 @@ impl TestNet {
         panic!("all {SLOTS} test network slots are held");
     }
 
+    /// Deletes the bridge and the rules a network service made for it (tagged
+    /// `strata-<bridge>`).
     fn delete_bridge(&self) {
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.bridge])
             .stderr(std::process::Stdio::null())
             .status();
+        let tag = format!("strata-{}", self.bridge);
+        for table in ["filter", "nat"] {
+            let Ok(out) = std::process::Command::new("iptables-save")
+                .args(["-t", table])
+                .output()
+            else {
+                continue;
+            };
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let Some(rule) = line.strip_prefix("-A ") else {
+                    continue;
+                };
+                if !rule.split_whitespace().any(|w| w == tag) {
+                    continue;
+                }
+                let _ = std::process::Command::new("iptables")
+                    .args(["-w", "-t", table, "-D"])
+                    .args(rule.split_whitespace())
+                    .status();
+            }
+        }
     }
 }
 

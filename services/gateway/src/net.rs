@@ -14,6 +14,8 @@ use crate::Backends;
 
 /// The label naming a container's network.
 pub const LABEL_NETWORK: &str = "strata.network";
+/// The label of a container that publishes ports.
+pub const LABEL_PUBLISHES: &str = "strata.network.publishes";
 
 /// The network a request asks for: `None` for none of the network service's (host, none,
 /// private, or no network service at all).
@@ -118,8 +120,10 @@ pub async fn detach(b: &Backends, ns: &str, id: &str) -> Result<()> {
     detach_with(client.clone(), ns, id).await
 }
 
-/// Detaches container `id` in the background, tried again (1 s doubling to 30 s, for an
-/// hour) while the network service is away: what a removal could not finish.
+/// Detaches container `id` in the background: at once, then tried again (1 s doubling to
+/// 30 s, for an hour) while the network service is away. For what a removal could not finish,
+/// and for `--rm` containers that publish no port: nothing waits on their teardown (a new
+/// container of the same name waits for it in the network service).
 pub fn detach_later(b: &Backends, ns: &str, id: &str) {
     let Some(client) = b.network.clone() else {
         return;
@@ -128,8 +132,12 @@ pub fn detach_later(b: &Backends, ns: &str, id: &str) {
     tokio::spawn(async move {
         let mut pause = std::time::Duration::from_secs(1);
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let mut first = true;
         loop {
-            tokio::time::sleep(pause).await;
+            if !first {
+                tokio::time::sleep(pause).await;
+            }
+            first = false;
             match detach_with(client.clone(), &ns, &id).await {
                 Ok(()) => return,
                 Err(e) if std::time::Instant::now() > give_up => {

@@ -436,6 +436,9 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
         let a = crate::net::attach(b, ns, &id, network, &req, &config, &hostname).await?;
         crate::net::apply(&mut spec, &a);
         labels.insert(crate::net::LABEL_NETWORK.to_owned(), a.network.clone());
+        if !a.ports.is_empty() {
+            labels.insert(crate::net::LABEL_PUBLISHES.to_owned(), "true".to_owned());
+        }
     }
     let created = create_recorded(
         b,
@@ -863,7 +866,13 @@ async fn remove_locked(b: &Backends, ns: &str, id: &str, force: bool) -> Result<
     ignore_missing(snapshot)?;
     // The network goes with the record (the network service also detaches, later, what a
     // crash here leaves of a container that no longer exists).
-    if let Err(e) = crate::net::detach(b, ns, id).await {
+    // A `--rm` container that published nothing is detached in the background: no port to
+    // free for a next container, and its `run` need not wait for the plugins' teardown.
+    if auto_remove(&c) && !c.labels.contains_key(crate::net::LABEL_PUBLISHES) {
+        if c.labels.contains_key(crate::net::LABEL_NETWORK) {
+            crate::net::detach_later(b, ns, id);
+        }
+    } else if let Err(e) = crate::net::detach(b, ns, id).await {
         tracing::warn!(container = %id, error = %e, "detaching the container's network: trying again in the background");
         crate::net::detach_later(b, ns, id);
     }

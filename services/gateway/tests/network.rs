@@ -122,6 +122,23 @@ impl World {
     }
 }
 
+impl World {
+    /// Waits (bounded; no timing asserted) until nothing is left: a `--rm` container that
+    /// published no port is detached in the background.
+    fn nothing_left(&self) {
+        let start = Instant::now();
+        while !self.leftovers().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "left behind: {:?}\n{}",
+                self.leftovers(),
+                self.stack.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// GETs `/` from `addr` (bounded waits; no timing is asserted).
 fn http_get(addr: SocketAddr) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
@@ -274,7 +291,7 @@ fn a_published_port_answers_from_the_host_another_host_and_a_container() {
     );
 
     w.ok(&["rm", "-f", &id, &local]);
-    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+    w.nothing_left();
 }
 
 #[test]
@@ -320,7 +337,7 @@ fn a_taken_host_port_is_refused_at_create_and_nothing_is_left() {
     for i in &ids {
         w.ok(&["rm", "-f", i]);
     }
-    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+    w.nothing_left();
 }
 
 #[test]
@@ -377,7 +394,7 @@ fn outbound_traffic_leaves_with_the_hosts_address_and_files_are_written() {
         parts[2].contains(&format!("inet {}", w.subnet_prefix())),
         "{out}"
     );
-    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+    w.nothing_left();
 }
 
 #[test]
@@ -409,6 +426,25 @@ fn containers_on_a_user_network_find_each_other_by_name() {
         "http://web/",
     ]);
     assert!(!out.status.success());
+    // Networks are isolated: a container of another network cannot reach web's address.
+    let inspect: serde_json::Value = serde_json::from_str(&w.ok(&["inspect", &web])).unwrap();
+    let web_ip = inspect[0]["NetworkSettings"]["Networks"]["team"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("http://{web_ip}/");
+    let out = w.cli(&[
+        "run",
+        "--rm",
+        &w.image,
+        "/bin/busybox",
+        "wget",
+        "-T",
+        "3",
+        "-qO-",
+        &url,
+    ]);
+    assert!(!out.status.success(), "reached another network's container");
     let inspect = w.ok(&["network", "inspect", "team"]);
     assert!(inspect.contains("default/web"), "{inspect}");
     let out = w.cli(&["network", "rm", "team"]);

@@ -132,7 +132,8 @@ pub fn check_name(what: &str, s: &str) -> Result<()> {
 }
 
 /// Writes `text` to `path`: a new file by temp and rename; an existing one in place, since a
-/// container may have it bind-mounted (a rename would leave the container the old file).
+/// container may have it bind-mounted (a rename would leave the container the old file). Not
+/// synced: the files are made again from the attachment's record, which is.
 pub fn write(path: &Path, text: &str) -> Result<()> {
     let io =
         |what: &str, e: std::io::Error| Error::internal(format!("{what} {}: {e}", path.display()));
@@ -142,10 +143,7 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
             .truncate(true)
             .open(path)
             .map_err(|e| io("opening", e))?;
-        return f
-            .write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io("writing", e));
+        return f.write_all(text.as_bytes()).map_err(|e| io("writing", e));
     }
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
@@ -154,9 +152,7 @@ pub fn write(path: &Path, text: &str) -> Result<()> {
         .truncate(true)
         .open(&tmp)
         .map_err(|e| io("creating", e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io("writing", e))?;
+    f.write_all(text.as_bytes()).map_err(|e| io("writing", e))?;
     std::fs::rename(&tmp, path).map_err(|e| io("renaming", e))
 }
 

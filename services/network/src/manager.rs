@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex as SyncMutex;
+use std::sync::{Arc, Mutex as SyncMutex};
 use strata_cni::{Cni, NetworkConfigList, RuntimeConf, netns};
 use strata_core::{Error, Kind, Result};
 use tokio::sync::Mutex;
@@ -67,9 +67,10 @@ struct State {
 pub struct Manager {
     s: Settings,
     cni: Cni,
-    lo: NetworkConfigList,
     state: Mutex<State>,
     held: SyncMutex<HashMap<String, Vec<Held>>>,
+    /// One lock per container: its attach and detach run one at a time, a second waiting.
+    keys: SyncMutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// Seconds since the epoch.
@@ -102,9 +103,12 @@ fn cni_error(what: &str, e: strata_cni::Error) -> Error {
     Error::new(kind, format!("{what}: {e}"))
 }
 
-/// The CNI list of a bridge network strata makes: bridge with host-local addresses and
-/// outbound NAT, published ports (portmap, with hairpin and 127.0.0.1), the firewall plugin's
-/// FORWARD accepts (so traffic flows when another tool set the FORWARD policy to DROP), tuning.
+/// The CNI list of a bridge network strata makes: bridge (gateway, hairpin) with host-local
+/// addresses, then portmap for published ports (with hairpin and 127.0.0.1; left out of an
+/// attachment that publishes none). Outbound NAT and the FORWARD rules are the network's own,
+/// set once per network (see [`crate::firewall`]) rather than per container by the plugins
+/// (ipMasq, the firewall plugin): each iptables call a plugin makes costs every container start
+/// and stop milliseconds, and per-container rules are what crashes leak.
 pub fn bridge_conflist(name: &str, bridge: &str, subnet: Cidr, ipam_dir: &Path) -> Value {
     json!({
         "cniVersion": "1.0.0",
@@ -116,7 +120,7 @@ pub fn bridge_conflist(name: &str, bridge: &str, subnet: Cidr, ipam_dir: &Path) 
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": true,
-                "ipMasq": true,
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -126,8 +130,6 @@ pub fn bridge_conflist(name: &str, bridge: &str, subnet: Cidr, ipam_dir: &Path) 
                 },
             },
             {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
-            {"type": "firewall", "backend": "iptables"},
-            {"type": "tuning"},
         ],
     })
 }
@@ -154,15 +156,11 @@ impl Manager {
     /// plugins' runs, namespaces, address files): whatever a crash left.
     pub async fn open(s: Settings) -> Result<Manager> {
         let cni = Cni::new(s.plugin_dirs.clone(), s.root.join("cni-cache"));
-        let lo = NetworkConfigList::from_value(json!({
-            "cniVersion": "1.0.0", "name": "lo", "plugins": [{"type": "loopback"}],
-        }))
-        .map_err(|e| cni_error("loopback network", e))?;
         let m = Manager {
             cni,
-            lo,
             state: Mutex::new(State::default()),
             held: SyncMutex::new(HashMap::new()),
+            keys: SyncMutex::new(HashMap::new()),
             s,
         };
         {
@@ -193,6 +191,23 @@ impl Manager {
                 st.networks.insert(rec.name.clone(), rec);
             }
             for a in st.attachments.values() {
+                let peers: Vec<&AttachmentRecord> =
+                    if st.networks.get(&a.network).is_some_and(|n| n.names) {
+                        st.attachments
+                            .values()
+                            .filter(|p| p.network == a.network)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                // Files a crash left empty or missing (they are not synced) are made again;
+                // others are left as the container may have edited them.
+                let whole = ["hostname", "hosts", "resolv.conf"]
+                    .iter()
+                    .all(|f| std::fs::metadata(a.dir.join(f)).is_ok_and(|md| md.len() > 0));
+                if !whole && let Err(e) = m.write_files(a, &peers) {
+                    tracing::warn!(container = %a.key(), "writing the container's files: {e}");
+                }
                 match Self::reserve_all(&a.ports) {
                     Ok((held, _)) => {
                         m.lock_held().insert(a.key(), held);
@@ -205,7 +220,7 @@ impl Manager {
             }
         }
         for (n, _) in m.networks().await {
-            crate::firewall::ensure(&n.bridge).await?;
+            crate::firewall::ensure(&n.bridge, &n.subnet).await?;
         }
         m.reconcile().await;
         Ok(m)
@@ -225,6 +240,15 @@ impl Manager {
     }
     fn ipam_dir(&self) -> PathBuf {
         self.s.root.join("ipam")
+    }
+
+    fn key_lock(&self, k: &str) -> Arc<Mutex<()>> {
+        let mut keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.retain(|_, l| Arc::strong_count(l) > 1);
+        Arc::clone(keys.entry(k.to_owned()).or_default())
     }
 
     fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Held>>> {
@@ -307,7 +331,7 @@ impl Manager {
         };
         let bridge = format!("stbr-{}", &random_hex(4)?);
         let rec = self.network_record(name, &bridge, cidr, true, false, labels);
-        crate::firewall::ensure(&bridge).await?;
+        crate::firewall::ensure(&bridge, &cidr.to_string()).await?;
         records::write(&self.network_file(name), &rec)?;
         st.networks.insert(name.to_owned(), rec.clone());
         Ok(rec)
@@ -391,7 +415,7 @@ impl Manager {
         st.networks.remove(name);
         drop(st);
         delete_link(&rec.bridge).await;
-        crate::firewall::remove(&rec.bridge).await;
+        crate::firewall::remove(&rec.bridge, &rec.subnet).await;
         let _ = std::fs::remove_dir_all(self.ipam_dir().join(name));
         Ok(())
     }
@@ -432,6 +456,8 @@ impl Manager {
             extra.push((name.to_owned(), ip.to_owned()));
         }
         let k = key(ns, id);
+        let key_lock = self.key_lock(&k);
+        let _one_at_a_time = key_lock.lock().await;
         let net = {
             let mut st = self.state.lock().await;
             let name = if spec.network.is_empty() {
@@ -448,11 +474,6 @@ impl Manager {
                 return Err(Error::already_exists(format!(
                     "container {id:?} is already attached to network {:?}",
                     a.network
-                )));
-            }
-            if st.busy.contains_key(&k) {
-                return Err(Error::unavailable(format!(
-                    "container {id:?}: its network is being set up or torn down"
                 )));
             }
             st.busy.insert(k.clone(), net.name.clone());
@@ -520,26 +541,25 @@ impl Manager {
             .into_iter()
             .collect(),
         };
-        let lo_rt = RuntimeConf {
-            ifname: "lo".into(),
-            capability_args: serde_json::Map::new(),
-            ..rt.clone()
-        };
-        let list = NetworkConfigList::from_value(net.config.clone())
+        let mut config = net.config.clone();
+        if ports.is_empty()
+            && net.driver == "bridge"
+            && let Some(plugins) = config["plugins"].as_array_mut()
+        {
+            // Nothing to publish: portmap would run for nothing, at start and at stop.
+            plugins.retain(|p| p["type"] != "portmap");
+        }
+        let list = NetworkConfigList::from_value(config)
             .map_err(|e| cni_error(&format!("network {:?}", net.name), e))?;
         let what = format!("attaching container {id:?} to network {:?}", net.name);
         let undo = |stage: u8| {
             let rt = rt.clone();
-            let lo_rt = lo_rt.clone();
             let netns_path = netns_path.clone();
             let dir = dir.clone();
             let net_name = net.name.clone();
             async move {
-                if stage >= 3 {
-                    let _ = self.cni.del(&net_name, None, &rt).await;
-                }
                 if stage >= 2 {
-                    let _ = self.cni.del("lo", None, &lo_rt).await;
+                    let _ = self.cni.del(&net_name, None, &rt).await;
                 }
                 if stage >= 1 {
                     let _ = netns::remove(&netns_path);
@@ -548,14 +568,10 @@ impl Manager {
             }
         };
         netns::create(&netns_path).map_err(|e| cni_error(&what, e))?;
-        if let Err(e) = self.cni.add(&self.lo, &lo_rt).await {
-            undo(1).await;
-            return Err(cni_error(&what, e));
-        }
         let result = match self.cni.add(&list, &rt).await {
             Ok(r) => r,
             Err(e) => {
-                undo(2).await;
+                undo(1).await;
                 return Err(cni_error(&what, e));
             }
         };
@@ -568,10 +584,20 @@ impl Manager {
             .unwrap_or_default()
             .to_owned();
         if address.is_empty() {
-            undo(3).await;
+            undo(2).await;
             return Err(Error::internal(format!(
                 "{what}: the plugins gave no address ({result})"
             )));
+        }
+        let mut resolv = Resolv::host().for_container();
+        if !spec.dns.is_empty() {
+            resolv.nameservers.clone_from(&spec.dns);
+        }
+        if !spec.dns_search.is_empty() {
+            resolv.search.clone_from(&spec.dns_search);
+        }
+        if !spec.dns_options.is_empty() {
+            resolv.options.clone_from(&spec.dns_options);
         }
         let rec = AttachmentRecord {
             namespace: ns.to_owned(),
@@ -588,29 +614,27 @@ impl Manager {
             extra_hosts,
             dir: dir.clone(),
             attached_at: now(),
+            resolv: resolv.render(),
         };
-        let mut resolv = Resolv::host().for_container();
-        if !spec.dns.is_empty() {
-            resolv.nameservers.clone_from(&spec.dns);
-        }
-        if !spec.dns_search.is_empty() {
-            resolv.search.clone_from(&spec.dns_search);
-        }
-        if !spec.dns_options.is_empty() {
-            resolv.options.clone_from(&spec.dns_options);
-        }
-        let written = std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::internal(format!("creating {}: {e}", dir.display())))
-            .and_then(|()| files::write(&dir.join("hostname"), &format!("{}\n", rec.hostname)))
-            .and_then(|()| files::write(&dir.join("hosts"), &self.hosts_of(&rec, &[])))
-            .and_then(|()| files::write(&dir.join("resolv.conf"), &resolv.render()))
+        let written = self
+            .write_files(&rec, &[])
             .and_then(|()| records::write(&self.attachment_file(ns, id), &rec));
         if let Err(e) = written {
-            undo(3).await;
+            undo(2).await;
             return Err(e);
         }
         self.lock_held().insert(rec.key(), held);
         Ok(rec)
+    }
+
+    /// Writes the container's files from its record (they are not synced: after a crash they
+    /// are written again from the record, which is).
+    fn write_files(&self, rec: &AttachmentRecord, peers: &[&AttachmentRecord]) -> Result<()> {
+        std::fs::create_dir_all(&rec.dir)
+            .map_err(|e| Error::internal(format!("creating {}: {e}", rec.dir.display())))?;
+        files::write(&rec.dir.join("hostname"), &format!("{}\n", rec.hostname))?;
+        files::write(&rec.dir.join("hosts"), &self.hosts_of(rec, peers))?;
+        files::write(&rec.dir.join("resolv.conf"), &rec.resolv)
     }
 
     fn hosts_of(&self, rec: &AttachmentRecord, peers: &[&AttachmentRecord]) -> String {
@@ -697,13 +721,10 @@ impl Manager {
     /// tries again).
     pub async fn detach(&self, ns: &str, id: &str) -> Result<()> {
         let k = key(ns, id);
+        let key_lock = self.key_lock(&k);
+        let _one_at_a_time = key_lock.lock().await;
         let rec = {
             let mut st = self.state.lock().await;
-            if st.busy.contains_key(&k) {
-                return Err(Error::unavailable(format!(
-                    "container {id:?}: its network is being set up or torn down"
-                )));
-            }
             let Some(rec) = st.attachments.get(&k).cloned() else {
                 return Ok(());
             };
@@ -739,13 +760,6 @@ impl Manager {
             .del(&rec.network, list.as_ref(), &rt)
             .await
             .map_err(|e| cni_error(&what, e))?;
-        let lo_rt = RuntimeConf {
-            ifname: "lo".into(),
-            ..rt
-        };
-        if let Err(e) = self.cni.del("lo", Some(&self.lo), &lo_rt).await {
-            tracing::warn!("{what}: loopback: {e}");
-        }
         netns::remove(&rec.netns).map_err(|e| cni_error(&what, e))?;
         records::remove(&self.attachment_file(&rec.namespace, &rec.container_id))?;
         let _ = std::fs::remove_dir_all(&rec.dir);

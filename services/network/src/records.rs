@@ -70,6 +70,9 @@ pub struct AttachmentRecord {
     /// When it was made, in seconds since the epoch.
     #[serde(default)]
     pub attached_at: u64,
+    /// Its resolv.conf.
+    #[serde(default)]
+    pub resolv: String,
 }
 
 impl AttachmentRecord {

@@ -51,5 +51,8 @@ fn bad_config_is_a_clear_error() {
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("subnet \"10.0.0.1/24\": host bits are set"), "{err}");
+    assert!(
+        err.contains("subnet \"10.0.0.1/24\": host bits are set"),
+        "{err}"
+    );
 }

@@ -300,6 +300,8 @@ async fn a_restart_tears_down_what_a_crash_left_and_keeps_what_is_recorded() {
         .await
         .unwrap();
     drop(m);
+    // The files are not synced: one a crash left empty is written again from the record.
+    std::fs::write(kept.dir.join("hosts"), "").unwrap();
     // A crash between the plugins' ADD and the record: only the record is missing.
     std::fs::remove_file(w.dir.path().join("root/attachments/default/lost.json")).unwrap();
     let m = w.open().await;
@@ -315,6 +317,8 @@ async fn a_restart_tears_down_what_a_crash_left_and_keeps_what_is_recorded() {
         .collect();
     assert_eq!(names, ["kept"]);
     assert!(kept.netns.exists());
+    let hosts = std::fs::read_to_string(kept.dir.join("hosts")).unwrap();
+    assert!(hosts.contains(&format!("{}\tkept", kept.ip())), "{hosts}");
     // The kept one's port is reserved again by the new process.
     let e = TcpListener::bind((Ipv4Addr::UNSPECIFIED, kept.ports[0].host_port)).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
