@@ -42,7 +42,7 @@ pub struct CreateArgs {
     #[arg(long = "volume", short = 'v', value_name = "SRC:DST[:ro]")]
     pub volumes: Vec<String>,
     /// Network: a network's name [default: bridge, the default network], none (own namespace
-    /// with loopback only) or host
+    /// with loopback only), host, or container:NAME (another container's)
     #[arg(long = "net", alias = "network")]
     pub net: Option<String>,
     /// Publish a container's port on the host: [IP:][HOST:]CONTAINER[/tcp|udp]

@@ -21,7 +21,7 @@ pub const LABEL_PUBLISHES: &str = "strata.network.publishes";
 /// private, or no network service at all).
 pub fn wanted(b: &Backends, req: &pb::CreateContainerRequest) -> Result<Option<String>> {
     match req.network.as_str() {
-        "host" | "none" | "private" => {
+        n if n == "host" || n == "none" || n == "private" || n.starts_with("container:") => {
             if !req.ports.is_empty() || req.publish_all {
                 return Err(Error::invalid_argument(format!(
                     "publishing ports needs a network; --net {} has none to publish on",
@@ -170,6 +170,38 @@ async fn detach_with(
         Err(e) if e.kind() == Kind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// `--net container:TARGET`: the container joins the network namespace of container `target`
+/// of the same namespace (and gets its /etc files): the namespace the network service keeps
+/// for it, or, without one, that of its running task.
+pub async fn join_container(b: &Backends, ns: &str, target: &str, spec: &mut Value) -> Result<()> {
+    if let Some(client) = &b.network {
+        let got = client
+            .clone()
+            .get_attachment(with_namespace(
+                ns,
+                npb::GetAttachmentRequest {
+                    container_id: target.to_owned(),
+                },
+            )?)
+            .await
+            .map_err(from_status);
+        match got {
+            Ok(a) => {
+                apply(spec, &a.into_inner());
+                return Ok(());
+            }
+            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let task = crate::run::running_pid(b, ns, target).await?;
+    if let Some(namespaces) = spec["linux"]["namespaces"].as_array_mut() {
+        namespaces.retain(|n| n["type"] != "network");
+        namespaces.push(json!({"type": "network", "path": format!("/proc/{task}/ns/net")}));
+    }
+    Ok(())
 }
 
 /// The container joins the attachment's namespace and gets its files (read-write, as with

@@ -252,6 +252,17 @@ fn spec_of(c: &cpb::Container) -> Result<Value> {
         .map_err(|e| Error::failed_precondition(format!("container {:?}: spec: {e}", c.id)))
 }
 
+/// The pid of container `id`'s running task; FailedPrecondition when it is not running.
+pub(crate) async fn running_pid(b: &Backends, ns: &str, id: &str) -> Result<u32> {
+    get_container(b, ns, id).await?;
+    match get_task(b, ns, id, "").await? {
+        Some(t) if status_of(&t) == TaskStatus::Running => Ok(t.pid),
+        _ => Err(Error::failed_precondition(format!(
+            "container {id:?} is not running: its network cannot be joined"
+        ))),
+    }
+}
+
 async fn get_task(
     b: &Backends,
     ns: &str,
@@ -400,6 +411,9 @@ pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> 
         .map_err(not_unpacked)?;
     let mut spec = spec::build(&id, &req, &config, &user)?;
     let network = crate::net::wanted(b, &req)?;
+    if let Some(target) = req.network.strip_prefix("container:") {
+        crate::net::join_container(b, ns, target, &mut spec).await?;
+    }
     for v in &req.volumes {
         // As `docker run -v`: a missing host directory is created.
         if !std::path::Path::new(&v.source).exists() {

@@ -172,13 +172,15 @@ pub fn build(
                 .filter(|n| n["type"] != "network" && n["type"] != "uts")
                 .collect()
         }
-        name if !name.starts_with("container:") => {
+        // A network's name, or `container:NAME` (the gateway puts the path of the namespace to
+        // join in, see `net::apply` and `net::join_container`).
+        name if !name.is_empty() && name != "container:" => {
             spec["hostname"] = json!(hostname);
             namespaces
         }
         other => {
             return Err(Error::invalid_argument(format!(
-                "network {other:?}: sharing another container's network is not supported yet"
+                "network {other:?}: give a network's name, none, host or container:NAME"
             )));
         }
     };
@@ -420,7 +422,7 @@ mod tests {
         let ns = s["linux"]["namespaces"].as_array().unwrap();
         assert!(ns.iter().all(|n| n["type"] != "network"));
         let bad = pb::CreateContainerRequest {
-            network: "container:other".into(),
+            network: "container:".into(),
             ..req
         };
         assert!(build("x", &bad, &image(), &User::default()).is_err());

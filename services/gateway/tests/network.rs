@@ -449,6 +449,12 @@ fn containers_on_a_user_network_find_each_other_by_name() {
     assert!(inspect.contains("default/web"), "{inspect}");
     let out = w.cli(&["network", "rm", "team"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    // --net container:NAME shares web's namespace: its server answers on 127.0.0.1.
+    let out = w.ok(&[
+        "run", "--rm", "--net", "container:web", &w.image, "/bin/busybox", "sh", "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do busybox wget -qO- http://127.0.0.1/ && exit 0; sleep 0.5; done; exit 1",
+    ]);
+    assert_eq!(out, "hello from strata\n");
     w.ok(&["rm", "-f", &web]);
     w.ok(&["network", "rm", "team"]);
     let out = w.cli(&["network", "rm", "bridge"]);
