@@ -11,11 +11,14 @@
 //! `linux.devices`, masked and read-only paths, sysctls, process args/env/cwd/user/
 //! additional gids/umask, capabilities, `noNewPrivileges`, rlimits, oom_score_adj, a pty for
 //! `process.terminal`, and cgroup limits (memory and swap, cpu shares/quota/period, cpuset,
-//! pids, v1 device rules) on cgroup v1 or v2, and any seccomp profile (compiled to BPF by
-//! `strata-seccomp` at create, installed last before `execve` in the init and every exec'd
-//! process). Not supported: user and time namespaces (rejected with [`Error::Unsupported`]),
-//! seccomp notifications to an agent, hooks, AppArmor and SELinux labels, v2 device rules
-//! (eBPF).
+//! pids, device rules: the v1 controller's files, or an eBPF cgroup device program on v2) on
+//! cgroup v1 or v2, and any seccomp profile (compiled to BPF by `strata-seccomp` at create,
+//! installed last before `execve` in the init and every exec'd process). Every path below the
+//! root is resolved inside it by file descriptor (`openat2` with `RESOLVE_IN_ROOT`), so an
+//! image's links cannot point the set-up at the host. Refused with [`Error::Unsupported`]
+//! (FailedPrecondition, naming the field) rather than run unenforced: user and time
+//! namespaces, seccomp notifications to an agent, hooks, AppArmor and SELinux labels, I/O
+//! priority, scheduler, CPU affinity, personality, Intel RDT.
 
 mod caps;
 mod cgroups;
