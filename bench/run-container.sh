@@ -2,7 +2,8 @@
 # Container start to exit, /bin/true in the busybox-static image of a private registry, same run,
 # alternating, after one warm-up run each, median of ROUNDS:
 #   strata run --rm       strata's CLI: the gateway creates, starts, attaches and removes
-#                         server-side (built-in runtime)
+#                         server-side (built-in runtime), with the default seccomp profile, and
+#                         beside it with seccomp=unconfined: what the filter costs
 #   ctr run --rm          containerd's client against strata's gateway (built-in runtime)
 #   containerd + runc     ctr run --rm against a private containerd
 #   containerd + crun     the same with --runc-binary crun
@@ -68,15 +69,16 @@ timed() {
 declare -A T
 for i in $(seq 0 "$ROUNDS"); do
   s=$(timed "${ST[@]}" run --rm "$img" /bin/true)
+  u=$(timed "${ST[@]}" run --rm --security-opt seccomp=unconfined "$img" /bin/true)
   g=$(timed "${S[@]}" run --rm "$img" "${P}g$i" /bin/true)
   r=$(timed "${C[@]}" run --rm "$img" "${P}r$i" /bin/true)
   c=$(timed "${C[@]}" run --rm --runc-binary crun "$img" "${P}c$i" /bin/true)
   [ "$i" = 0 ] && continue # warm-up
-  T[s]+=" $s"; T[g]+=" $g"; T[r]+=" $r"; T[c]+=" $c"
+  T[s]+=" $s"; T[u]+=" $u"; T[g]+=" $g"; T[r]+=" $r"; T[c]+=" $c"
 done
 # shellcheck disable=SC2086 # the times are words
 med() { median ${T[$1]}; }
-s=$(med s); g=$(med g); r=$(med r); c=$(med c)
+s=$(med s); u=$(med u); g=$(med g); r=$(med r); c=$(med c)
 
 # Where a `strata run` spends its time.
 for _ in $(seq 1 "$ROUNDS"); do
@@ -88,6 +90,8 @@ ms() { echo "$phases" | awk -v p="$1" '$2==p{print $3}'; }
 
 printf 'containers: start to exit of /bin/true in busybox-static, median of %s (after a warm-up)\n' "$ROUNDS"
 printf '  %-44s %8.3f s\n' "strata run --rm (built-in runtime)" "$s"
+printf '  %-44s %8.3f s\n' "the same, --security-opt seccomp=unconfined" "$u"
+printf '  the default seccomp profile costs %.1f ms of a start (goal <= 1 ms)\n' "$(echo "($s - $u) * 1000" | bc -l)"
 printf '  %-44s %8.3f s\n' "ctr run --rm via strata's gateway (built-in)" "$g"
 printf '  %-44s %8.3f s\n' "ctr run --rm, containerd + runc" "$r"
 printf '  %-44s %8.3f s\n' "ctr run --rm, containerd + crun" "$c"
