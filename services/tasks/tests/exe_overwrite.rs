@@ -369,3 +369,41 @@ fn runc_init_runs_from_a_copy() {
 fn crun_init_runs_from_a_copy() {
     init_runs_from_a_copy(Rt::Crun);
 }
+
+/// An upgrade (a new file renamed over the binary, as `install` does) takes effect for the next
+/// container: its supervisor runs a sealed copy of the new file, the running one keeps the old.
+#[test]
+fn an_upgraded_binary_serves_the_next_container() {
+    let shim = PrivateShim::new();
+    let s = shim.stack();
+    let (a, b) = (id("exe-before"), id("exe-after"));
+    let first = supervisor_of(s.run(&a, &["sleep", "1000"], &json!({})));
+    let exe = |pid: i32| std::fs::read(format!("/proc/{pid}/exe")).unwrap();
+    assert!(
+        exe(first) == shim.bytes,
+        "the first supervisor runs another binary"
+    );
+    // Trailing bytes change the file, not what it does.
+    let mut upgraded = shim.bytes.clone();
+    upgraded.extend_from_slice(b"\0strata-shim upgraded");
+    let next = shim.path.with_extension("new");
+    std::fs::write(&next, &upgraded).unwrap();
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&next, &shim.path).unwrap();
+    let second = supervisor_of(s.run(&b, &["sleep", "1000"], &json!({})));
+    let link = std::fs::read_link(format!("/proc/{second}/exe")).unwrap();
+    assert!(
+        link.display().to_string().starts_with("/memfd:strata-shim"),
+        "{link:?}"
+    );
+    assert!(
+        exe(second) == upgraded,
+        "the next supervisor runs the old binary"
+    );
+    assert!(
+        exe(first) == shim.bytes,
+        "the running supervisor's binary changed"
+    );
+    s.kill_and_remove(&a);
+    s.kill_and_remove(&b);
+}
