@@ -139,7 +139,8 @@ pub enum Runtime {
         id: String,
         bundle: PathBuf,
         root: PathBuf,
-        container: Option<Container>,
+        /// Boxed: the runtime's container is far larger than the other variant.
+        container: Option<Box<Container>>,
     },
     External {
         binary: PathBuf,
@@ -269,7 +270,7 @@ impl Runtime {
                 let mut c = Container::create(id, bundle, root, stdio)?;
                 let pid = c.pid().as_raw();
                 let console = c.take_console();
-                *container = Some(c);
+                *container = Some(Box::new(c));
                 Ok((pid, console))
             }
             Self::External {
