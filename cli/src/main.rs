@@ -4,6 +4,7 @@ mod containers;
 mod network;
 mod output;
 mod run;
+mod save;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -90,6 +91,43 @@ enum Command {
         /// Name for an image whose archive names none
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Load images from an archive `strata save` or `docker save` wrote (as `import`)
+    Load {
+        /// The archive [default: standard input]
+        #[arg(long, short)]
+        input: Option<std::path::PathBuf>,
+        /// Print one line per event instead of progress bars
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Save images to an archive (an OCI layout with Docker's manifest.json)
+    Save {
+        /// The file to write [default: standard output]
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Make an image of a container's changes
+    Commit {
+        /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+        /// USER, VOLUME, WORKDIR, STOPSIGNAL)
+        #[arg(long, short = 'c', value_name = "INSTRUCTION")]
+        change: Vec<String>,
+        /// Commit message
+        #[arg(long, short)]
+        message: Option<String>,
+        /// Author (e.g. "Jane <jane@example.com>")
+        #[arg(long, short)]
+        author: Option<String>,
+        /// Pause the container while its changes are read
+        #[arg(long, short, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        pause: bool,
+        container: String,
+        /// REPO[:TAG] for the new image
+        #[arg(value_name = "REPO[:TAG]")]
+        reference: Option<String>,
     },
     /// Run a command in a new container (pulls the image if it is missing)
     Run {
@@ -317,6 +355,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let req = ctx.req(stream)?;
             let progress = ctx.client.clone().import(req).await?.into_inner();
             output::progress(progress, !std::io::stdout().is_terminal()).await
+        }
+        Command::Load { input, quiet } => {
+            let path = input.unwrap_or_else(|| "/dev/stdin".into());
+            let f = tokio::fs::File::open(&path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?;
+            let stream = output::import_stream(f, String::new());
+            let req = ctx.req(stream)?;
+            let progress = ctx.client.clone().import(req).await?.into_inner();
+            output::progress(progress, quiet || !std::io::stdout().is_terminal()).await
+        }
+        Command::Save { output, images } => save::save(&ctx, output, images).await,
+        Command::Commit {
+            change,
+            message,
+            author,
+            pause,
+            container,
+            reference,
+        } => {
+            let made = ctx
+                .client
+                .clone()
+                .commit(ctx.req(pb::CommitRequest {
+                    container,
+                    reference: reference.unwrap_or_default(),
+                    changes: change,
+                    message: message.unwrap_or_default(),
+                    no_pause: !pause,
+                    author: author.unwrap_or_default(),
+                })?)
+                .await?
+                .into_inner();
+            println!("{}", made.id);
+            Ok(())
         }
         Command::Images {
             quiet,

@@ -549,4 +549,36 @@ impl Gateway for GatewayService {
             .map_err(to_status)?;
         Ok(Response::new(pb::RemoveContainerResponse {}))
     }
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let ns = namespace(&request)?;
+        let made = crate::commit::commit(&self.b, &ns, request.into_inner())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CommitResponse {
+            id: made.id.to_string(),
+            name: made.name,
+        }))
+    }
+
+    type SaveStream = ReceiverStream<Result<pb::SaveChunk, Status>>;
+
+    async fn save(
+        &self,
+        request: Request<pb::SaveRequest>,
+    ) -> Result<Response<Self::SaveStream>, Status> {
+        let ns = namespace(&request)?;
+        let images = request.into_inner().images;
+        let (tx, rx) = mpsc::channel(4);
+        let b = self.b.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::save::save(&b, &ns, &images, tx.clone()).await {
+                let _ = tx.send(Err(to_status(e))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
 }

@@ -3,6 +3,8 @@
 //! server-side pull ([`pull`]) and import, image listing with sizes, inspect, history, disk use.
 
 pub mod api;
+pub mod changes;
+pub mod commit;
 pub mod confine;
 pub mod hooks;
 pub mod image;
@@ -12,6 +14,7 @@ pub mod net;
 pub mod pull;
 pub mod router;
 pub mod run;
+pub mod save;
 pub mod seccomp;
 pub mod spec;
 

@@ -1,0 +1,419 @@
+//! `strata commit`: a container's changes as a new image, as `docker commit` makes one.
+//!
+//! 1. The container is paused (unless asked not to) while the snapshotter's Diff service writes
+//!    the changes between its image's top layer (a view of it) and its root snapshot as a layer
+//!    blob into the content store; then it is resumed.
+//! 2. The config is the image's with the `-c` changes applied, the layer's diff ID appended to
+//!    its root file system and a history entry (`empty_layer` when the container changed
+//!    nothing: then no layer is added, as Docker does).
+//! 3. The layer is unpacked as the committed snapshot named by its chain ID, so a container of
+//!    the new image starts on it without another unpack; config and manifest are written with
+//!    the `containerd.io/gc.ref.*` labels a pull gives them, and the image record is made: all
+//!    of it under a lease until the record holds it, through the same code as pull ([`Pull`]).
+//!
+//! The layer blob is written by the snapshotter before the gateway can add it to the lease:
+//! it carries a back reference to the container's snapshot, so the collector keeps it while the
+//! container exists, whatever the grace period.
+
+use crate::Backends;
+use crate::api::find_image;
+use crate::image::{chain_ids, details};
+use crate::pull::Pull;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::time::SystemTime;
+use strata_api::containerd::services::containers::v1 as cpb;
+use strata_api::containerd::services::diff::v1 as dpb;
+use strata_api::containerd::services::tasks::v1 as tpb;
+use strata_api::containerd::v1::types::Status as TaskStatus;
+use strata_api::strata::gateway::v1 as pb;
+use strata_core::content::read_all;
+use strata_core::descriptor::{Descriptor, UNCOMPRESSED_LABEL};
+use strata_core::snapshots::SnapshotStore;
+use strata_core::{Digest, Error, Kind, Result};
+use strata_grpc::convert::{descriptors, mounts};
+use strata_grpc::from_status;
+use strata_grpc::metadata::with_namespace;
+use strata_registry::{ImageManifest, Reference, media_types};
+
+/// The diff ID of a layer that changes nothing: an empty tar (two zero blocks).
+fn empty_layer() -> Digest {
+    Digest::of(&[0u8; 1024])
+}
+
+/// What a commit made.
+#[derive(Debug)]
+pub struct Committed {
+    /// The new image's ID: its config digest.
+    pub id: Digest,
+    /// Its record's name.
+    pub name: String,
+}
+
+async fn container(b: &Backends, ns: &str, id: &str) -> Result<cpb::Container> {
+    let got = b
+        .containers
+        .clone()
+        .get(with_namespace(
+            ns,
+            cpb::GetContainerRequest { id: id.to_owned() },
+        )?)
+        .await;
+    match got {
+        Ok(r) => r
+            .into_inner()
+            .container
+            .ok_or_else(|| Error::not_found(format!("container {id:?}: not found"))),
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            Err(Error::not_found(format!("container {id:?}: not found")))
+        }
+        Err(s) => Err(from_status(s)),
+    }
+}
+
+/// The command the container runs, for the history entry (`docker history` shows it).
+fn command_of(c: &cpb::Container) -> String {
+    c.spec
+        .as_ref()
+        .and_then(|any| serde_json::from_slice::<Value>(&any.value).ok())
+        .and_then(|spec| {
+            spec["process"]["args"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+        })
+        .unwrap_or_default()
+}
+
+fn now() -> String {
+    strata_grpc::convert::timestamp(SystemTime::now()).to_string()
+}
+
+fn json<T: serde::Serialize + ?Sized>(what: &str, v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::internal(format!("writing the {what}: {e}")))
+}
+
+/// Pauses a running task; answers whether it did (and so must resume it).
+async fn pause(b: &Backends, ns: &str, id: &str) -> Result<bool> {
+    let got = b
+        .tasks
+        .clone()
+        .get(with_namespace(
+            ns,
+            tpb::GetRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+            },
+        )?)
+        .await;
+    let running = match got {
+        Ok(r) => r.into_inner().process.is_some_and(|p| {
+            TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown) == TaskStatus::Running
+        }),
+        Err(s) if s.code() == tonic::Code::NotFound => false,
+        Err(s) => return Err(from_status(s)),
+    };
+    if !running {
+        return Ok(false);
+    }
+    b.tasks
+        .clone()
+        .pause(with_namespace(
+            ns,
+            tpb::PauseTaskRequest {
+                container_id: id.to_owned(),
+            },
+        )?)
+        .await
+        .map_err(|s| from_status(s).context(format!("pausing container {id:?}")))?;
+    Ok(true)
+}
+
+async fn resume(b: &Backends, ns: &str, id: &str) -> Result<()> {
+    b.tasks
+        .clone()
+        .resume(with_namespace(
+            ns,
+            tpb::ResumeTaskRequest {
+                container_id: id.to_owned(),
+            },
+        )?)
+        .await
+        .map_err(|s| from_status(s).context(format!("resuming container {id:?}")))?;
+    Ok(())
+}
+
+/// Makes an image of container `req.container`'s changes.
+pub async fn commit(b: &Backends, ns: &str, req: pb::CommitRequest) -> Result<Committed> {
+    let id = req.container.as_str();
+    let c = container(b, ns, id).await?;
+    let image = match find_image(b, ns, &c.image).await {
+        Ok(i) => i,
+        Err(e) if e.is(Kind::NotFound) => {
+            return Err(Error::failed_precondition(format!(
+                "container {id:?}: its image {:?} is gone",
+                c.image
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    let name = if req.reference.is_empty() {
+        None
+    } else {
+        let r = Reference::parse(&req.reference)?;
+        if r.digest().is_some() {
+            return Err(Error::invalid_argument(format!(
+                "reference {:?}: a commit is named by a tag, not a digest",
+                req.reference
+            )));
+        }
+        Some(r.to_string())
+    };
+    let base = details(b, ns, image).await?;
+    let config_bytes = read_all(&b.content, ns, &base.config_digest).await?;
+    let mut config: Map<String, Value> = serde_json::from_slice(&config_bytes).map_err(|e| {
+        Error::failed_precondition(format!("image config {}: {e}", base.config_digest))
+    })?;
+    // The changes are checked before anything is written.
+    let mut run_config = match config.remove("config") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    crate::changes::apply_all(&mut run_config, &req.changes)?;
+    config.insert("config".into(), Value::Object(run_config));
+
+    let snapshotter = if c.snapshotter.is_empty() {
+        b.snapshotter.clone()
+    } else {
+        c.snapshotter.clone()
+    };
+    let (events, _) = tokio::sync::mpsc::channel(1);
+    let p = Pull::start(b, ns, None, snapshotter, events).await?;
+    let made = made(&p, &c, &base, config, name, &req).await;
+    p.end().await;
+    made
+}
+
+/// The work under the lease of `p`.
+async fn made(
+    p: &Pull<'_>,
+    c: &cpb::Container,
+    base: &crate::image::ImageDetails,
+    mut config: Map<String, Value>,
+    name: Option<String>,
+    req: &pb::CommitRequest,
+) -> Result<Committed> {
+    let docker = base.manifest.media_type.as_deref() == Some(media_types::DOCKER_MANIFEST);
+    let layer = diff(p, c, base, docker, !req.no_pause).await?;
+    let diff_id = layer
+        .annotations
+        .get(UNCOMPRESSED_LABEL)
+        .map(|d| Digest::parse(d))
+        .transpose()?
+        .ok_or_else(|| Error::internal("the differ did not say the layer's diff ID"))?;
+    let empty = diff_id == empty_layer();
+
+    let mut diff_ids = base.diff_ids().to_vec();
+    let mut layers = base.manifest.layers.clone();
+    if !empty {
+        p.lease_add_content(&layer.digest).await?;
+        let parent = base
+            .chain_ids
+            .last()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        diff_ids.push(diff_id.clone());
+        let chains = chain_ids(&diff_ids);
+        if let Some(top) = chains.last() {
+            p.unpack(&layer, &diff_id, top, &parent).await?;
+        }
+        layers.push(strata_registry::Descriptor {
+            media_type: layer.media_type.clone(),
+            digest: layer.digest.clone(),
+            size: layer.size,
+            urls: Vec::new(),
+            annotations: Default::default(),
+            platform: None,
+            artifact_type: None,
+        });
+    }
+
+    // The config: created now, the layer appended, one more history entry.
+    let created = now();
+    config.insert("created".into(), Value::String(created.clone()));
+    if !req.author.is_empty() {
+        config.insert("author".into(), Value::String(req.author.clone()));
+    }
+    let mut rootfs = match config.remove("rootfs") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    rootfs.insert("type".into(), Value::String("layers".into()));
+    rootfs.insert(
+        "diff_ids".into(),
+        Value::Array(
+            diff_ids
+                .iter()
+                .map(|d| Value::String(d.to_string()))
+                .collect(),
+        ),
+    );
+    config.insert("rootfs".into(), Value::Object(rootfs));
+    let mut entry = Map::new();
+    entry.insert("created".into(), Value::String(created));
+    entry.insert("created_by".into(), Value::String(command_of(c)));
+    if !req.author.is_empty() {
+        entry.insert("author".into(), Value::String(req.author.clone()));
+    }
+    if !req.message.is_empty() {
+        entry.insert("comment".into(), Value::String(req.message.clone()));
+    }
+    if empty {
+        entry.insert("empty_layer".into(), Value::Bool(true));
+    }
+    let mut history = match config.remove("history") {
+        Some(Value::Array(h)) => h,
+        _ => Vec::new(),
+    };
+    history.push(Value::Object(entry));
+    config.insert("history".into(), Value::Array(history));
+    let config_bytes = json("image config", &config)?;
+    let config_desc = Descriptor {
+        media_type: if docker {
+            media_types::DOCKER_CONFIG
+        } else {
+            media_types::OCI_CONFIG
+        }
+        .to_owned(),
+        digest: Digest::of(&config_bytes),
+        size: config_bytes.len() as u64,
+        annotations: HashMap::new(),
+    };
+
+    // The manifest: the base's layers and the new one.
+    let manifest_type = if docker {
+        media_types::DOCKER_MANIFEST
+    } else {
+        media_types::OCI_MANIFEST
+    };
+    let mut manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(manifest_type.to_owned()),
+        artifact_type: None,
+        config: base.manifest.config.clone(),
+        layers,
+        subject: None,
+        annotations: Default::default(),
+    };
+    manifest.config.media_type = config_desc.media_type.clone();
+    manifest.config.digest = config_desc.digest.clone();
+    manifest.config.size = config_desc.size;
+    manifest.config.annotations = Default::default();
+    manifest.config.platform = None;
+    let manifest_bytes = json("manifest", &manifest)?;
+    let manifest_desc = Descriptor {
+        media_type: manifest_type.to_owned(),
+        digest: Digest::of(&manifest_bytes),
+        size: manifest_bytes.len() as u64,
+        annotations: HashMap::new(),
+    };
+
+    let name = name.unwrap_or_else(|| config_desc.digest.to_string());
+    let chains = chain_ids(&diff_ids);
+    p.finish(
+        &name,
+        &manifest_desc,
+        None,
+        (&manifest_desc, &manifest_bytes, &manifest),
+        (&config_desc, &config_bytes),
+        &chains,
+    )
+    .await?;
+    Ok(Committed {
+        id: config_desc.digest,
+        name,
+    })
+}
+
+/// Writes the container's changes as a layer blob; the container is paused meanwhile when
+/// `pause_it` and it runs.
+async fn diff(
+    p: &Pull<'_>,
+    c: &cpb::Container,
+    base: &crate::image::ImageDetails,
+    docker: bool,
+    pause_it: bool,
+) -> Result<Descriptor> {
+    let (b, ns, sn) = (p.b, p.ns.as_str(), p.snapshotter.as_str());
+    let id = c.id.as_str();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    // The view and the blob live as long as the container's snapshot at least: the collector
+    // leaves them alone before they reach the lease (or should the gateway die meanwhile, until
+    // the container goes).
+    let keep = HashMap::from([(
+        format!("containerd.io/gc.bref.snapshot.{sn}/commit"),
+        c.snapshot_key.clone(),
+    )]);
+    let right = b.snapshots.mounts(sn, ns, &c.snapshot_key).await?;
+    let view = format!("commit-{nanos}-{id}");
+    let left = match base.chain_ids.last() {
+        Some(parent) => {
+            b.snapshots
+                .view(sn, ns, &view, &parent.to_string(), keep.clone())
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let reference = format!("commit-{nanos}-{id}");
+    let written = async {
+        p.lease_add_ingest(&reference).await?;
+        let paused = if pause_it {
+            pause(b, ns, id).await?
+        } else {
+            false
+        };
+        let r = b
+            .diff
+            .clone()
+            .diff(with_namespace(
+                ns,
+                dpb::DiffRequest {
+                    left: mounts::all_to_pb(left.clone()),
+                    right: mounts::all_to_pb(right),
+                    media_type: if docker {
+                        media_types::DOCKER_LAYER_GZIP
+                    } else {
+                        media_types::OCI_LAYER_GZIP
+                    }
+                    .to_owned(),
+                    r#ref: reference.clone(),
+                    labels: keep,
+                    source_date_epoch: None,
+                },
+            )?)
+            .await
+            .map_err(|s| from_status(s).context(format!("container {id:?}: writing its changes")));
+        let resumed = if paused {
+            resume(b, ns, id).await
+        } else {
+            Ok(())
+        };
+        let desc = r?.into_inner().diff.ok_or_else(|| {
+            Error::internal(format!(
+                "container {id:?}: the differ answered no descriptor"
+            ))
+        })?;
+        resumed?;
+        descriptors::from_pb(desc)
+    }
+    .await;
+    if !left.is_empty() {
+        let _ = b.snapshots.remove(sn, ns, &view).await;
+    }
+    written
+}

@@ -1,0 +1,380 @@
+//! Images made and taken out: `strata commit` (a container's changes as a new image, through the
+//! snapshotter's Diff service) and `strata save`/`load` (an OCI layout with Docker's
+//! manifest.json), read back by strata, containerd's `ctr` and `skopeo`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::path::Path;
+use strata_testkit::registry::{Entry, busybox_layer, host_arch, layer, oci_image};
+use strata_testkit::stack::Stack;
+use strata_testkit::{ok, run, tool};
+
+mod common;
+use common::{World, world};
+
+fn inspect(w: &World, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&w.ok(&["inspect", name])).unwrap();
+    v[0].clone()
+}
+
+fn history(w: &World, name: &str) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&w.ok(&["history", "--json", name])).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+/// A container of the base image that wrote /w/file, committed as `name` with `extra` args.
+fn committed(w: &World, container: &str, name: &str, extra: &[&str]) -> String {
+    w.ok(&[
+        "run",
+        "--name",
+        container,
+        &w.image,
+        "sh",
+        "-c",
+        "mkdir -p /w && echo hello > /w/file && rm /etc/os-release",
+    ]);
+    let mut args = vec!["commit"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[container, name]);
+    w.ok(&args).trim().to_owned()
+}
+
+#[test]
+fn a_committed_container_s_files_are_in_the_new_image() {
+    let w = world();
+    let base = inspect(&w, &w.image);
+    let base_history = history(&w, &w.image);
+    let id = committed(
+        &w,
+        "c1",
+        "committed:1",
+        &[
+            "-c",
+            r#"CMD ["cat", "file"]"#,
+            "-c",
+            "ENV A=1 B=\"x y\"",
+            "-c",
+            "WORKDIR /w",
+            "-c",
+            "EXPOSE 8080",
+            "-c",
+            "LABEL team=core",
+            "-m",
+            "first commit",
+        ],
+    );
+    // The image ID printed is the new config's digest.
+    let img = inspect(&w, "committed:1");
+    assert_eq!(img["Id"], Value::String(id.clone()), "{img}");
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    assert_ne!(img["Id"], base["Id"]);
+    let config = &img["Config"];
+    assert_eq!(config["Cmd"], serde_json::json!(["cat", "file"]));
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(env, ["PATH=/bin", "A=1", "B=x y"]);
+    assert_eq!(config["WorkingDir"], "/w");
+    assert_eq!(config["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+    assert_eq!(config["Labels"], serde_json::json!({"team": "core"}));
+    // One layer more, the base's below it.
+    let layers = |v: &Value| v["RootFS"]["Layers"].as_array().unwrap().clone();
+    assert_eq!(layers(&img).len(), layers(&base).len() + 1);
+    assert_eq!(layers(&img)[..layers(&base).len()], layers(&base)[..]);
+    // The layer is unpacked under its chain ID: a container of the image reuses it.
+    let top = img["ChainIDs"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        w.snapshots().contains(top.as_str().unwrap()),
+        "{}",
+        w.snapshots()
+    );
+    // One history entry more: the container's command, the message.
+    let h = history(&w, "committed:1");
+    assert_eq!(h.len(), base_history.len() + 1);
+    assert_eq!(
+        h[0]["CreatedBy"],
+        "sh -c mkdir -p /w && echo hello > /w/file && rm /etc/os-release"
+    );
+    assert_eq!(h[0]["Comment"], "first commit");
+    assert_eq!(h[0]["EmptyLayer"], false);
+    assert!(h[0]["Size"].as_i64().unwrap() > 0, "{h:?}");
+
+    // A container of the new image sees what the first wrote, in the new working directory,
+    // and not what it removed.
+    assert_eq!(w.ok(&["run", "--rm", "committed:1"]), "hello\n");
+    let out = w.cli(&["run", "--rm", "committed:1", "cat", "/etc/os-release"]);
+    assert!(!out.status.success(), "a removed file came back");
+    assert_eq!(
+        w.ok(&[
+            "run",
+            "--rm",
+            "committed:1",
+            "sh",
+            "-c",
+            "echo $A; echo $B; pwd"
+        ]),
+        "1\nx y\n/w\n"
+    );
+    // The first container is untouched by it.
+    w.ok(&["rm", "c1"]);
+    // The image lives on its own: the content service holds its blobs and the collector
+    // leaves them (grace period 0 in the test stack).
+    assert_eq!(w.ok(&["run", "--rm", "committed:1"]), "hello\n");
+}
+
+#[test]
+fn an_unchanged_container_gives_an_empty_layer_entry() {
+    let w = world();
+    let base = inspect(&w, &w.image);
+    let base_history = history(&w, &w.image);
+    w.ok(&["create", "--name", "idle", &w.image]);
+    let id = w.ok(&["commit", "-c", "USER nobody", "idle", "same:1"]);
+    let img = inspect(&w, "same:1");
+    assert_eq!(img["Id"].as_str().unwrap(), id.trim());
+    assert_eq!(img["RootFS"], base["RootFS"]);
+    assert_eq!(img["Config"]["User"], "nobody");
+    let h = history(&w, "same:1");
+    assert_eq!(h.len(), base_history.len() + 1);
+    assert_eq!(h[0]["EmptyLayer"], true, "{h:?}");
+    assert_eq!(h[0]["Size"], 0);
+    // Without a name, the image is known by its ID.
+    let id = w.ok(&["commit", "idle"]).trim().to_owned();
+    let by_id = inspect(&w, &id["sha256:".len()..][..12]);
+    assert_eq!(by_id["Id"].as_str().unwrap(), id);
+}
+
+#[test]
+fn a_running_container_is_committed_and_keeps_running() {
+    let w = world();
+    w.ok(&["run", "-d", "--name", "busy", &w.image, "sleep", "300"]);
+    w.ok(&["exec", "busy", "sh", "-c", "echo live > /live"]);
+    w.ok(&["commit", "busy", "live:1"]);
+    w.ok(&["commit", "--pause=false", "busy", "live:2"]);
+    // Resumed after the commit: it still answers.
+    assert_eq!(w.ok(&["exec", "busy", "cat", "/live"]), "live\n");
+    assert_eq!(w.ok(&["run", "--rm", "live:1", "cat", "/live"]), "live\n");
+    assert_eq!(w.ok(&["run", "--rm", "live:2", "cat", "/live"]), "live\n");
+    w.ok(&["rm", "-f", "busy"]);
+}
+
+#[test]
+fn bad_commits_are_refused_naming_the_input() {
+    let w = world();
+    let out = w.cli(&["commit", "nope", "x:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("container \"nope\": not found"), "{err}");
+    w.ok(&["create", "--name", "c", &w.image]);
+    let out = w.cli(&["commit", "-c", "RUN echo", "c", "x:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("\"RUN\" is not an instruction commit takes"),
+        "{err}"
+    );
+    let out = w.cli(&["commit", "-c", "EXPOSE 99999", "c", "x:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("EXPOSE 99999"),
+        "{err}"
+    );
+    // Nothing was made.
+    assert!(!w.cli(&["inspect", "x:1"]).status.success());
+}
+
+/// The files of a tar, by path.
+fn tar_files(path: &Path) -> HashMap<String, Vec<u8>> {
+    let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
+    let mut out = HashMap::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            out.insert(p, data);
+        }
+    }
+    out
+}
+
+#[test]
+fn saved_images_are_read_by_ctr_skopeo_and_strata_load() {
+    let w = world();
+    committed(
+        &w,
+        "c1",
+        "committed:1",
+        &["-c", r#"CMD ["cat", "/w/file"]"#],
+    );
+    let dir = w.stack.path();
+    let one = dir.join("one.tar");
+    let both = dir.join("both.tar");
+    w.ok(&["save", "-o", one.to_str().unwrap(), "committed:1"]);
+    w.ok(&[
+        "save",
+        "-o",
+        both.to_str().unwrap(),
+        "committed:1",
+        &w.image,
+    ]);
+
+    // The layout: index.json names the image both ways; manifest.json as Docker writes it,
+    // its paths in the archive; every blob matches its name.
+    let files = tar_files(&one);
+    assert_eq!(files["oci-layout"], br#"{"imageLayoutVersion":"1.0.0"}"#);
+    let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let m = &index["manifests"][0];
+    assert_eq!(
+        m["annotations"]["io.containerd.image.name"],
+        "docker.io/library/committed:1"
+    );
+    assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], "1");
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["committed:1"]));
+    let config_path = manifest[0]["Config"].as_str().unwrap();
+    let img = inspect(&w, "committed:1");
+    assert_eq!(
+        config_path,
+        format!(
+            "blobs/sha256/{}",
+            img["Id"].as_str().unwrap().trim_start_matches("sha256:")
+        )
+    );
+    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 2);
+    for p in manifest[0]["Layers"].as_array().unwrap() {
+        assert!(files.contains_key(p.as_str().unwrap()), "{p}");
+    }
+    for (p, data) in &files {
+        if let Some(hex) = p.strip_prefix("blobs/sha256/") {
+            let got = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(data));
+            assert_eq!(got, hex, "{p}");
+        }
+    }
+    let files = tar_files(&both);
+    let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    assert_eq!(manifest.as_array().unwrap().len(), 2);
+
+    // skopeo reads it both as an OCI archive and as a Docker archive.
+    let skopeo = tool("skopeo", "skopeo");
+    for transport in ["oci-archive", "docker-archive"] {
+        let src = format!("{transport}:{}", one.display());
+        let out = ok(
+            std::process::Command::new(&skopeo).args(["inspect", &src]),
+            None,
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 2, "{transport}: {v}");
+        let copy = dir.join(format!("copy-{transport}"));
+        ok(
+            std::process::Command::new(&skopeo).args([
+                "copy",
+                &src,
+                &format!("oci:{}:copied", copy.display()),
+            ]),
+            None,
+        );
+    }
+
+    // containerd's ctr imports it into a fresh stack, where strata runs it.
+    let fresh = Stack::start();
+    ok(
+        fresh
+            .ctr()
+            .args(["images", "import", one.to_str().unwrap()]),
+        None,
+    );
+    let out = run(fresh.cli().args(["run", "--rm", "committed:1"]), None);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        fresh.logs()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+
+    // strata load, into another fresh stack: both images, runnable.
+    let fresh = Stack::start();
+    ok(
+        fresh.cli().args(["load", "-i", both.to_str().unwrap()]),
+        None,
+    );
+    let images = ok(fresh.cli().args(["images"]), None);
+    assert!(
+        images.contains("committed") && images.contains("busybox"),
+        "{images}"
+    );
+    let out = ok(fresh.cli().args(["run", "--rm", "committed:1"]), None);
+    assert_eq!(out, "hello\n");
+    // The same image: same ID on both sides.
+    let loaded: Value =
+        serde_json::from_str(&ok(fresh.cli().args(["inspect", "committed:1"]), None)).unwrap();
+    assert_eq!(loaded[0]["Id"], img["Id"]);
+}
+
+#[test]
+fn save_of_an_unknown_image_fails_and_leaves_no_file() {
+    let w = world();
+    let out_file = w.stack.path().join("none.tar");
+    let out = w.cli(&["save", "-o", out_file.to_str().unwrap(), "nope:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"nope:1\""), "{err}");
+    assert!(!out_file.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(w.stack.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The entries of layer `n` of image `name`, as `tar tv` lists them.
+fn layer_entries(w: &World, name: &str, n: usize) -> String {
+    let img = inspect(w, name);
+    let d = img["Manifest"]["Layers"][n]["Digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ctr = strata_testkit::stack::ctr_path();
+    let script = format!(
+        "{} --address {} content get {d} | tar tz",
+        ctr.display(),
+        w.stack.socket().display()
+    );
+    ok(std::process::Command::new("sh").args(["-c", &script]), None)
+}
+
+#[test]
+fn a_container_that_ran_and_changed_nothing_gives_an_empty_layer_entry() {
+    // As real images do, this one has the directories the runtime mounts on.
+    let w = world();
+    let layout = w.stack.path().join("with-mountpoints");
+    let dirs = ["dev", "proc", "sys"].map(|d| Entry::Dir(d.into()));
+    oci_image(&layout, &[busybox_layer(), layer(&dirs)], host_arch());
+    let image = w.registry.push(&layout, "full:1");
+    w.ok(&["pull", "-q", &image]);
+    w.ok(&["run", "--name", "ran", &image, "true"]);
+    w.ok(&["commit", "ran", "ran:1"]);
+    let h = history(&w, "ran:1");
+    assert_eq!(h[0]["EmptyLayer"], true, "{h:?}");
+    assert_eq!(h[0]["CreatedBy"], "true");
+    // One that wrote has exactly what it wrote (and its parent directory) in its layer.
+    w.ok(&[
+        "run",
+        "--name",
+        "wrote",
+        &image,
+        "sh",
+        "-c",
+        "echo x > /tmp/x",
+    ]);
+    w.ok(&["commit", "wrote", "wrote:1"]);
+    assert_eq!(layer_entries(&w, "wrote:1", 2), "tmp/\ntmp/x\n");
+}
