@@ -4,6 +4,15 @@
 # Commands are timed with bash's $EPOCHREALTIME read just before and after them: no `date`
 # process on either side of the measurement (two of them added about 3 ms to every timing).
 
+# timed CMD...: seconds CMD took; its output must be empty (the benchmarks run /bin/true), else
+# something went wrong and the benchmark stops.
+timed() {
+  local t0 t1 out
+  t0=$EPOCHREALTIME; out=$("$@" 2>&1); t1=$EPOCHREALTIME
+  [ -z "$out" ] || { echo "$* printed: $out" >&2; return 1; }
+  echo "$t1 - $t0" | bc -l
+}
+
 # median of the numbers given as arguments
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 

@@ -59,13 +59,6 @@ C=(ctr --address "$WORK/c/containerd.sock")
 "${ST[@]}" pull -q "$img" >/dev/null
 "${C[@]}" images pull --plain-http "$img" >/dev/null
 
-# One timed command; its output must be empty (it runs /bin/true), else something went wrong.
-timed() {
-  local t0 t1 out
-  t0=$EPOCHREALTIME; out=$("$@" 2>&1); t1=$EPOCHREALTIME
-  [ -z "$out" ] || { echo "$* printed: $out" >&2; return 1; }
-  echo "$t1 - $t0" | bc -l
-}
 declare -A T
 for i in $(seq 0 "$ROUNDS"); do
   s=$(timed "${ST[@]}" run --rm "$img" /bin/true)

@@ -137,53 +137,18 @@ pub fn capabilities(
     Ok(set)
 }
 
-/// Kernel parameters a container may set: those its own namespaces isolate.
+/// Kernel parameters a container may set: those its own namespaces isolate (the runtime's
+/// rule, which also checks specs other clients send).
 pub fn check_sysctl(key: &str, private_network: bool, private_ipc: bool) -> Result<()> {
-    let well_formed = !key.is_empty()
-        && key.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        });
-    if !well_formed {
-        return Err(Error::invalid_argument(format!(
-            "sysctl {key:?}: not a kernel parameter name"
-        )));
-    }
-    let ipc = matches!(
-        key,
-        "kernel.shmmax"
-            | "kernel.shmall"
-            | "kernel.shmmni"
-            | "kernel.shm_rmid_forced"
-            | "kernel.msgmax"
-            | "kernel.msgmnb"
-            | "kernel.msgmni"
-            | "kernel.sem"
-    ) || key.starts_with("fs.mqueue.");
-    if ipc {
-        return if private_ipc {
-            Ok(())
+    strata_runtime::check_sysctl(key, private_network, private_ipc).map_err(|why| {
+        let hint = if why == "not namespaced" {
+            " (only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* can be set for \
+             one container)"
         } else {
-            Err(Error::invalid_argument(format!(
-                "sysctl {key:?}: needs the container's own IPC namespace"
-            )))
+            ""
         };
-    }
-    if key.starts_with("net.") {
-        return if private_network {
-            Ok(())
-        } else {
-            Err(Error::invalid_argument(format!(
-                "sysctl {key:?}: the container shares the host's network namespace"
-            )))
-        };
-    }
-    Err(Error::invalid_argument(format!(
-        "sysctl {key:?}: not namespaced (only net.*, kernel.shm*, kernel.msg*, kernel.sem and \
-         fs.mqueue.* can be set for one container)"
-    )))
+        Error::invalid_argument(format!("sysctl {key:?}: {why}{hint}"))
+    })
 }
 
 /// `nofile` → `RLIMIT_NOFILE`.

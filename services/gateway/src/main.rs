@@ -80,8 +80,17 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Some(channel(&network)?)
     };
-    std::fs::create_dir_all(&settings.root)
-        .with_context(|| format!("creating {}", settings.root.display()))?;
+    // Root's only: it holds the FIFOs that feed containers' stdin.
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&settings.root)
+            .with_context(|| format!("creating {}", settings.root.display()))?;
+        std::fs::set_permissions(&settings.root, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("narrowing {} to 0700", settings.root.display()))?;
+    }
     let mut backends = Backends::new(
         content_ch.clone(),
         snap_ch.clone(),

@@ -136,7 +136,7 @@ fn what_cannot_be_enforced_is_refused() {
         ),
         (
             &["--net", "host", "--sysctl", "net.ipv4.ip_forward=1"][..],
-            "shares the host's network namespace",
+            "needs the container's own network namespace",
         ),
         (
             &["--security-opt", "apparmor=docker-default"][..],

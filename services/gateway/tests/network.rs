@@ -7,24 +7,17 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use strata_testkit::net::TestNet;
-use strata_testkit::registry::{Entry, Registry, busybox_layer, host_arch, layer, oci_image};
+use strata_testkit::registry::{Entry, busybox_layer, layer};
 use strata_testkit::stack::Stack;
-use strata_testkit::{ok, run};
 
-struct World {
-    stack: Stack,
-    _registry: Registry,
-    image: String,
-}
+mod common;
+use common::World;
 
 /// A stack with the network service and a busybox image serving /www on port 80.
 fn world() -> World {
-    let stack = Stack::start_with_network();
-    let registry = Registry::start(stack.path());
-    let layout = stack.path().join("layout");
     let www = layer(&[
         Entry::Dir("www".into()),
         Entry::File(
@@ -33,32 +26,14 @@ fn world() -> World {
             0o644,
         ),
     ]);
-    oci_image(&layout, &[busybox_layer(), www], host_arch());
-    let image = registry.push(&layout, "web:1");
-    ok(stack.cli().args(["pull", "-q", &image]), None);
-    World {
-        stack,
-        _registry: registry,
-        image,
-    }
+    common::world_of(
+        Stack::start_with_network(),
+        vec![busybox_layer(), www],
+        "web:1",
+    )
 }
 
 impl World {
-    fn cli(&self, args: &[&str]) -> Output {
-        run(self.stack.cli().args(args), None)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "strata {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.stack.logs()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// Starts a web server container; returns its ID.
     fn web(&self, extra: &[&str]) -> String {
         let mut args = vec!["run", "-d"];

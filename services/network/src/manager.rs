@@ -155,6 +155,19 @@ impl Manager {
     /// ports of every attachment, and tears down what no record names (results cached by the
     /// plugins' runs, namespaces, address files): whatever a crash left.
     pub async fn open(s: Settings) -> Result<Manager> {
+        {
+            // Root's only: the records and files of every container's network.
+            use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+            let io =
+                |e: std::io::Error| Error::internal(format!("creating {}: {e}", s.root.display()));
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&s.root)
+                .map_err(io)?;
+            std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o700))
+                .map_err(io)?;
+        }
         let cni = Cni::new(s.plugin_dirs.clone(), s.root.join("cni-cache"));
         let m = Manager {
             cni,

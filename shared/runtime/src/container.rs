@@ -419,8 +419,8 @@ fn validate_spec(spec: &Spec, id: &str) -> Result<()> {
 
 /// Whether sysctl `key` may be set for a container with (or without) its own network and IPC
 /// namespaces: `net.*` with a private network namespace; `kernel.shm*`, `kernel.msg*`,
-/// `kernel.sem` and `fs.mqueue.*` with a private IPC namespace.
-fn check_sysctl(
+/// `kernel.sem` and `fs.mqueue.*` with a private IPC namespace. The error says why not.
+pub fn check_sysctl(
     key: &str,
     private_net: bool,
     private_ipc: bool,

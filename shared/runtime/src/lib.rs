@@ -32,7 +32,7 @@ mod rootfs;
 mod seccomp;
 mod spec;
 
-pub use container::{Container, ExecProcess, State, Status, Stdio};
+pub use container::{Container, ExecProcess, State, Status, Stdio, check_sysctl};
 pub use error::{Error, Result};
 pub use nix::sys::signal::Signal;
 pub use nix::unistd::Pid;

@@ -4,7 +4,7 @@
 
 use std::process::Output;
 use std::time::{Duration, Instant};
-use strata_testkit::registry::{Registry, busybox_layer, host_arch, oci_image};
+use strata_testkit::registry::{Layer, Registry, busybox_layer, host_arch, oci_image};
 use strata_testkit::stack::Stack;
 use strata_testkit::{ok, run};
 
@@ -15,11 +15,15 @@ pub struct World {
 }
 
 pub fn world() -> World {
-    let stack = Stack::start();
+    world_of(Stack::start(), vec![busybox_layer()], "busybox:1")
+}
+
+/// `stack` with an image of `layers` (bottom first) pushed as `name` and pulled.
+pub fn world_of(stack: Stack, layers: Vec<Layer>, name: &str) -> World {
     let registry = Registry::start(stack.path());
     let layout = stack.path().join("layout");
-    oci_image(&layout, &[busybox_layer()], host_arch());
-    let image = registry.push(&layout, "busybox:1");
+    oci_image(&layout, &layers, host_arch());
+    let image = registry.push(&layout, name);
     ok(stack.cli().args(["pull", "-q", &image]), None);
     World {
         stack,
