@@ -373,6 +373,32 @@ fn outbound_traffic_leaves_with_the_hosts_address_and_files_are_written() {
 }
 
 #[test]
+fn runc_and_crun_join_the_persistent_namespace_too() {
+    let w = world();
+    for runtime in ["runc", "crun", "builtin"] {
+        let out = w.ok(&[
+            "run",
+            "--rm",
+            "--runtime",
+            runtime,
+            &w.image,
+            "/bin/busybox",
+            "ip",
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "eth0",
+        ]);
+        assert!(
+            out.contains(&format!("inet {}", w.subnet_prefix())),
+            "{runtime}: {out}"
+        );
+    }
+    w.nothing_left();
+}
+
+#[test]
 fn containers_on_a_user_network_find_each_other_by_name() {
     let w = world();
     let net = TestNet::take();
