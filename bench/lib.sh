@@ -159,7 +159,7 @@ start_strata_stack() {
   local network_addr=none
   if [ "$with_network" = network ]; then
     network_addr="$d/network.sock"
-    "$bin/strata-network" --address "$d/network.sock" --root "$d/network" --netns-dir "$d/netns" \
+    "$bin/strata-network" --address "$d/network.sock" --root "$d/network" --netns-dir "$d/netns" --conf-dir none \
       --default-bridge "$BENCH_BRIDGE" --default-subnet "$BENCH_SUBNET" --tasks "$d/tasks.sock" \
       >"$d/network.log" 2>&1 &
     echo $! >"$d/network.pid"; wait_socket "$d/network.sock"
@@ -175,7 +175,7 @@ stop_strata_stack() {
   # What the network service set up for containers goes with the stack.
   if [ -f "$d/network.bin" ]; then
     "$(cat "$d/network.bin")/strata-network" --address "$d/network.sock" --root "$d/network" \
-      --netns-dir "$d/netns" --default-bridge "$BENCH_BRIDGE" --default-subnet "$BENCH_SUBNET" \
+      --netns-dir "$d/netns" --conf-dir none --default-bridge "$BENCH_BRIDGE" --default-subnet "$BENCH_SUBNET" \
       --tasks none --detach-all >>"$d/network.log" 2>&1 || true
     ip link del "$BENCH_BRIDGE" 2>/dev/null || true
     rm -f "$d/network.bin"

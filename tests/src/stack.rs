@@ -96,11 +96,14 @@ impl Stack {
         let testnet = with_network.then(TestNet::take);
         let network = testnet.as_ref().map(|net| {
             let netns = d.join("netns").display().to_string();
+            let conf = d.join("cni-net.d").display().to_string();
             Service::start(
                 sibling_bin("strata-network"),
                 d,
                 "network",
                 &[
+                    "--conf-dir",
+                    &conf,
                     "--netns-dir",
                     &netns,
                     "--default-bridge",

@@ -34,6 +34,10 @@ struct Cli {
     /// 10.213.0.0 up, none of Docker's, Podman's, nerdctl's or the host's routes]
     #[arg(long)]
     default_subnet: Option<String>,
+    /// Where an operator installs networks as CNI configuration lists (`*.conflist`, read at
+    /// start-up); `none` for none (config key `conf_dir`) [default: /etc/strata/cni/net.d]
+    #[arg(long)]
+    conf_dir: Option<String>,
     /// The tasks service, asked which containers still exist so the attachments of removed ones
     /// are torn down; `none` to never ask (config key `tasks`) [default:
     /// /run/strata/tasks.sock]
@@ -53,6 +57,7 @@ struct FileConfig {
     plugin_dirs: Option<Vec<PathBuf>>,
     default_bridge: Option<String>,
     default_subnet: Option<String>,
+    conf_dir: Option<String>,
     tasks: Option<String>,
 }
 
@@ -113,6 +118,14 @@ async fn main() -> anyhow::Result<()> {
             .or(file.default_bridge)
             .unwrap_or_else(|| "strata0".to_owned()),
         default_subnet: cli.default_subnet.or(file.default_subnet),
+        conf_dir: match cli
+            .conf_dir
+            .or(file.conf_dir)
+            .unwrap_or_else(|| "/etc/strata/cni/net.d".to_owned())
+        {
+            d if d == "none" => None,
+            d => Some(PathBuf::from(d)),
+        },
     };
     let tasks = cli
         .tasks

@@ -32,6 +32,9 @@ pub struct Settings {
     pub default_bridge: String,
     /// The default network's subnet; chosen free when not given.
     pub default_subnet: Option<String>,
+    /// Where an operator installs networks of their own as CNI configuration lists
+    /// (`*.conflist`, read at start-up; `/etc/strata/cni/net.d`). `None` for none.
+    pub conf_dir: Option<PathBuf>,
 }
 
 /// What a container asks of its attachment.
@@ -181,6 +184,16 @@ impl Manager {
             for n in records::load_all::<NetworkRecord>(&m.networks_dir())? {
                 st.networks.insert(n.name.clone(), n);
             }
+            for n in m.installed_networks() {
+                if st.networks.contains_key(&n.name) {
+                    tracing::warn!(
+                        network = %n.name,
+                        "an installed configuration list has the name of a network strata made: skipped"
+                    );
+                } else {
+                    st.networks.insert(n.name.clone(), n);
+                }
+            }
             for a in records::load_all::<AttachmentRecord>(&m.attachments_dir())? {
                 st.attachments.insert(a.key(), a);
             }
@@ -233,10 +246,59 @@ impl Manager {
             }
         }
         for (n, _) in m.networks().await {
-            crate::firewall::ensure(&n.bridge, &n.subnet).await?;
+            if n.driver == "bridge" {
+                crate::firewall::ensure(&n.bridge, &n.subnet).await?;
+            }
         }
         m.reconcile().await;
         Ok(m)
+    }
+
+    /// The networks an operator installed: every `*.conflist` of the configuration directory
+    /// that loads (one that does not is logged and skipped), as networks of driver `cni`.
+    fn installed_networks(&self) -> Vec<NetworkRecord> {
+        let Some(dir) = &self.s.conf_dir else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "conflist"))
+            .collect();
+        paths.sort();
+        let mut out = Vec::new();
+        for path in paths {
+            match NetworkConfigList::load(&path) {
+                Ok(list) => {
+                    let first = list.plugins.first().cloned().unwrap_or_default();
+                    let range = &first.get("ipam").cloned().unwrap_or_default()["ranges"][0][0];
+                    out.push(NetworkRecord {
+                        name: list.name.clone(),
+                        driver: "cni".into(),
+                        subnet: range["subnet"].as_str().unwrap_or_default().to_owned(),
+                        gateway: range["gateway"].as_str().unwrap_or_default().to_owned(),
+                        bridge: first
+                            .get("bridge")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        names: false,
+                        default: false,
+                        labels: BTreeMap::from([(
+                            "strata.network.file".to_owned(),
+                            path.display().to_string(),
+                        )]),
+                        created_at: 0,
+                        config: list.raw,
+                    });
+                }
+                Err(e) => tracing::warn!("skipping {}: {e}", path.display()),
+            }
+        }
+        out
     }
 
     fn networks_dir(&self) -> PathBuf {
@@ -404,6 +466,14 @@ impl Manager {
         if rec.default {
             return Err(Error::failed_precondition(format!(
                 "network {name:?} is the default network and cannot be removed"
+            )));
+        }
+        if rec.driver == "cni" {
+            return Err(Error::failed_precondition(format!(
+                "network {name:?} was installed as a configuration list ({}): remove that file",
+                rec.labels
+                    .get("strata.network.file")
+                    .map_or("", String::as_str)
             )));
         }
         let users: Vec<String> = st

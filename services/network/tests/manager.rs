@@ -37,6 +37,7 @@ impl World {
                 .collect(),
             default_bridge: self.net.bridge.clone(),
             default_subnet: Some(self.net.subnet.clone()),
+            conf_dir: Some(self.dir.path().join("net.d")),
         }
     }
 
@@ -350,4 +351,60 @@ async fn thirty_containers_at_once_get_distinct_addresses() {
         m.detach("default", &format!("many{i}")).await.unwrap();
     }
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
+
+#[tokio::test]
+async fn an_installed_configuration_list_is_a_network_containers_can_join() {
+    let w = World::new();
+    let other = TestNet::take();
+    let conf = w.dir.path().join("net.d");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("10-ops.conflist"),
+        serde_json::to_vec(&serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "ops",
+            "plugins": [{
+                "type": "bridge", "bridge": other.bridge, "isGateway": true,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": other.subnet}]],
+                         "dataDir": w.dir.path().join("ops-ipam")},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(conf.join("20-broken.conflist"), "{").unwrap();
+    let m = w.open().await;
+    let names: Vec<String> = m
+        .networks()
+        .await
+        .into_iter()
+        .map(|(n, _)| n.name)
+        .collect();
+    assert_eq!(names, ["bridge", "ops"]);
+    let n = m.network("ops").await.unwrap();
+    assert_eq!(
+        (n.driver.as_str(), n.subnet.as_str()),
+        ("cni", other.subnet.as_str())
+    );
+    let a = m
+        .attach(
+            "default",
+            "op1",
+            &AttachSpec {
+                network: "ops".into(),
+                ..AttachSpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        a.address.starts_with(other.subnet.trim_end_matches("0/24")),
+        "{a:?}"
+    );
+    let e = m.remove_network("ops").await.unwrap_err();
+    assert_eq!(e.kind(), Kind::FailedPrecondition);
+    assert!(e.to_string().contains("10-ops.conflist"), "{e}");
+    m.detach("default", "op1").await.unwrap();
+    assert!(!a.netns.exists());
 }
