@@ -148,13 +148,102 @@ fn an_unchanged_container_gives_an_empty_layer_entry() {
     assert_eq!(by_id["Id"].as_str().unwrap(), id);
 }
 
+/// `ctr events` of the stack, its lines forwarded by a thread.
+struct Events {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Events {
+    /// Subscribes; returns once the subscription sees events (an exec in `container`).
+    fn start(w: &World, container: &str) -> Self {
+        let mut child = w
+            .stack
+            .ctr()
+            .arg("events")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let e = Self { child, lines: rx };
+        // Until an event of ours arrives the subscription may not be there yet: exec again
+        // (the wait only paces the retries; nothing is asserted about time).
+        let start = std::time::Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "ctr events never saw an exec\n{}",
+                w.stack.logs()
+            );
+            w.ok(&["exec", container, "true"]);
+            let got = e.lines.recv_timeout(std::time::Duration::from_millis(500));
+            if got.is_ok_and(|l| l.contains("/tasks/")) {
+                return e;
+            }
+        }
+    }
+
+    /// Lines up to (and with) the first that has `topic` and `also`.
+    fn until(&self, topic: &str, also: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no {topic} event; saw {seen:#?}"));
+            let hit = line.contains(topic) && line.contains(also);
+            seen.push(line);
+            if hit {
+                return seen;
+            }
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
-fn a_running_container_is_committed_and_keeps_running() {
+fn a_running_container_is_paused_while_committed() {
     let w = world();
     w.ok(&["run", "-d", "--name", "busy", &w.image, "sleep", "300"]);
     w.ok(&["exec", "busy", "sh", "-c", "echo live > /live"]);
-    w.ok(&["commit", "busy", "live:1"]);
+    let events = Events::start(&w, "busy");
+    // --pause=false: not paused. An exec after it marks where its events end (the execs of
+    // the subscription's start come before, with their exits).
     w.ok(&["commit", "--pause=false", "busy", "live:2"]);
+    assert_eq!(
+        w.cli(&["exec", "busy", "sh", "-c", "exit 42"])
+            .status
+            .code(),
+        Some(42)
+    );
+    let before = events.until("/tasks/exit", "42");
+    assert!(
+        !before.iter().any(|l| l.contains("/tasks/paused")),
+        "{before:#?}"
+    );
+    // By default: paused, then resumed.
+    w.ok(&["commit", "busy", "live:1"]);
+    let during = events.until("/tasks/resumed", "busy");
+    assert!(
+        during.iter().any(|l| l.contains("/tasks/paused")),
+        "{during:#?}"
+    );
     // Resumed after the commit: it still answers.
     assert_eq!(w.ok(&["exec", "busy", "cat", "/live"]), "live\n");
     assert_eq!(w.ok(&["run", "--rm", "live:1", "cat", "/live"]), "live\n");
