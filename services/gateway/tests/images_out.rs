@@ -7,6 +7,8 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::Path;
+use strata_api::strata::gateway::v1 as pb;
+use strata_api::strata::gateway::v1::gateway_client::GatewayClient;
 use strata_testkit::registry::{Entry, busybox_layer, host_arch, layer, oci_image};
 use strata_testkit::stack::Stack;
 use strata_testkit::{ok, run, tool};
@@ -258,6 +260,27 @@ fn bad_commits_are_refused_naming_the_input() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("container \"nope\": not found"), "{err}");
+    // NotFound on the wire, for other clients of the gateway.
+    let socket = w.stack.socket().display().to_string();
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let channel = strata_grpc::client::channel(&socket).unwrap();
+            let mut client = GatewayClient::new(channel);
+            let req = strata_grpc::metadata::with_namespace(
+                "default",
+                pb::CommitRequest {
+                    container: "nope".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            client.commit(req).await.unwrap_err()
+        });
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert!(status.message().contains("\"nope\""), "{status:?}");
     w.ok(&["create", "--name", "c", &w.image]);
     let out = w.cli(&["commit", "-c", "RUN echo", "c", "x:1"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -311,6 +334,11 @@ fn saved_images_are_read_by_ctr_skopeo_and_strata_load() {
         "committed:1",
         &w.image,
     ]);
+    // To standard output when it is not a terminal: the same bytes (the archive depends only
+    // on the images).
+    let piped = run(w.stack.cli().args(["save", "committed:1"]), None);
+    assert!(piped.status.success());
+    assert!(piped.stdout == std::fs::read(&one).unwrap());
 
     // The layout: index.json names the image both ways; manifest.json as Docker writes it,
     // its paths in the archive; every blob matches its name.
@@ -388,12 +416,13 @@ fn saved_images_are_read_by_ctr_skopeo_and_strata_load() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
 
-    // strata load, into another fresh stack: both images, runnable.
+    // strata load, into another fresh stack: both images, runnable; from standard input too.
     let fresh = Stack::start();
     ok(
         fresh.cli().args(["load", "-i", both.to_str().unwrap()]),
         None,
     );
+    ok(fresh.cli().arg("load"), Some(&std::fs::read(&one).unwrap()));
     let images = ok(fresh.cli().args(["images"]), None);
     assert!(
         images.contains("committed") && images.contains("busybox"),
