@@ -230,6 +230,24 @@ enum Command {
     Version,
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
+    /// Give an image another name (TARGET refers to SOURCE's content)
+    Tag {
+        /// An image's name or ID prefix
+        source: String,
+        /// The new name: [REGISTRY/]REPOSITORY[:TAG]
+        target: String,
+    },
+    /// Push an image to the registry its name points at
+    Push {
+        /// The image's name: REGISTRY/REPOSITORY[:TAG] (give it one with `strata tag`)
+        reference: String,
+        /// Use plain HTTP for this registry (loopback registries always are)
+        #[arg(long)]
+        plain_http: bool,
+        /// Print one line per event instead of progress bars
+        #[arg(long, short)]
+        quiet: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -585,6 +603,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             container,
         } => run::logs(&ctx, &channel, &container, follow, tail).await,
         Command::Completions { .. } => Ok(()),
+        Command::Tag { source, target } => {
+            ctx.client
+                .clone()
+                .tag(ctx.req(pb::TagRequest { source, target })?)
+                .await?;
+            Ok(())
+        }
+        Command::Push {
+            reference,
+            plain_http,
+            quiet,
+        } => {
+            let req = ctx.req(pb::PushRequest {
+                reference,
+                plain_http,
+            })?;
+            let stream = ctx.client.clone().push(req).await?.into_inner();
+            output::push_progress(stream, quiet || !std::io::stdout().is_terminal()).await
+        }
     }
 }
 

@@ -280,44 +280,93 @@ pub fn import_stream(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// One progress bar per blob on a terminal; when plain, one line per change of a blob's state.
+struct Bars {
+    multi: MultiProgress,
+    bar_style: ProgressStyle,
+    text_style: ProgressStyle,
+    bars: HashMap<String, ProgressBar>,
+    last: HashMap<String, i32>,
+    plain: bool,
+}
+
+impl Bars {
+    fn new(plain: bool) -> anyhow::Result<Self> {
+        Ok(Self {
+            multi: MultiProgress::with_draw_target(if plain {
+                ProgressDrawTarget::hidden()
+            } else {
+                ProgressDrawTarget::stdout()
+            }),
+            bar_style: ProgressStyle::with_template(
+                "{prefix}: {msg:<16} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+            )
+            .context("progress style")?
+            .progress_chars("=> "),
+            text_style: ProgressStyle::with_template("{prefix}: {msg}")
+                .context("progress style")?,
+            bars: HashMap::new(),
+            last: HashMap::new(),
+            plain,
+        })
+    }
+
+    /// A line for each blob about to be handled.
+    fn add(&mut self, layers: &[pb::LayerInfo], msg: &'static str) {
+        for l in layers {
+            let bar = self
+                .multi
+                .add(ProgressBar::new(u64::try_from(l.size).unwrap_or(0)));
+            bar.set_style(self.text_style.clone());
+            bar.set_prefix(short(&l.digest));
+            bar.set_message(msg);
+            self.bars.insert(l.digest.clone(), bar);
+        }
+    }
+
+    /// Blob `digest` is in `state` (`msg`); `transfer` is (bytes done, total) while it moves.
+    fn update(&mut self, digest: &str, state: i32, msg: String, transfer: Option<(i64, i64)>) {
+        let bar = self.bars.entry(digest.to_owned()).or_insert_with(|| {
+            let b = self.multi.add(ProgressBar::new(0));
+            b.set_prefix(short(digest));
+            b
+        });
+        if let Some((current, total)) = transfer {
+            bar.set_style(self.bar_style.clone());
+            bar.set_length(u64::try_from(total).unwrap_or(0));
+            bar.set_position(u64::try_from(current).unwrap_or(0));
+        } else {
+            bar.set_style(self.text_style.clone());
+        }
+        if self.plain && self.last.get(digest) != Some(&state) {
+            println!("{}: {msg}", short(digest));
+            self.last.insert(digest.to_owned(), state);
+        }
+        bar.set_message(msg);
+    }
+
+    fn finish(&self) {
+        for b in self.bars.values() {
+            b.finish();
+        }
+    }
+}
+
 /// Renders pull or import progress: one bar per layer on a terminal, lines otherwise.
 pub async fn progress(
     mut stream: tonic::Streaming<pb::PullProgress>,
     plain: bool,
 ) -> anyhow::Result<()> {
-    let multi = MultiProgress::with_draw_target(if plain {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stdout()
-    });
-    let bar_style = ProgressStyle::with_template(
-        "{prefix}: {msg:<16} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
-    )
-    .context("progress style")?
-    .progress_chars("=> ");
-    let text_style = ProgressStyle::with_template("{prefix}: {msg}").context("progress style")?;
-    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
-    let mut last: HashMap<String, i32> = HashMap::new();
+    let mut bars = Bars::new(plain)?;
     while let Some(event) = stream.next().await {
         let event = event?;
         match event.event {
             Some(pb::pull_progress::Event::Resolved(r)) => {
                 println!("{}: resolved to {}", r.name, r.digest);
-                for l in &r.layers {
-                    let bar = multi.add(ProgressBar::new(u64::try_from(l.size).unwrap_or(0)));
-                    bar.set_style(text_style.clone());
-                    bar.set_prefix(short(&l.digest));
-                    bar.set_message("Waiting");
-                    bars.insert(l.digest.clone(), bar);
-                }
+                bars.add(&r.layers, "Waiting");
             }
             Some(pb::pull_progress::Event::Layer(l)) => {
                 let state = State::try_from(l.state).unwrap_or(State::Waiting);
-                let bar = bars.entry(l.digest.clone()).or_insert_with(|| {
-                    let b = multi.add(ProgressBar::new(0));
-                    b.set_prefix(short(&l.digest));
-                    b
-                });
                 let msg = match state {
                     State::Waiting => "Waiting",
                     State::Exists => "Already exists",
@@ -326,23 +375,11 @@ pub async fn progress(
                     State::Extracting => "Extracting",
                     State::Done => "Pull complete",
                 };
-                if state == State::Downloading {
-                    bar.set_style(bar_style.clone());
-                    bar.set_length(u64::try_from(l.total).unwrap_or(0));
-                    bar.set_position(u64::try_from(l.current).unwrap_or(0));
-                } else {
-                    bar.set_style(text_style.clone());
-                }
-                bar.set_message(msg);
-                if plain && last.get(&l.digest) != Some(&l.state) {
-                    println!("{}: {msg}", short(&l.digest));
-                    last.insert(l.digest.clone(), l.state);
-                }
+                let transfer = (state == State::Downloading).then_some((l.current, l.total));
+                bars.update(&l.digest, l.state, msg.to_owned(), transfer);
             }
             Some(pb::pull_progress::Event::Done(d)) => {
-                for b in bars.values() {
-                    b.finish();
-                }
+                bars.finish();
                 println!("Digest: {}", d.digest);
                 println!(
                     "Fetched {} in {} layer(s), reused {} in {} layer(s) already here; unpacked {} layer(s)",
@@ -353,6 +390,54 @@ pub async fn progress(
                     d.layers_unpacked
                 );
                 println!("Status: image {} is ready", d.name);
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Renders push progress as `docker push` does: one line (or bar, on a terminal) per blob,
+/// then the tag and digest.
+pub async fn push_progress(
+    mut stream: tonic::Streaming<pb::PushProgress>,
+    plain: bool,
+) -> anyhow::Result<()> {
+    use pb::blob_push_progress::State as Push;
+    let mut bars = Bars::new(plain)?;
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        match event.event {
+            Some(pb::push_progress::Event::Resolved(r)) => {
+                println!("The push refers to repository [{}]", repo_tag(&r.name).0);
+                bars.add(&r.layers, "Preparing");
+            }
+            Some(pb::push_progress::Event::Blob(l)) => {
+                let state = Push::try_from(l.state).unwrap_or(Push::Waiting);
+                let msg = match state {
+                    Push::Waiting => "Waiting".to_owned(),
+                    Push::Exists => "Layer already exists".to_owned(),
+                    Push::Mounted => format!("Mounted from {}", l.from),
+                    Push::Uploading => "Pushing".to_owned(),
+                    Push::Done => "Pushed".to_owned(),
+                };
+                let transfer = (state == Push::Uploading).then_some((l.current, l.total));
+                bars.update(&l.digest, l.state, msg, transfer);
+            }
+            Some(pb::push_progress::Event::Done(d)) => {
+                bars.finish();
+                if !d.note.is_empty() {
+                    println!("Note: {}", d.note);
+                }
+                println!("{}: digest: {}", repo_tag(&d.name).1, d.digest);
+                println!(
+                    "Uploaded {} in {} blob(s); {} already there, {} mounted; {} manifest(s)",
+                    size(d.uploaded_bytes),
+                    d.blobs_uploaded,
+                    d.blobs_existing,
+                    d.blobs_mounted,
+                    d.manifests
+                );
             }
             None => {}
         }

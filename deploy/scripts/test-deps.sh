@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs (on Debian) or checks what `make test` needs: containerd's ctr and daemon (the
 # compatibility suite), systemd-analyze (unit checks), docker-registry and skopeo (a real
-# registry and test images), busybox-static (test images' base layer), runc and crun (the
-# external runtimes), protoc (containerd-client, built by the compatibility suite), grpcurl,
-# the CNI plugins with iptables and iproute2 (networking), util-linux's nsenter, and gcc with
-# libc6-dev (the seccomp tests build a small static probe of system calls busybox lacks).
+# registry and test images), apache2-utils' htpasswd (a registry with basic auth for pushes),
+# busybox-static (test images' base layer), runc and crun (the external runtimes), protoc
+# (containerd-client, built by the compatibility suite), grpcurl, the CNI plugins with iptables
+# and iproute2 (networking), util-linux's nsenter, and gcc with libc6-dev (the seccomp tests
+# build a small static probe of system calls busybox lacks).
 # `make test` runs it first; it does nothing when everything is present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -14,6 +15,7 @@ command -v ctr >/dev/null || need+=(containerd)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v runc >/dev/null || need+=(runc)
 command -v crun >/dev/null || need+=(crun)

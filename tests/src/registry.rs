@@ -26,6 +26,29 @@ fn free_port() -> u16 {
 
 impl Registry {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// A registry that wants HTTP basic authentication for every request: `user` with
+    /// `password` (an htpasswd file made by apache2-utils' `htpasswd -B`).
+    pub fn start_with_htpasswd(dir: &Path, user: &str, password: &str) -> Self {
+        let line = ok(
+            Command::new(tool("htpasswd", "apache2-utils")).args(["-Bbn", user, password]),
+            None,
+        );
+        let file = dir.join("htpasswd");
+        std::fs::write(&file, line.trim()).unwrap();
+        Self::start_with(
+            dir,
+            &format!(
+                "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
+                file.display()
+            ),
+        )
+    }
+
+    /// A registry whose configuration ends with `extra` (YAML, top-level keys).
+    fn start_with(dir: &Path, extra: &str) -> Self {
         let bin = tool("docker-registry", "docker-registry");
         let storage = dir.join("registry-storage");
         std::fs::create_dir_all(&storage).unwrap();
@@ -35,7 +58,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra}",
                 storage.display()
             ),
         )

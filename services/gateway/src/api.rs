@@ -581,4 +581,34 @@ impl Gateway for GatewayService {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+
+    async fn tag(
+        &self,
+        request: Request<pb::TagRequest>,
+    ) -> Result<Response<pb::TagResponse>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        let resp = crate::push::tag(&self.b, &ns, &r.source, &r.target)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(resp))
+    }
+
+    type PushStream = ReceiverStream<Result<pb::PushProgress, Status>>;
+
+    async fn push(
+        &self,
+        request: Request<pb::PushRequest>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let ns = namespace(&request)?;
+        let req = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let b = self.b.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::push::push(&b, &ns, &req, tx.clone()).await {
+                let _ = tx.send(Err(to_status(e))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
 }

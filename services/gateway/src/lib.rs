@@ -1,6 +1,7 @@
 //! strata-gateway: the one socket users and the CLI talk to. It routes containerd's services to
 //! the strata service that owns each ([`router`]) and serves `strata.gateway.v1` ([`api`]):
-//! server-side pull ([`pull`]) and import, image listing with sizes, inspect, history, disk use.
+//! server-side pull ([`pull`]) and import, image listing with sizes, inspect, history, disk use,
+//! tag and push ([`push`]).
 
 pub mod api;
 pub mod changes;
@@ -12,6 +13,7 @@ pub mod import;
 pub mod introspection;
 pub mod net;
 pub mod pull;
+pub mod push;
 pub mod router;
 pub mod run;
 pub mod save;

@@ -318,6 +318,29 @@ impl Pull<'_> {
         }
     }
 
+    /// Records on blob `digest` that the repository pulled from has it (containerd's
+    /// `containerd.io/distribution.source.<registry>` label, repositories comma-separated), so
+    /// a push to another repository of that registry mounts it instead of sending it. Nothing
+    /// for an import. Best effort: a push without the label uploads the blob.
+    async fn mark_source(&self, digest: &Digest) -> Result<()> {
+        let Some((_, source)) = &self.source else {
+            return Ok(());
+        };
+        let key = format!("{}{}", crate::push::DISTRIBUTION_SOURCE, source.registry());
+        let repo = source.repository();
+        let info = self.b.content.info(&self.ns, digest).await?;
+        let value = match info.labels.get(&key) {
+            Some(v) if v.split(',').any(|r| r == repo) => return Ok(()),
+            Some(v) if !v.is_empty() => format!("{v},{repo}"),
+            _ => repo.to_owned(),
+        };
+        // containerd's limit for a label; the repositories first recorded are kept.
+        if key.len() + value.len() > 4096 {
+            return Ok(());
+        }
+        self.add_labels(digest, HashMap::from([(key, value)])).await
+    }
+
     pub(crate) async fn add_labels(
         &self,
         digest: &Digest,
@@ -557,9 +580,13 @@ impl Pull<'_> {
     }
 }
 
-/// Pulls `req.reference` into namespace `ns`, reporting progress on `events`.
-pub async fn pull(b: &Backends, ns: &str, req: &pb::PullRequest, events: Events) -> Result<()> {
-    let reference = Reference::parse(&req.reference)?;
+/// The gateway's registry client (made at first use, then shared), speaking plain HTTP to
+/// `reference`'s registry when `plain_http` asks for it.
+pub(crate) async fn registry_client(
+    b: &Backends,
+    reference: &Reference,
+    plain_http: bool,
+) -> Result<Client> {
     let shared = b
         .registry
         .get_or_try_init(|| async {
@@ -569,11 +596,17 @@ pub async fn pull(b: &Backends, ns: &str, req: &pb::PullRequest, events: Events)
             })
         })
         .await?;
-    let client = if req.plain_http {
+    Ok(if plain_http {
         shared.with_insecure_registry(reference.registry())
     } else {
         shared.clone()
-    };
+    })
+}
+
+/// Pulls `req.reference` into namespace `ns`, reporting progress on `events`.
+pub async fn pull(b: &Backends, ns: &str, req: &pb::PullRequest, events: Events) -> Result<()> {
+    let reference = Reference::parse(&req.reference)?;
+    let client = registry_client(b, &reference, req.plain_http).await?;
     let platform = if req.platform.is_empty() {
         Platform::host()
     } else {
@@ -692,6 +725,9 @@ impl<'a> Pull<'a> {
         }
         self.store_small(config_desc, config_bytes, config_labels)
             .await?;
+        if let Err(e) = self.mark_source(&config_desc.digest).await {
+            tracing::warn!(digest = %config_desc.digest, error = %e, "recording where a config came from");
+        }
         let mut manifest_labels = HashMap::from([(
             "containerd.io/gc.ref.content.config".to_owned(),
             config_desc.digest.to_string(),
@@ -767,24 +803,29 @@ async fn create_image(p: &Pull<'_>, name: &str, root: &Descriptor) -> Result<()>
         created_at: None,
         updated_at: None,
     };
-    let created =
-        p.b.images
-            .clone()
-            .create(with_namespace(
-                &p.ns,
-                ipb::CreateImageRequest {
-                    image: Some(image.clone()),
-                    source_date_epoch: None,
-                },
-            )?)
-            .await;
+    put_image(p.b, &p.ns, image).await
+}
+
+/// Creates image record `image`, or points the one of that name at its target.
+pub(crate) async fn put_image(b: &Backends, ns: &str, image: ipb::Image) -> Result<()> {
+    let created = b
+        .images
+        .clone()
+        .create(with_namespace(
+            ns,
+            ipb::CreateImageRequest {
+                image: Some(image.clone()),
+                source_date_epoch: None,
+            },
+        )?)
+        .await;
     match created {
         Ok(_) => Ok(()),
         Err(s) if s.code() == tonic::Code::AlreadyExists => {
-            p.b.images
+            b.images
                 .clone()
                 .update(with_namespace(
-                    &p.ns,
+                    ns,
                     ipb::UpdateImageRequest {
                         image: Some(image),
                         update_mask: Some(prost_types::FieldMask {
@@ -861,6 +902,9 @@ async fn run(
                         .map_err(|_| Error::internal("download limiter closed"))?;
                     p.layer_event(&l.digest, State::Waiting, 0, l.size).await;
                     let fetched = p.ensure_blob(l, labels, true).await?;
+                    if let Err(e) = p.mark_source(&l.digest).await {
+                        tracing::warn!(digest = %l.digest, error = %e, "recording where a layer came from");
+                    }
                     if fetched {
                         p.layers_fetched.fetch_add(1, Ordering::Relaxed);
                     } else {

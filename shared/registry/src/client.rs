@@ -1,5 +1,5 @@
 //! The registry client: scheme choice, authentication, retries, redirects, and the three
-//! operations a pull needs (resolve, fetch manifest, fetch blob).
+//! operations a pull needs (resolve, fetch manifest, fetch blob); a push's are in `push.rs`.
 
 use crate::auth::{
     Challenge, Credentials, DockerConfig, default_docker_config_dir, parse_challenges,
@@ -10,9 +10,10 @@ use crate::manifest::{
     MAX_CONFIG_SIZE, MAX_INDEX_SIZE, MAX_MANIFEST_SIZE, detect_media_type, media_types,
 };
 use crate::reference::{Reference, is_loopback_host};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
-use reqwest::{StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +41,11 @@ const ERROR_BODY_LIMIT: usize = 4096;
 const TOKEN_BODY_LIMIT: u64 = 1 << 20;
 /// Lifetime of a token whose response gives no `expires_in` (the distribution spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Blobs above this size are pushed in chunks by default.
+pub const DEFAULT_CHUNKED_UPLOAD_THRESHOLD: u64 = 16 << 20;
+/// The default size of an upload chunk.
+pub const DEFAULT_UPLOAD_CHUNK_SIZE: u64 = 16 << 20;
 
 /// How a [`Client`] reaches registries.
 #[derive(Debug, Clone)]
@@ -71,6 +77,11 @@ pub struct ClientConfig {
     /// default).
     pub max_config_size: u64,
     pub user_agent: String,
+    /// Blobs larger than this are pushed in chunks (PATCH with `Content-Range`), smaller ones
+    /// in one PUT.
+    pub chunked_upload_threshold: u64,
+    /// Size of each chunk of a chunked upload (the last may be smaller).
+    pub upload_chunk_size: u64,
 }
 
 impl Default for ClientConfig {
@@ -88,6 +99,8 @@ impl Default for ClientConfig {
             max_index_size: MAX_INDEX_SIZE,
             max_config_size: MAX_CONFIG_SIZE,
             user_agent: format!("strata/{}", env!("CARGO_PKG_VERSION")),
+            chunked_upload_threshold: DEFAULT_CHUNKED_UPLOAD_THRESHOLD,
+            upload_chunk_size: DEFAULT_UPLOAD_CHUNK_SIZE,
         }
     }
 }
@@ -438,11 +451,11 @@ impl Client {
         })
     }
 
-    fn max_attempts(&self) -> u32 {
+    pub(crate) fn max_attempts(&self) -> u32 {
         self.inner.config.max_attempts.max(1)
     }
 
-    fn endpoint(&self, reference: &Reference, kind: &str, tail: &str) -> Result<Url> {
+    pub(crate) fn endpoint(&self, reference: &Reference, kind: &str, tail: &str) -> Result<Url> {
         let scheme = if self.plain_http(reference) {
             "http"
         } else {
@@ -487,7 +500,7 @@ impl Client {
         }
     }
 
-    fn cached_auth(&self, key: &(String, String)) -> Result<Option<String>> {
+    pub(crate) fn cached_auth(&self, key: &(String, String)) -> Result<Option<String>> {
         let cached = {
             let mut map = self
                 .inner
@@ -526,12 +539,32 @@ impl Client {
         headers: &HeaderMap,
         what: &str,
     ) -> Result<reqwest::Response> {
-        let key = (reference.registry().to_owned(), reference.pull_scope());
+        let scope = reference.pull_scope();
+        self.request(reference, &scope, &Method::GET, url, headers, None, what)
+            .await
+    }
+
+    /// One request with authentication for `scope` (a token scope such as
+    /// `repository:a/b:pull`): anonymous (or cached authorization for that scope) first; on 401
+    /// answer the challenge once and retry. `body` is sent again on each try, so it is whole in
+    /// memory: small bodies only (manifests, empty POSTs); blobs go through the upload path.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn request(
+        &self,
+        reference: &Reference,
+        scope: &str,
+        method: &Method,
+        url: Url,
+        headers: &HeaderMap,
+        body: Option<&Bytes>,
+        what: &str,
+    ) -> Result<reqwest::Response> {
+        let key = (reference.registry().to_owned(), scope.to_owned());
         let mut auth = self.cached_auth(&key)?;
         let mut challenged = false;
         loop {
             let resp = self
-                .send(url.clone(), headers, auth.as_deref(), what)
+                .send(method, url.clone(), headers, body, auth.as_deref(), what)
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED || challenged {
                 return Ok(resp);
@@ -631,7 +664,14 @@ impl Client {
         }
         let auth = creds.map(Credentials::basic_header);
         let resp = self
-            .send(url, &HeaderMap::new(), auth.as_deref(), &token_what)
+            .send(
+                &Method::GET,
+                url,
+                &HeaderMap::new(),
+                None,
+                auth.as_deref(),
+                &token_what,
+            )
             .await?;
         if resp.status() != StatusCode::OK {
             return Err(status_error(resp, &token_what).await);
@@ -667,22 +707,27 @@ impl Client {
         Ok((token, lifetime))
     }
 
-    /// One logical GET: retries per hop, redirects followed by hand. The `Authorization`
-    /// header goes only to the origin of `url`; once a redirect leaves it, it is dropped for
-    /// good.
+    /// One logical request: retries per hop, redirects followed by hand (for GET and HEAD
+    /// only: an upload's answer is returned as it is). The `Authorization` header goes only to
+    /// the origin of `url`; once a redirect leaves it, it is dropped for good.
     async fn send(
         &self,
+        method: &Method,
         url: Url,
         headers: &HeaderMap,
+        body: Option<&Bytes>,
         auth: Option<&str>,
         what: &str,
     ) -> Result<reqwest::Response> {
         let mut url = url;
         let mut auth = auth;
+        let follow = *method == Method::GET || *method == Method::HEAD;
         for _ in 0..=MAX_REDIRECTS {
-            let resp = self.send_with_retries(&url, headers, auth, what).await?;
+            let resp = self
+                .send_with_retries(method, &url, headers, body, auth, what)
+                .await?;
             let status = resp.status();
-            if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+            if !follow || !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
                 return Ok(resp);
             }
             let location = resp
@@ -708,20 +753,23 @@ impl Client {
 
     async fn send_with_retries(
         &self,
+        method: &Method,
         url: &Url,
         headers: &HeaderMap,
+        body: Option<&Bytes>,
         auth: Option<&str>,
         what: &str,
     ) -> Result<reqwest::Response> {
-        let http = if url_is_loopback(url) {
-            &self.inner.direct
-        } else {
-            &self.inner.http
-        };
+        let http = self.http_for(url);
         let max = self.max_attempts();
         let mut attempt = 1;
         loop {
-            let mut req = http.get(url.clone()).headers(headers.clone());
+            let mut req = http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(b) = body {
+                req = req.body(b.clone());
+            }
             if let Some(a) = auth {
                 req = req.header(header::AUTHORIZATION, a);
             }
@@ -766,8 +814,17 @@ impl Client {
         }
     }
 
+    /// The HTTP client for `url`: loopback addresses never go through a proxy.
+    pub(crate) fn http_for(&self, url: &Url) -> &reqwest::Client {
+        if url_is_loopback(url) {
+            &self.inner.direct
+        } else {
+            &self.inner.http
+        }
+    }
+
     /// Exponential back-off after try `attempt` (1-based), with up to 25% jitter.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let cfg = &self.inner.config;
         let factor = 1u32
             .checked_shl(attempt.saturating_sub(1))
@@ -794,7 +851,7 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-fn same_origin(a: &Url, b: &Url) -> bool {
+pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
@@ -822,7 +879,11 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
 }
 
 /// Reads a whole body, failing past `limit` bytes.
-async fn read_limited(mut resp: reqwest::Response, limit: u64, what: &str) -> Result<Vec<u8>> {
+pub(crate) async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>> {
     if resp.content_length().is_some_and(|l| l > limit) {
         return Err(RegistryError::TooLarge {
             what: what.to_owned(),
@@ -846,7 +907,7 @@ async fn read_limited(mut resp: reqwest::Response, limit: u64, what: &str) -> Re
 }
 
 /// Turns a final non-success response into an error, with the registry's error codes.
-async fn status_error(resp: reqwest::Response, what: &str) -> RegistryError {
+pub(crate) async fn status_error(resp: reqwest::Response, what: &str) -> RegistryError {
     let status = resp.status().as_u16();
     let (detail, codes) = read_error_body(resp).await;
     let unknown = codes.iter().any(|c| {
@@ -874,7 +935,7 @@ async fn status_error(resp: reqwest::Response, what: &str) -> RegistryError {
 
 /// The start of an error body, as `CODE: message` items when it is the registry's JSON error
 /// form, else as text.
-async fn read_error_body(mut resp: reqwest::Response) -> (String, Vec<String>) {
+pub(crate) async fn read_error_body(mut resp: reqwest::Response) -> (String, Vec<String>) {
     let mut buf = Vec::new();
     while buf.len() < ERROR_BODY_LIMIT {
         match resp.chunk().await {

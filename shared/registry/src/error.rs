@@ -115,6 +115,14 @@ pub enum RegistryError {
     #[error("docker config {path:?}: {reason}")]
     DockerConfig { path: String, reason: String },
 
+    /// The bytes of a blob to push could not be read from where they are kept.
+    #[error("{what}: {source}")]
+    Source {
+        what: String,
+        #[source]
+        source: strata_core::Error,
+    },
+
     /// Building the HTTP client failed (TLS backend initialisation).
     #[error("building http client: {0}")]
     Client(#[source] reqwest::Error),
@@ -139,6 +147,7 @@ impl RegistryError {
             | Self::BeyondDeclaredSize { .. } => Kind::FailedPrecondition,
             Self::Connect { .. } | Self::Exhausted { .. } | Self::Body { .. } => Kind::Unavailable,
             Self::RangeNotSatisfiable { .. } => Kind::OutOfRange,
+            Self::Source { source, .. } => source.kind(),
             Self::Unauthorized { .. }
             | Self::Status { .. }
             | Self::TooLarge { .. }

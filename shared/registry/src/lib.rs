@@ -1,7 +1,8 @@
-//! An OCI distribution (registry v2) client for pulling images: Docker-compatible reference
-//! parsing, anonymous/bearer/basic authentication with credentials from a Docker config file,
-//! bounded retries, manifest resolution with digest checks, resumable blob streams, manifest
-//! and image config types, and containerd-style platform selection.
+//! An OCI distribution (registry v2) client for pulling and pushing images: Docker-compatible
+//! reference parsing, anonymous/bearer/basic authentication with credentials from a Docker
+//! config file, bounded retries, manifest resolution with digest checks, resumable blob
+//! streams, manifest and image config types, containerd-style platform selection, and pushes
+//! (blobs skipped when present, mounted across repositories, uploaded whole or in chunks).
 //!
 //! ```no_run
 //! # async fn pull() -> Result<(), strata_registry::RegistryError> {
@@ -22,6 +23,7 @@ mod client;
 mod error;
 pub mod manifest;
 mod platform;
+mod push;
 mod reference;
 
 pub use auth::{
@@ -29,11 +31,14 @@ pub use auth::{
     parse_challenges,
 };
 pub use blob::{BlobStream, Verify, verify};
-pub use client::{Client, ClientConfig, Resolved};
+pub use client::{
+    Client, ClientConfig, DEFAULT_CHUNKED_UPLOAD_THRESHOLD, DEFAULT_UPLOAD_CHUNK_SIZE, Resolved,
+};
 pub use error::{RegistryError, Result};
 pub use manifest::{
     ContainerConfig, Descriptor, History, ImageConfig, ImageIndex, ImageManifest, MAX_CONFIG_SIZE,
     MAX_INDEX_SIZE, MAX_MANIFEST_SIZE, Manifest, RootFs, media_types,
 };
 pub use platform::{Platform, select};
+pub use push::{BlobPushed, BlobSource, ByteStream};
 pub use reference::{DEFAULT_API_HOST, DEFAULT_DOMAIN, Reference, is_loopback_host};

@@ -171,6 +171,11 @@ impl Reference {
         format!("repository:{}:pull", self.repository)
     }
 
+    /// The token scope for pushing to this repository (a push reads too: `HEAD` of blobs).
+    pub fn push_scope(&self) -> String {
+        format!("repository:{}:pull,push", self.repository)
+    }
+
     /// True when the registry is on a loopback address (`localhost`, `127.0.0.0/8`, `[::1]`),
     /// where plain HTTP is used, as Docker does.
     pub fn is_loopback(&self) -> bool {
@@ -514,5 +519,6 @@ mod tests {
         assert_eq!(t.to_string(), "docker.io/library/busybox:2");
         assert!(r.with_tag("bad tag").is_err());
         assert_eq!(r.pull_scope(), "repository:library/busybox:pull");
+        assert_eq!(r.push_scope(), "repository:library/busybox:pull,push");
     }
 }
