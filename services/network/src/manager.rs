@@ -153,6 +153,52 @@ fn check_plain(what: &str, s: &str, max: usize) -> Result<()> {
     }
 }
 
+/// What the plugins are told of an attachment: its ID, namespace, `eth0`, and the ports to
+/// publish.
+fn runtime_conf(cni_id: &str, netns_path: &Path, ports: &[Port]) -> RuntimeConf {
+    RuntimeConf {
+        container_id: cni_id.to_owned(),
+        netns: netns_path.to_owned(),
+        ifname: "eth0".into(),
+        args: vec![("IgnoreUnknown".into(), "1".into())],
+        capability_args: [(
+            "portMappings".to_owned(),
+            Value::Array(
+                ports
+                    .iter()
+                    .map(|p| {
+                        let mut m = json!({
+                            "hostPort": p.host_port,
+                            "containerPort": p.container_port,
+                            "protocol": p.protocol,
+                        });
+                        if !p.host_ip.is_unspecified() {
+                            m["hostIP"] = json!(p.host_ip.to_string());
+                        }
+                        m
+                    })
+                    .collect(),
+            ),
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
+/// The list an attachment runs: the network's, without portmap when nothing is published on
+/// a network strata made (it would run for nothing, at start and at stop).
+fn list_for(net: &NetworkRecord, ports: &[Port]) -> Result<NetworkConfigList> {
+    let mut config = net.config.clone();
+    if ports.is_empty()
+        && net.driver == "bridge"
+        && let Some(plugins) = config["plugins"].as_array_mut()
+    {
+        plugins.retain(|p| p["type"] != "portmap");
+    }
+    NetworkConfigList::from_value(config)
+        .map_err(|e| cni_error(&format!("network {:?}", net.name), e))
+}
+
 impl Manager {
     /// Opens the service's state, makes the default network if it is missing, re-reserves the
     /// ports of every attachment, and tears down what no record names (results cached by the
@@ -251,6 +297,7 @@ impl Manager {
             }
         }
         m.reconcile().await;
+        m.restore().await;
         Ok(m)
     }
 
@@ -597,43 +644,8 @@ impl Manager {
         let cni_id = random_hex(16)?;
         let netns_path = self.s.netns_dir.join(&cni_id);
         let dir = self.s.root.join("containers").join(ns).join(id);
-        let rt = RuntimeConf {
-            container_id: cni_id.clone(),
-            netns: netns_path.clone(),
-            ifname: "eth0".into(),
-            args: vec![("IgnoreUnknown".into(), "1".into())],
-            capability_args: [(
-                "portMappings".to_owned(),
-                Value::Array(
-                    ports
-                        .iter()
-                        .map(|p| {
-                            let mut m = json!({
-                                "hostPort": p.host_port,
-                                "containerPort": p.container_port,
-                                "protocol": p.protocol,
-                            });
-                            if !p.host_ip.is_unspecified() {
-                                m["hostIP"] = json!(p.host_ip.to_string());
-                            }
-                            m
-                        })
-                        .collect(),
-                ),
-            )]
-            .into_iter()
-            .collect(),
-        };
-        let mut config = net.config.clone();
-        if ports.is_empty()
-            && net.driver == "bridge"
-            && let Some(plugins) = config["plugins"].as_array_mut()
-        {
-            // Nothing to publish: portmap would run for nothing, at start and at stop.
-            plugins.retain(|p| p["type"] != "portmap");
-        }
-        let list = NetworkConfigList::from_value(config)
-            .map_err(|e| cni_error(&format!("network {:?}", net.name), e))?;
+        let rt = runtime_conf(&cni_id, &netns_path, &ports);
+        let list = list_for(net, &ports)?;
         let what = format!("attaching container {id:?} to network {:?}", net.name);
         let undo = |stage: u8| {
             let rt = rt.clone();
@@ -847,6 +859,67 @@ impl Manager {
         records::remove(&self.attachment_file(&rec.namespace, &rec.container_id))?;
         let _ = std::fs::remove_dir_all(&rec.dir);
         Ok(())
+    }
+
+    /// Attachments whose namespace is gone (the host rebooted: `/run` is empty) are set up
+    /// again, at the same path with the same ports, so their containers start again; one that
+    /// cannot be is logged and left for its container's removal.
+    async fn restore(&self) {
+        let lost: Vec<AttachmentRecord> = {
+            let st = self.state.lock().await;
+            st.attachments
+                .values()
+                .filter(|a| !netns::exists(&a.netns))
+                .cloned()
+                .collect()
+        };
+        for a in lost {
+            let net = self.state.lock().await.networks.get(&a.network).cloned();
+            let Some(net) = net else {
+                tracing::warn!(container = %a.key(), network = %a.network, "the network of an attachment is gone");
+                continue;
+            };
+            let rt = runtime_conf(&a.cni_id, &a.netns, &a.ports);
+            let made = async {
+                // What the plugins set up on the host before (veth, address files) goes first.
+                let _ = self.cni.del(&a.network, None, &rt).await;
+                let _ = netns::remove(&a.netns);
+                netns::create(&a.netns).map_err(|e| cni_error("restoring", e))?;
+                let list = list_for(&net, &a.ports)?;
+                self.cni
+                    .add(&list, &rt)
+                    .await
+                    .map_err(|e| cni_error("restoring", e))
+            }
+            .await;
+            match made {
+                Ok(result) => {
+                    let mut rec = a.clone();
+                    if let Some(addr) = result["ips"][0]["address"].as_str() {
+                        rec.address = addr.to_owned();
+                    }
+                    let mut st = self.state.lock().await;
+                    let peers: Vec<AttachmentRecord> = st
+                        .attachments
+                        .values()
+                        .filter(|p| net.names && p.network == rec.network)
+                        .cloned()
+                        .collect();
+                    let peers: Vec<&AttachmentRecord> = peers.iter().collect();
+                    if let Err(e) = records::write(
+                        &self.attachment_file(&rec.namespace, &rec.container_id),
+                        &rec,
+                    )
+                    .and_then(|()| self.write_files(&rec, &peers))
+                    {
+                        tracing::warn!(container = %rec.key(), "restoring: {e}");
+                    }
+                    tracing::info!(container = %rec.key(), address = %rec.address, "network set up again");
+                    st.attachments.insert(rec.key(), rec);
+                }
+                Err(e) => tracing::warn!(container = %a.key(), "setting the network up again: {e}"),
+            }
+        }
     }
 
     /// Tears down what no attachment record names: cached plugin results (DEL from the cache),

@@ -408,3 +408,38 @@ async fn an_installed_configuration_list_is_a_network_containers_can_join() {
     m.detach("default", "op1").await.unwrap();
     assert!(!a.netns.exists());
 }
+
+#[tokio::test]
+async fn after_a_reboot_an_attachment_is_set_up_again_at_the_same_path() {
+    let w = World::new();
+    let m = w.open().await;
+    let a = m
+        .attach(
+            "default",
+            "boot",
+            &AttachSpec {
+                ports: vec![port(0, 80)],
+                ..AttachSpec::default()
+            },
+        )
+        .await
+        .unwrap();
+    drop(m);
+    // A reboot empties /run: the namespace is gone, the record stays.
+    strata_cni::netns::remove(&a.netns).unwrap();
+    assert!(!strata_cni::netns::exists(&a.netns));
+    let m = w.open().await;
+    assert!(
+        strata_cni::netns::exists(&a.netns),
+        "the namespace was not made again"
+    );
+    let again = m.attachment("default", "boot").await.unwrap();
+    let server = serve_in(&again.netns, 80, b"after reboot", 1);
+    assert_eq!(
+        fetch(Ipv4Addr::LOCALHOST, again.ports[0].host_port),
+        "after reboot"
+    );
+    server.join().unwrap();
+    m.detach("default", "boot").await.unwrap();
+    assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
+}
