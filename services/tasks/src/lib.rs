@@ -1,21 +1,19 @@
 //! strata-tasks: containers over an embedded database ([`containers`]), the in-process event
 //! exchange ([`events`]) and the gRPC adapters ([`grpc`]) serving containerd's Containers and
-//! Events APIs; tasks driving per-container supervisors ([`tasks`], served by [`tasks_grpc`]);
+//! Events APIs; tasks driving per-container supervisors ([`tasks`], served by [`grpc::tasks`]);
 //! and the processes' output logs read back ([`logs`], served as `strata.tasks.v1.Io` by
-//! [`io_grpc`]).
+//! [`grpc::io`]).
 
 pub mod attach;
 pub mod containers;
 pub mod events;
 pub mod grpc;
-pub mod io_grpc;
 mod locks;
 pub mod logs;
 pub mod metrics;
 pub mod private;
 pub mod shim_exe;
 pub mod tasks;
-pub mod tasks_grpc;
 
 pub use containers::{LocalContainers, StoreError};
 pub use events::{Exchange, Subscription};

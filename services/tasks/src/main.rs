@@ -7,10 +7,10 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use strata_grpc::server::{self, CommonArgs};
+use strata_tasks::grpc::io::{self as io_grpc, IoService};
+use strata_tasks::grpc::tasks::TasksService;
 use strata_tasks::grpc::{ContainersService, EventsService, names};
-use strata_tasks::io_grpc::{self, IoService};
 use strata_tasks::tasks::{self as tasks_core, Tasks};
-use strata_tasks::tasks_grpc::TasksService;
 use strata_tasks::{Config, Exchange, LocalContainers};
 
 /// strata's tasks service: containers and events.
