@@ -27,7 +27,7 @@ use strata_api::containerd::services::diff::v1 as dpb;
 use strata_api::containerd::services::tasks::v1 as tpb;
 use strata_api::containerd::v1::types::Status as TaskStatus;
 use strata_api::strata::gateway::v1 as pb;
-use strata_core::content::read_all;
+use strata_core::content::{ContentStore, read_all};
 use strata_core::descriptor::{Descriptor, UNCOMPRESSED_LABEL};
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Digest, Error, Kind, Result};
@@ -398,6 +398,10 @@ async fn diff(
             )?)
             .await
             .map_err(|s| from_status(s).context(format!("container {id:?}: writing its changes")));
+        if r.is_err() {
+            // The collector never removes ingests: what the differ wrote goes now.
+            let _ = b.content.abort(ns, &reference).await;
+        }
         let resumed = if paused {
             resume(b, ns, id).await
         } else {

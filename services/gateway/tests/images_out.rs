@@ -496,3 +496,56 @@ fn a_container_that_ran_and_changed_nothing_gives_an_empty_layer_entry() {
     w.ok(&["commit", "wrote", "wrote:1"]);
     assert_eq!(layer_entries(&w, "wrote:1", 2), "tmp/\ntmp/x\n");
 }
+
+#[test]
+fn an_image_with_a_docker_manifest_commits_to_one() {
+    let w = world();
+    // A classic `docker save` archive (manifest.json, uncompressed layers, no index.json), made
+    // from a saved one: import makes a Docker schema 2 manifest for it.
+    let saved = w.stack.path().join("saved.tar");
+    w.ok(&["save", "-o", saved.to_str().unwrap(), &w.image]);
+    let files = tar_files(&saved);
+    let mut manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let classic = w.stack.path().join("classic.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&classic).unwrap());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    let config = manifest[0]["Config"].as_str().unwrap().to_owned();
+    add(&config, &files[&config]);
+    for (i, l) in manifest[0]["Layers"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        let gz = w.stack.path().join(format!("layer{i}.gz"));
+        std::fs::write(&gz, &files[l.as_str().unwrap()]).unwrap();
+        let tar = run(std::process::Command::new("gzip").arg("-dc").arg(&gz), None);
+        assert!(tar.status.success());
+        let path = format!("layer{i}/layer.tar");
+        add(&path, &tar.stdout);
+        *l = Value::String(path);
+    }
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    b.into_inner().unwrap();
+    w.ok(&["rmi", &w.image]);
+    w.ok(&["load", "-i", classic.to_str().unwrap()]);
+    let docker = "application/vnd.docker.distribution.manifest.v2+json";
+    assert_eq!(inspect(&w, &w.image)["Manifest"]["MediaType"], docker);
+
+    committed(&w, "c1", "docker:1", &[]);
+    let img = inspect(&w, "docker:1");
+    assert_eq!(img["Manifest"]["MediaType"], docker);
+    assert_eq!(
+        img["Manifest"]["Layers"][1]["MediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    assert_eq!(
+        w.ok(&["run", "--rm", "docker:1", "cat", "/w/file"]),
+        "hello\n"
+    );
+}
