@@ -12,8 +12,9 @@
 //!    of it under a lease until the record holds it, through the same code as pull ([`Pull`]).
 //!
 //! The layer blob is written by the snapshotter before the gateway can add it to the lease:
-//! it carries a back reference to the container's snapshot, so the collector keeps it while the
-//! container exists, whatever the grace period.
+//! it is written with a back reference to the container's snapshot, so the collector keeps it
+//! while the container exists, whatever the grace period; once the lease holds it (or, for an
+//! empty layer, nothing wants it) the label goes.
 
 use crate::Backends;
 use crate::api::find_image;
@@ -39,6 +40,12 @@ use strata_registry::{ImageManifest, Reference, media_types};
 /// The diff ID of a layer that changes nothing: an empty tar (two zero blocks).
 fn empty_layer() -> Digest {
     Digest::of(&[0u8; 1024])
+}
+
+/// The label that makes the layer blob and the parent's view live as long as the container's
+/// snapshot, until the commit's lease holds them.
+fn keep_label(snapshotter: &str) -> String {
+    format!("containerd.io/gc.bref.snapshot.{snapshotter}/commit")
 }
 
 /// What a commit made.
@@ -214,11 +221,22 @@ async fn made(
         .transpose()?
         .ok_or_else(|| Error::internal("the differ did not say the layer's diff ID"))?;
     let empty = diff_id == empty_layer();
+    if !empty {
+        p.lease_add_content(&layer.digest).await?;
+    }
+    // Held by the lease now (or not wanted: an empty layer is left to the collector), the blob
+    // needs its back reference to the container no more.
+    let key = keep_label(&p.snapshotter);
+    let mut info = p.b.content.info(&p.ns, &layer.digest).await?;
+    if info.labels.remove(&key).is_some() {
+        p.b.content
+            .update(&p.ns, info, &[format!("labels.{key}")])
+            .await?;
+    }
 
     let mut diff_ids = base.diff_ids().to_vec();
     let mut layers = base.manifest.layers.clone();
     if !empty {
-        p.lease_add_content(&layer.digest).await?;
         let parent = base
             .chain_ids
             .last()
@@ -355,10 +373,7 @@ async fn diff(
     // The view and the blob live as long as the container's snapshot at least: the collector
     // leaves them alone before they reach the lease (or should the gateway die meanwhile, until
     // the container goes).
-    let keep = HashMap::from([(
-        format!("containerd.io/gc.bref.snapshot.{sn}/commit"),
-        c.snapshot_key.clone(),
-    )]);
+    let keep = HashMap::from([(keep_label(sn), c.snapshot_key.clone())]);
     let right = b.snapshots.mounts(sn, ns, &c.snapshot_key).await?;
     let view = format!("commit-{nanos}-{id}");
     let left = match base.chain_ids.last() {

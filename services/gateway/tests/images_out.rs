@@ -95,6 +95,9 @@ fn a_committed_container_s_files_are_in_the_new_image() {
         "{}",
         w.snapshots()
     );
+    // The back reference that kept the layer blob before the lease held it is gone.
+    let content = ok(w.stack.ctr().args(["content", "ls"]), None);
+    assert!(!content.contains("gc.bref.snapshot"), "{content}");
     // One history entry more: the container's command, the message.
     let h = history(&w, "committed:1");
     assert_eq!(h.len(), base_history.len() + 1);
