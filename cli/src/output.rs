@@ -63,6 +63,10 @@ fn short(digest: &str) -> String {
 
 /// Splits `registry/repo:tag` into (repository, tag) as `docker images` shows them.
 fn repo_tag(name: &str) -> (String, String) {
+    // An image known only by its ID (a commit without a name), as Docker shows one.
+    if name.starts_with("sha256:") {
+        return ("<none>".into(), "<none>".into());
+    }
     let name = name.split('@').next().unwrap_or(name);
     let last_slash = name.rfind('/').map_or(0, |i| i + 1);
     match name[last_slash..].rfind(':') {
