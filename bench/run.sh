@@ -16,7 +16,7 @@ export BENCH_RESULTS
 # versions within the run.
 src=${BIN:-$here/../target/release}
 mkdir -p "$tmp/bin"
-for b in strata strata-content strata-snapshotter strata-images strata-tasks strata-network strata-gateway strata-shim layer-apply run-phases; do
+for b in strata strata-content strata-snapshotter strata-images strata-tasks strata-network strata-gateway strata-shim layer-apply run-phases seccomp-cost; do
   [ -x "$src/$b" ] || { echo "missing $src/$b: build with cargo build --release --bins" >&2; exit 1; }
   cp "$src/$b" "$tmp/bin/"
 done
