@@ -384,7 +384,10 @@ impl Pull<'_> {
         let start = offset;
         let (client, source) = self.source()?;
         if offset < desc.size || desc.size == 0 {
-            let mut stream = client.fetch_blob(source, &desc.digest, offset).await?;
+            // Held to the size the manifest declares: a registry sending more is cut off.
+            let mut stream = client
+                .fetch_blob_sized(source, &desc.digest, desc.size, offset)
+                .await?;
             if offset > 0 && !stream.resumed() {
                 // The registry ignored the range: start over.
                 offset = w.write(0, Bytes::new()).await?;
@@ -531,22 +534,11 @@ impl Pull<'_> {
         Ok(())
     }
 
-    /// Fetches a small blob (manifest, config) fully into memory, verified.
-    async fn small_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+    /// Fetches the image config `digest` of `size` bytes fully into memory: capped (the
+    /// registry client's config limit), held to its declared size, verified.
+    async fn small_blob(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
         let (client, source) = self.source()?;
-        let mut stream = client.fetch_blob(source, digest, 0).await?;
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.next_chunk().await {
-            out.extend_from_slice(&chunk?);
-        }
-        let got = Digest::of(&out);
-        if &got != digest {
-            return Err(Error::failed_precondition(format!(
-                "blob {digest} from {} has digest {got}",
-                source.name()
-            )));
-        }
-        Ok(out)
+        Ok(client.fetch_config(source, digest, size).await?)
     }
 
     pub(crate) async fn store_small(
@@ -870,7 +862,7 @@ async fn run(
     };
     let manifest = ImageManifest::from_slice(&manifest_bytes)?;
     let config_desc = manifest.config.to_core();
-    let config_bytes = p.small_blob(&config_desc.digest).await?;
+    let config_bytes = p.small_blob(&config_desc.digest, config_desc.size).await?;
     let config = ImageConfig::from_slice(&config_bytes)?;
     let diff_ids = config.rootfs.diff_ids.clone();
     let layers: Vec<Descriptor> = manifest.layers.iter().map(|l| l.to_core()).collect();
