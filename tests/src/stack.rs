@@ -201,6 +201,23 @@ impl Drop for Stack {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+            // User networks' bridges (and their routes) go too: a later test may take the
+            // same subnet.
+            let networks = self.dir.path().join("network/networks");
+            for entry in std::fs::read_dir(networks).into_iter().flatten().flatten() {
+                let Ok(text) = std::fs::read(entry.path()) else {
+                    continue;
+                };
+                let record: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+                if record["default"] == false
+                    && let Some(bridge) = record["bridge"].as_str()
+                {
+                    let _ = Command::new("ip")
+                        .args(["link", "del", bridge])
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+            }
         }
     }
 }
