@@ -143,14 +143,32 @@ pub async fn inspect(ctx: &Ctx, c: &Clients, channel: Channel, id: &str) -> anyh
                     list.push(serde_json::json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}));
                 }
             }
-            serde_json::json!({
-                "Networks": {a.network.clone(): {
+            let mut networks = serde_json::Map::new();
+            networks.insert(
+                a.network.clone(),
+                serde_json::json!({
                     "IPAddress": ip,
                     "IPPrefixLen": prefix.parse::<u32>().unwrap_or(0),
                     "Gateway": a.gateway,
                     "MacAddress": a.mac_address,
                     "Aliases": a.aliases,
-                }},
+                }),
+            );
+            for l in &a.links {
+                let (ip, prefix) = l.address.split_once('/').unwrap_or((&l.address, ""));
+                networks.insert(
+                    l.network.clone(),
+                    serde_json::json!({
+                        "IPAddress": ip,
+                        "IPPrefixLen": prefix.parse::<u32>().unwrap_or(0),
+                        "Gateway": l.gateway,
+                        "MacAddress": l.mac_address,
+                        "Aliases": l.aliases,
+                    }),
+                );
+            }
+            serde_json::json!({
+                "Networks": networks,
                 "Ports": ports,
                 "SandboxKey": a.netns_path,
             })

@@ -34,6 +34,16 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Connect a running or created container to one more network
+    Connect {
+        /// Another name for the container on that network
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network it was connected to
+    Disconnect { network: String, container: String },
     /// Remove networks (refused while a container is attached)
     #[command(alias = "remove")]
     Rm {
@@ -164,6 +174,25 @@ pub async fn network(ctx: &Ctx, channel: Channel, cmd: NetworkCommand) -> anyhow
                 all.push(network_json(&n));
             }
             println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        NetworkCommand::Connect {
+            aliases,
+            network,
+            container,
+        } => {
+            c.connect_network(ctx.req(npb::ConnectRequest {
+                container_id: container,
+                network,
+                aliases,
+            })?)
+            .await?;
+        }
+        NetworkCommand::Disconnect { network, container } => {
+            c.disconnect_network(ctx.req(npb::DisconnectRequest {
+                container_id: container,
+                network,
+            })?)
+            .await?;
         }
         NetworkCommand::Rm { names } => {
             for name in names {

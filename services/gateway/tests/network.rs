@@ -373,6 +373,81 @@ fn outbound_traffic_leaves_with_the_hosts_address_and_files_are_written() {
 }
 
 #[test]
+fn connect_and_disconnect_a_container_to_a_second_network() {
+    let w = world();
+    let (a, b) = (TestNet::take(), TestNet::take());
+    w.ok(&["network", "create", "--subnet", &a.subnet, "front"]);
+    w.ok(&["network", "create", "--subnet", &b.subnet, "back"]);
+    let web = w.web(&["--name", "api", "--net", "back"]);
+    let client = w
+        .ok(&[
+            "run", "-d", "--name", "cli", "--net", "front", &w.image, "sleep", "600",
+        ])
+        .trim()
+        .to_owned();
+    // (busybox's wget crashes in an exec'd process here; nc does the same job.)
+    let fetch = |name: &str| {
+        let out = w.cli(&[
+            "exec",
+            &client,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {name} 80"),
+        ]);
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.success() && body.contains("hello from strata"),
+            body,
+        )
+    };
+    // Networks are isolated, and cli knows no name on back.
+    assert!(!fetch("api").0);
+    w.ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "gateway-api",
+        "back",
+        &client,
+    ]);
+    let inspect: serde_json::Value = serde_json::from_str(&w.ok(&["inspect", &client])).unwrap();
+    let nets = &inspect[0]["NetworkSettings"]["Networks"];
+    assert!(
+        nets["front"]["IPAddress"].is_string() && nets["back"]["IPAddress"].is_string(),
+        "{inspect}"
+    );
+    for name in ["api", "api.back"] {
+        let start = Instant::now();
+        loop {
+            let (reached, body) = fetch(name);
+            if reached {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{name} never answered: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // api sees cli by its alias on back.
+    let hosts = w.ok(&["exec", &web, "cat", "/etc/hosts"]);
+    assert!(hosts.contains("gateway-api"), "{hosts}");
+    let out = w.cli(&["network", "connect", "back", &client]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already on network \"back\""));
+    let out = w.cli(&["network", "rm", "back"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    w.ok(&["network", "disconnect", "back", &client]);
+    assert!(!fetch("api").0);
+    let out = w.cli(&["network", "disconnect", "front", &client]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("first network"));
+    w.ok(&["rm", "-f", &client, &web]);
+    w.ok(&["network", "rm", "front", "back"]);
+    w.nothing_left();
+}
+
+#[test]
 fn runc_and_crun_join_the_persistent_namespace_too() {
     let w = world();
     for runtime in ["runc", "crun", "builtin"] {

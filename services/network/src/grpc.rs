@@ -65,6 +65,18 @@ fn port_pb(p: &Port) -> pb::PortMapping {
 fn attachment_pb(a: AttachmentRecord) -> pb::Attachment {
     pb::Attachment {
         ports: a.ports.iter().map(port_pb).collect(),
+        links: a
+            .links
+            .iter()
+            .map(|l| pb::Link {
+                network: l.network.clone(),
+                interface: l.ifname.clone(),
+                address: l.address.clone(),
+                gateway: l.gateway.clone(),
+                mac_address: l.mac.clone(),
+                aliases: l.aliases.clone(),
+            })
+            .collect(),
         container_id: a.container_id,
         network: a.network,
         netns_path: a.netns.display().to_string(),
@@ -163,6 +175,33 @@ impl Networks for NetworkService {
         let ns = namespace(&request)?;
         self.m
             .detach(&ns, &request.get_ref().container_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn connect_network(
+        &self,
+        request: Request<pb::ConnectRequest>,
+    ) -> Result<Response<pb::Attachment>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        let a = self
+            .m
+            .connect(&ns, &r.container_id, &r.network, &r.aliases)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(attachment_pb(a)))
+    }
+
+    async fn disconnect_network(
+        &self,
+        request: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<()>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        self.m
+            .disconnect(&ns, &r.container_id, &r.network)
             .await
             .map_err(to_status)?;
         Ok(Response::new(()))

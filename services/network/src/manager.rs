@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 
 use crate::files::{self, HostEntry, Resolv};
 use crate::ports::{self, Held, Port};
-use crate::records::{self, AttachmentRecord, NetworkRecord, key};
+use crate::records::{self, AttachmentRecord, Link, NetworkRecord, key};
 use crate::subnet::{self, Cidr};
 
 /// The default network's name (Docker's).
@@ -263,15 +263,7 @@ impl Manager {
                 st.networks.insert(rec.name.clone(), rec);
             }
             for a in st.attachments.values() {
-                let peers: Vec<&AttachmentRecord> =
-                    if st.networks.get(&a.network).is_some_and(|n| n.names) {
-                        st.attachments
-                            .values()
-                            .filter(|p| p.network == a.network)
-                            .collect()
-                    } else {
-                        Vec::new()
-                    };
+                let peers = Self::peer_entries(&st, a);
                 // Files a crash left empty or missing (they are not synced) are made again;
                 // others are left as the container may have edited them.
                 let whole = ["hostname", "hosts", "resolv.conf"]
@@ -484,7 +476,7 @@ impl Manager {
                 let on: Vec<String> = st
                     .attachments
                     .values()
-                    .filter(|a| a.network == n.name)
+                    .filter(|a| a.is_on(&n.name))
                     .map(AttachmentRecord::key)
                     .collect();
                 (n.clone(), on)
@@ -497,7 +489,7 @@ impl Manager {
         let st = self.state.lock().await;
         st.attachments
             .values()
-            .filter(|a| a.network == name)
+            .filter(|a| a.is_on(name))
             .map(AttachmentRecord::key)
             .collect()
     }
@@ -526,7 +518,7 @@ impl Manager {
         let users: Vec<String> = st
             .attachments
             .values()
-            .filter(|a| a.network == name)
+            .filter(|a| a.is_on(name))
             .map(AttachmentRecord::key)
             .chain(
                 st.busy
@@ -710,6 +702,7 @@ impl Manager {
             dir: dir.clone(),
             attached_at: now(),
             resolv: resolv.render(),
+            links: Vec::new(),
         };
         let written = self
             .write_files(&rec, &[])
@@ -724,7 +717,7 @@ impl Manager {
 
     /// Writes the container's files from its record (they are not synced: after a crash they
     /// are written again from the record, which is).
-    fn write_files(&self, rec: &AttachmentRecord, peers: &[&AttachmentRecord]) -> Result<()> {
+    fn write_files(&self, rec: &AttachmentRecord, peers: &[HostEntry]) -> Result<()> {
         std::fs::create_dir_all(&rec.dir)
             .map_err(|e| Error::internal(format!("creating {}: {e}", rec.dir.display())))?;
         files::write(&rec.dir.join("hostname"), &format!("{}\n", rec.hostname))?;
@@ -732,7 +725,7 @@ impl Manager {
         files::write(&rec.dir.join("resolv.conf"), &rec.resolv)
     }
 
-    fn hosts_of(&self, rec: &AttachmentRecord, peers: &[&AttachmentRecord]) -> String {
+    fn hosts_of(&self, rec: &AttachmentRecord, peers: &[HostEntry]) -> String {
         let mut names = vec![rec.hostname.clone()];
         if rec.container_id != rec.hostname {
             names.push(rec.container_id.clone());
@@ -750,41 +743,174 @@ impl Manager {
                 names: vec![n.clone()],
             })
             .collect();
-        let peers: Vec<HostEntry> = peers
-            .iter()
-            .filter(|p| p.key() != rec.key())
-            .map(|p| {
-                let mut names = vec![
-                    p.container_id.clone(),
-                    format!("{}.{}", p.container_id, p.network),
-                ];
-                if p.hostname != p.container_id {
-                    names.push(p.hostname.clone());
+        files::hosts(&own, &extra, peers)
+    }
+
+    /// The other containers `rec` resolves by name: those on each user network it is on, at
+    /// their address on that network (`name`, `name.network`, aliases there).
+    fn peer_entries(st: &State, rec: &AttachmentRecord) -> Vec<HostEntry> {
+        let mut out = Vec::new();
+        for (network, _, _) in rec.memberships() {
+            if !st.networks.get(network).is_some_and(|n| n.names) {
+                continue;
+            }
+            for p in st.attachments.values().filter(|p| p.key() != rec.key()) {
+                for (n, ip, aliases) in p.memberships() {
+                    if n != network {
+                        continue;
+                    }
+                    let mut names =
+                        vec![p.container_id.clone(), format!("{}.{}", p.container_id, n)];
+                    if p.hostname != p.container_id {
+                        names.push(p.hostname.clone());
+                    }
+                    names.extend(aliases.iter().cloned());
+                    out.push(HostEntry {
+                        ip: ip.to_owned(),
+                        names,
+                    });
                 }
-                names.extend(p.aliases.iter().cloned());
-                HostEntry {
-                    ip: p.ip().to_owned(),
-                    names,
-                }
-            })
-            .collect();
-        files::hosts(&own, &extra, &peers)
+            }
+        }
+        out
     }
 
     /// Rewrites the hosts file of every container on user network `network` (in place: they
     /// are bind-mounted), so each resolves the others by name and alias.
     fn rewrite_hosts(&self, st: &State, network: &str) {
-        let on: Vec<&AttachmentRecord> = st
-            .attachments
-            .values()
-            .filter(|a| a.network == network)
-            .collect();
-        for a in &on {
-            let text = self.hosts_of(a, &on);
+        for a in st.attachments.values().filter(|a| a.is_on(network)) {
+            let text = self.hosts_of(a, &Self::peer_entries(st, a));
             if let Err(e) = files::write(&a.dir.join("hosts"), &text) {
                 tracing::warn!(container = %a.key(), "rewriting hosts: {e}");
             }
         }
+    }
+
+    /// Connects attached container `id` to one more network (`strata network connect`): an
+    /// interface of its own (`eth1`, …) in the container's namespace, names on that network.
+    pub async fn connect(
+        &self,
+        ns: &str,
+        id: &str,
+        network: &str,
+        aliases: &[String],
+    ) -> Result<AttachmentRecord> {
+        for a in aliases {
+            files::check_name("network alias", a)?;
+        }
+        let k = key(ns, id);
+        let key_lock = self.key_lock(&k);
+        let _one_at_a_time = key_lock.lock().await;
+        let (mut rec, net) = {
+            let st = self.state.lock().await;
+            let rec = st.attachments.get(&k).cloned().ok_or_else(|| {
+                Error::failed_precondition(format!(
+                    "container {id:?} has no network of strata's to join another to (it runs \
+                     with --net host, none or container:…, or does not exist)"
+                ))
+            })?;
+            let net = st
+                .networks
+                .get(network)
+                .cloned()
+                .ok_or_else(|| Error::not_found(format!("network {network:?}: not found")))?;
+            (rec, net)
+        };
+        if rec.is_on(network) {
+            return Err(Error::already_exists(format!(
+                "container {id:?} is already on network {network:?}"
+            )));
+        }
+        let ifname = (1..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !rec.links.iter().any(|l| &l.ifname == n))
+            .unwrap_or_else(|| "eth1".to_owned());
+        let rt = RuntimeConf {
+            ifname: ifname.clone(),
+            ..runtime_conf(&rec.cni_id, &rec.netns, &[])
+        };
+        let what = format!("connecting container {id:?} to network {network:?}");
+        // The container's default route stays on its first network: no routes from this one.
+        let mut link_net = net.clone();
+        if let Some(o) = link_net.config["plugins"][0]
+            .get_mut("ipam")
+            .and_then(Value::as_object_mut)
+        {
+            o.remove("routes");
+        }
+        let result = self
+            .cni
+            .add(&list_for(&link_net, &[])?, &rt)
+            .await
+            .map_err(|e| cni_error(&what, e))?;
+        let ip0 = &result["ips"][0];
+        let link = Link {
+            network: network.to_owned(),
+            ifname,
+            address: ip0["address"].as_str().unwrap_or_default().to_owned(),
+            gateway: ip0["gateway"].as_str().unwrap_or(&net.gateway).to_owned(),
+            mac: ip0["interface"]
+                .as_u64()
+                .and_then(|i| result["interfaces"][usize::try_from(i).unwrap_or(0)]["mac"].as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            aliases: aliases.to_vec(),
+        };
+        rec.links.push(link);
+        if let Err(e) = records::write(&self.attachment_file(ns, id), &rec) {
+            let _ = self.cni.del(network, None, &rt).await;
+            return Err(e);
+        }
+        let mut st = self.state.lock().await;
+        st.attachments.insert(k, rec.clone());
+        for (n, _, _) in rec.memberships() {
+            if st.networks.get(n).is_some_and(|x| x.names) {
+                self.rewrite_hosts(&st, n);
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Disconnects container `id` from a network it was connected to after its first
+    /// (`strata network disconnect`).
+    pub async fn disconnect(&self, ns: &str, id: &str, network: &str) -> Result<()> {
+        let k = key(ns, id);
+        let key_lock = self.key_lock(&k);
+        let _one_at_a_time = key_lock.lock().await;
+        let mut rec = self.attachment(ns, id).await?;
+        if rec.network == network {
+            return Err(Error::failed_precondition(format!(
+                "network {network:?} is container {id:?}'s first network, which it keeps until \
+                 it is removed"
+            )));
+        }
+        let Some(pos) = rec.links.iter().position(|l| l.network == network) else {
+            return Err(Error::not_found(format!(
+                "container {id:?} is not on network {network:?}"
+            )));
+        };
+        let link = rec.links.remove(pos);
+        let rt = RuntimeConf {
+            container_id: rec.cni_id.clone(),
+            netns: rec.netns.clone(),
+            ifname: link.ifname.clone(),
+            ..RuntimeConf::default()
+        };
+        self.cni
+            .del(network, None, &rt)
+            .await
+            .map_err(|e| cni_error(&format!("disconnecting container {id:?}"), e))?;
+        records::write(&self.attachment_file(ns, id), &rec)?;
+        let mut st = self.state.lock().await;
+        st.attachments.insert(k, rec.clone());
+        let names = st.networks.get(network).is_some_and(|x| x.names);
+        if names {
+            self.rewrite_hosts(&st, network);
+        }
+        // Its own hosts file loses the peers of the network it left.
+        let text = self.hosts_of(&rec, &Self::peer_entries(&st, &rec));
+        drop(st);
+        files::write(&rec.dir.join("hosts"), &text)
     }
 
     /// The attachment of container `id`.
@@ -832,8 +958,10 @@ impl Manager {
         done?;
         st.attachments.remove(&k);
         self.lock_held().remove(&k);
-        if st.networks.get(&rec.network).is_some_and(|n| n.names) {
-            self.rewrite_hosts(&st, &rec.network);
+        for (network, _, _) in rec.memberships() {
+            if st.networks.get(network).is_some_and(|n| n.names) {
+                self.rewrite_hosts(&st, network);
+            }
         }
         Ok(())
     }
@@ -849,6 +977,17 @@ impl Manager {
             ifname: "eth0".into(),
             ..RuntimeConf::default()
         };
+        // Its further networks' interfaces first, from their cached results.
+        for l in &rec.links {
+            let link_rt = RuntimeConf {
+                ifname: l.ifname.clone(),
+                ..rt.clone()
+            };
+            self.cni
+                .del(&l.network, None, &link_rt)
+                .await
+                .map_err(|e| cni_error(&what, e))?;
+        }
         let net = self.state.lock().await.networks.get(&rec.network).cloned();
         let list = net.and_then(|n| NetworkConfigList::from_value(n.config).ok());
         self.cni
@@ -899,13 +1038,7 @@ impl Manager {
                         rec.address = addr.to_owned();
                     }
                     let mut st = self.state.lock().await;
-                    let peers: Vec<AttachmentRecord> = st
-                        .attachments
-                        .values()
-                        .filter(|p| net.names && p.network == rec.network)
-                        .cloned()
-                        .collect();
-                    let peers: Vec<&AttachmentRecord> = peers.iter().collect();
+                    let peers = Self::peer_entries(&st, &rec);
                     if let Err(e) = records::write(
                         &self.attachment_file(&rec.namespace, &rec.container_id),
                         &rec,

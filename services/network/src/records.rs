@@ -73,6 +73,27 @@ pub struct AttachmentRecord {
     /// Its resolv.conf.
     #[serde(default)]
     pub resolv: String,
+    /// More networks it was connected to (`strata network connect`), each an interface of
+    /// its own in the same namespace.
+    #[serde(default)]
+    pub links: Vec<Link>,
+}
+
+/// A container's interface on a network it was connected to after its first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    /// The network.
+    pub network: String,
+    /// The interface in the container's namespace (`eth1`, …).
+    pub ifname: String,
+    /// CIDR.
+    pub address: String,
+    /// The gateway.
+    pub gateway: String,
+    /// The interface's MAC address.
+    pub mac: String,
+    /// Its names on that network.
+    pub aliases: Vec<String>,
 }
 
 impl AttachmentRecord {
@@ -84,6 +105,25 @@ impl AttachmentRecord {
     /// The address without its prefix length.
     pub fn ip(&self) -> &str {
         self.address.split('/').next().unwrap_or("")
+    }
+
+    /// Every network it is on: (network, address without prefix, aliases), its first network
+    /// first.
+    pub fn memberships(&self) -> Vec<(&str, &str, &[String])> {
+        std::iter::once((self.network.as_str(), self.ip(), self.aliases.as_slice()))
+            .chain(self.links.iter().map(|l| {
+                (
+                    l.network.as_str(),
+                    l.address.split('/').next().unwrap_or(""),
+                    l.aliases.as_slice(),
+                )
+            }))
+            .collect()
+    }
+
+    /// Whether it is on `network`.
+    pub fn is_on(&self, network: &str) -> bool {
+        self.network == network || self.links.iter().any(|l| l.network == network)
     }
 }
 

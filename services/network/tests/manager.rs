@@ -443,3 +443,47 @@ async fn after_a_reboot_an_attachment_is_set_up_again_at_the_same_path() {
     m.detach("default", "boot").await.unwrap();
     assert!(w.leftovers().is_empty(), "{:?}", w.leftovers());
 }
+
+#[tokio::test]
+async fn connect_reaches_a_second_network() {
+    let w = World::new();
+    let m = w.open().await;
+    let (a, b) = (TestNet::take(), TestNet::take());
+    m.create_network("fa", &a.subnet, Default::default())
+        .await
+        .unwrap();
+    m.create_network("fb", &b.subnet, Default::default())
+        .await
+        .unwrap();
+    let on = |n: &str| AttachSpec {
+        network: n.into(),
+        ..AttachSpec::default()
+    };
+    let api = m.attach("default", "api", &on("fb")).await.unwrap();
+    m.attach("default", "cli", &on("fa")).await.unwrap();
+    let cli = m.connect("default", "cli", "fb", &[]).await.unwrap();
+    let server = serve_in(&api.netns, 9100, b"api", 1);
+    let ns = std::fs::File::open(&cli.netns).unwrap();
+    let ip: Ipv4Addr = api.ip().parse().unwrap();
+    let got = std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let routes = Command::new("ip").args(["-4", "route"]).output().unwrap();
+        (
+            fetch(ip, 9100),
+            String::from_utf8_lossy(&routes.stdout).into_owned(),
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got.0, "api");
+    // The default route stays on the first network.
+    let defaults: Vec<&str> = got.1.lines().filter(|l| l.starts_with("default")).collect();
+    assert_eq!(defaults.len(), 1, "{}", got.1);
+    assert!(defaults[0].contains("eth0"), "{}", got.1);
+    server.join().unwrap();
+    m.disconnect("default", "cli", "fb").await.unwrap();
+    m.detach("default", "cli").await.unwrap();
+    m.detach("default", "api").await.unwrap();
+    m.remove_network("fa").await.unwrap();
+    m.remove_network("fb").await.unwrap();
+}
