@@ -131,11 +131,13 @@ impl Reaper {
             let gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
             let start = start_time(pid.as_raw()).unwrap_or(0);
             let reaped = waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-            drop(gate);
             let id = ProcId {
                 pid: pid.as_raw(),
                 start,
             };
+            // The exit is recorded before the gate opens: whoever identifies a process under
+            // the gate finds it either alive, a zombie, or among the recorded exits, never
+            // reaped but not yet recorded.
             match reaped {
                 Ok(WaitStatus::Exited(_, code)) => {
                     self.record(id, u32::try_from(code).unwrap_or(255))
@@ -144,6 +146,7 @@ impl Reaper {
                 // Reaped by someone else meanwhile (the runtime library, on a failed start).
                 _ => {}
             }
+            drop(gate);
         }
     }
 
