@@ -1,5 +1,6 @@
 //! `strata`: the command-line client of the strata gateway.
 
+mod build;
 mod containers;
 mod network;
 mod output;
@@ -237,6 +238,13 @@ enum Command {
         /// The new name: [REGISTRY/]REPOSITORY[:TAG]
         target: String,
     },
+    /// Build an image from a Dockerfile and a context directory
+    Build(build::BuildArgs),
+    /// Manage the build cache
+    Builder {
+        #[command(subcommand)]
+        command: BuilderCommand,
+    },
     /// Push an image to the registry its name points at
     Push {
         /// The image's name: REGISTRY/REPOSITORY[:TAG] (give it one with `strata tag`)
@@ -247,6 +255,16 @@ enum Command {
         /// Print one line per event instead of progress bars
         #[arg(long, short)]
         quiet: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BuilderCommand {
+    /// Remove the build cache: later builds run every step again
+    Prune {
+        /// Do not ask for confirmation (accepted for Docker's sake: strata never asks)
+        #[arg(long, short)]
+        force: bool,
     },
 }
 
@@ -608,6 +626,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .clone()
                 .tag(ctx.req(pb::TagRequest { source, target })?)
                 .await?;
+            Ok(())
+        }
+        Command::Build(args) => build::build(&ctx, args).await,
+        Command::Builder {
+            command: BuilderCommand::Prune { force: _ },
+        } => {
+            let r = ctx
+                .client
+                .clone()
+                .prune_build_cache(ctx.req(pb::PruneBuildCacheRequest {})?)
+                .await?
+                .into_inner();
+            println!("removed {} cached build steps", r.removed);
             Ok(())
         }
         Command::Push {

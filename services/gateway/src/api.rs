@@ -33,7 +33,11 @@ impl GatewayService {
     }
 }
 
-async fn list_images(b: &Backends, ns: &str, filters: Vec<String>) -> Result<Vec<ipb::Image>> {
+pub(crate) async fn list_images(
+    b: &Backends,
+    ns: &str,
+    filters: Vec<String>,
+) -> Result<Vec<ipb::Image>> {
     let resp = b
         .images
         .clone()
@@ -229,14 +233,14 @@ impl Gateway for GatewayService {
         let ns = namespace(&request)?;
         let b = &self.b;
         let filters = request.into_inner().filters;
-        let records = list_images(b, &ns, filters).await.map_err(to_status)?;
-        // Sharing counts over every image of the namespace, not only the listed ones.
-        let all = all_details(
-            b,
-            &ns,
-            list_images(b, &ns, Vec::new()).await.map_err(to_status)?,
-        )
-        .await;
+        let cache = |i: &ipb::Image| i.name.starts_with(crate::build::CACHE_PREFIX);
+        let mut records = list_images(b, &ns, filters).await.map_err(to_status)?;
+        records.retain(|i| !cache(i));
+        // Sharing counts over every image of the namespace, not only the listed ones; the
+        // build cache's records are not images a user made.
+        let mut every = list_images(b, &ns, Vec::new()).await.map_err(to_status)?;
+        every.retain(|i| !cache(i));
+        let all = all_details(b, &ns, every).await;
         let counts = usage_counts(&all);
         let sizes = layer_sizes(b, &ns, &all).await.map_err(to_status)?;
         let by_name: HashMap<&str, &ImageDetails> =
@@ -594,6 +598,54 @@ impl Gateway for GatewayService {
         Ok(Response::new(resp))
     }
 
+    type BuildStream = ReceiverStream<Result<pb::BuildProgress, Status>>;
+
+    async fn build(
+        &self,
+        request: Request<Streaming<pb::BuildRequest>>,
+    ) -> Result<Response<Self::BuildStream>, Status> {
+        let ns = namespace(&request)?;
+        let mut stream = request.into_inner();
+        let start = match stream.message().await? {
+            Some(pb::BuildRequest {
+                event: Some(pb::build_request::Event::Start(s)),
+            }) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "build: the first message must be `start`",
+                ));
+            }
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let b = self.b.clone();
+        tokio::spawn(async move {
+            let cleanup = crate::build::Cleanup::default();
+            let closed = tx.clone();
+            let work = build_call(&b, &ns, start, stream, tx.clone(), &cleanup);
+            let r = tokio::select! {
+                r = work => r,
+                // The client went (Ctrl-C): the build stops where it is.
+                () = closed.closed() => Err(Error::new(strata_core::Kind::Canceled, "build: the client cancelled it")),
+            };
+            cleanup.run(&b, &ns).await;
+            if let Err(e) = r {
+                let _ = tx.send(Err(to_status(e))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn prune_build_cache(
+        &self,
+        request: Request<pb::PruneBuildCacheRequest>,
+    ) -> Result<Response<pb::PruneBuildCacheResponse>, Status> {
+        let ns = namespace(&request)?;
+        let n = crate::build::prune(&self.b, &ns).await.map_err(to_status)?;
+        Ok(Response::new(pb::PruneBuildCacheResponse {
+            removed: u32::try_from(n).unwrap_or(u32::MAX),
+        }))
+    }
+
     type PushStream = ReceiverStream<Result<pb::PushProgress, Status>>;
 
     async fn push(
@@ -611,4 +663,126 @@ impl Gateway for GatewayService {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// Largest build context accepted (the tar stream as sent).
+const MAX_CONTEXT: u64 = 16 << 30;
+
+/// One `Build` call: receives the context, runs the build, reports as it goes.
+async fn build_call(
+    b: &Arc<Backends>,
+    ns: &str,
+    start: pb::BuildStart,
+    mut stream: Streaming<pb::BuildRequest>,
+    tx: mpsc::Sender<Result<pb::BuildProgress, Status>>,
+    cleanup: &crate::build::Cleanup,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let dir_parent = b.root.join("builds");
+    tokio::fs::create_dir_all(&dir_parent)
+        .await
+        .map_err(|e| Error::internal(format!("{}: {e}", dir_parent.display())))?;
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&dir_parent)
+        .map_err(|e| Error::internal(format!("{}: {e}", dir_parent.display())))?;
+    let tar = work.path().join("context.tar");
+    let mut f = tokio::fs::File::create(&tar)
+        .await
+        .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
+    let mut size = 0u64;
+    loop {
+        let msg = stream
+            .message()
+            .await
+            .map_err(|s| from_status(s).context("build: receiving the context"))?;
+        match msg.and_then(|m| m.event) {
+            Some(pb::build_request::Event::Context(data)) => {
+                size += data.len() as u64;
+                if size > MAX_CONTEXT {
+                    return Err(Error::invalid_argument(format!(
+                        "build: the context is larger than {MAX_CONTEXT} bytes"
+                    )));
+                }
+                f.write_all(&data)
+                    .await
+                    .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
+            }
+            Some(pb::build_request::Event::ContextEnd(_)) => break,
+            Some(pb::build_request::Event::Start(_)) => {
+                return Err(Error::invalid_argument("build: `start` sent twice"));
+            }
+            None => {
+                return Err(Error::invalid_argument(
+                    "build: the context ended without `context_end`",
+                ));
+            }
+        }
+    }
+    f.flush()
+        .await
+        .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
+    drop(f);
+    let context = work.path().join("context");
+    {
+        let (tar, context) = (tar.clone(), context.clone());
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir(&context)
+                .map_err(|e| Error::internal(format!("{}: {e}", context.display())))?;
+            crate::build::unpack_context(&tar, &context)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("unpacking the build context: {e}")))??;
+    }
+    let _ = tokio::fs::remove_file(&tar).await;
+    let opts = crate::build::Options {
+        dockerfile: start.dockerfile,
+        dockerfile_name: start.dockerfile_name,
+        tags: start.tags,
+        build_args: start.build_args.into_iter().collect(),
+        target: start.target,
+        no_cache: start.no_cache,
+        network: start.network,
+        pull: start.pull,
+    };
+    let (etx, mut erx) = mpsc::channel(64);
+    let out = tx.clone();
+    let forward = tokio::spawn(async move {
+        use pb::build_progress::Event as E;
+        while let Some(e) = erx.recv().await {
+            let event = match e {
+                crate::build::Event::Step(s) => E::Step(pb::BuildStep {
+                    stage: u32::try_from(s.stage).unwrap_or(u32::MAX),
+                    stage_name: s.stage_name,
+                    number: u32::try_from(s.number).unwrap_or(u32::MAX),
+                    total: u32::try_from(s.total).unwrap_or(u32::MAX),
+                    instruction: s.instruction,
+                    cached: s.cached,
+                }),
+                crate::build::Event::Output(d) => E::Output(d),
+                crate::build::Event::Pull(p) => E::Pull(p),
+            };
+            if out
+                .send(Ok(pb::BuildProgress { event: Some(event) }))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let built = crate::build::build(b, ns, &opts, &context, etx, cleanup).await;
+    let _ = forward.await;
+    let built = built?;
+    let _ = tx
+        .send(Ok(pb::BuildProgress {
+            event: Some(pb::build_progress::Event::Done(pb::BuildDone {
+                id: built.id.to_string(),
+                names: built.names,
+                steps_run: u32::try_from(built.steps_run).unwrap_or(u32::MAX),
+                steps_cached: u32::try_from(built.steps_cached).unwrap_or(u32::MAX),
+            })),
+        }))
+        .await;
+    Ok(())
 }

@@ -57,7 +57,7 @@ pub struct Committed {
     pub name: String,
 }
 
-async fn container(b: &Backends, ns: &str, id: &str) -> Result<cpb::Container> {
+pub(crate) async fn container(b: &Backends, ns: &str, id: &str) -> Result<cpb::Container> {
     let got = b
         .containers
         .clone()
@@ -208,12 +208,87 @@ async fn made(
     p: &Pull<'_>,
     c: &cpb::Container,
     base: &crate::image::ImageDetails,
-    mut config: Map<String, Value>,
+    config: Map<String, Value>,
     name: Option<String>,
     req: &pb::CommitRequest,
 ) -> Result<Committed> {
     let docker = base.manifest.media_type.as_deref() == Some(media_types::DOCKER_MANIFEST);
-    let layer = diff(p, c, base, docker, !req.no_pause).await?;
+    let layer = container_layer(p, c, base, docker, !req.no_pause).await?;
+    let entry = Entry {
+        created_by: command_of(c),
+        comment: req.message.clone(),
+        author: req.author.clone(),
+    };
+    let top = Top {
+        layers: base.manifest.layers.clone(),
+        diff_ids: base.diff_ids().to_vec(),
+        docker,
+    };
+    write_image(p, top, config, layer, &entry, name).await
+}
+
+/// A history entry's words.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Entry {
+    pub created_by: String,
+    pub comment: String,
+    pub author: String,
+}
+
+/// A layer written for an image: its blob and its diff ID.
+#[derive(Debug, Clone)]
+pub(crate) struct NewLayer {
+    pub desc: Descriptor,
+    pub diff_id: Digest,
+}
+
+/// The image a new one is made on: its layers and whether its manifest is Docker's.
+#[derive(Debug, Clone)]
+pub(crate) struct Top {
+    pub layers: Vec<strata_registry::Descriptor>,
+    pub diff_ids: Vec<Digest>,
+    pub docker: bool,
+}
+
+/// Writes the changes of container `c` as a layer over `base`, held by the lease of `p` and
+/// unpacked as the snapshot of its chain ID; `None` when it changed nothing.
+pub(crate) async fn container_layer(
+    p: &Pull<'_>,
+    c: &cpb::Container,
+    base: &crate::image::ImageDetails,
+    docker: bool,
+    pause_it: bool,
+) -> Result<Option<NewLayer>> {
+    let pause_it = pause_it.then_some(c.id.as_str());
+    layer_of(
+        p,
+        &c.snapshot_key,
+        &c.id,
+        base.diff_ids(),
+        docker,
+        pause_it,
+        false,
+    )
+    .await
+}
+
+/// Writes the changes of the active snapshot `key` over the image whose layers have
+/// `diff_ids` as a layer, held by the lease of `p`; `None` when it changed nothing. The layer
+/// becomes the committed snapshot of its chain ID: unpacked anew, or with `take`, the active
+/// snapshot itself committed (it is gone then, unless nothing changed or the chain existed).
+/// `who` names the work in references and messages; with `pause`, that container is paused
+/// while the layer is written.
+pub(crate) async fn layer_of(
+    p: &Pull<'_>,
+    key: &str,
+    who: &str,
+    diff_ids: &[Digest],
+    docker: bool,
+    pause: Option<&str>,
+    take: bool,
+) -> Result<Option<NewLayer>> {
+    let parent_chain = chain_ids(diff_ids).last().cloned();
+    let layer = diff(p, key, who, parent_chain.as_ref(), docker, pause).await?;
     let diff_id = layer
         .annotations
         .get(UNCOMPRESSED_LABEL)
@@ -225,32 +300,69 @@ async fn made(
         p.lease_add_content(&layer.digest).await?;
     }
     // Held by the lease now (or not wanted: an empty layer is left to the collector), the blob
-    // needs its back reference to the container no more.
-    let key = keep_label(&p.snapshotter);
+    // needs its back reference to the snapshot no more.
+    let label = keep_label(&p.snapshotter);
     let mut info = p.b.content.info(&p.ns, &layer.digest).await?;
-    if info.labels.remove(&key).is_some() {
+    if info.labels.remove(&label).is_some() {
         p.b.content
-            .update(&p.ns, info, &[format!("labels.{key}")])
+            .update(&p.ns, info, &[format!("labels.{label}")])
             .await?;
     }
-
-    let mut diff_ids = base.diff_ids().to_vec();
-    let mut layers = base.manifest.layers.clone();
-    if !empty {
-        let parent = base
-            .chain_ids
-            .last()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        diff_ids.push(diff_id.clone());
-        let chains = chain_ids(&diff_ids);
-        if let Some(top) = chains.last() {
+    if empty {
+        return Ok(None);
+    }
+    let parent = parent_chain.map(|c| c.to_string()).unwrap_or_default();
+    let mut ids = diff_ids.to_vec();
+    ids.push(diff_id.clone());
+    let chains = chain_ids(&ids);
+    if let Some(top) = chains.last() {
+        if take {
+            p.commit_active(key, top).await?;
+        } else {
             p.unpack(&layer, &diff_id, top, &parent).await?;
         }
+    }
+    Ok(Some(NewLayer {
+        desc: layer,
+        diff_id,
+    }))
+}
+
+/// Writes config, manifest and record of the image `top` plus `layer` (none: an
+/// `empty_layer` history entry), named `name` (its ID when `None`). The config is `config`
+/// created now, with the layer's diff ID and the history entry appended.
+pub(crate) async fn write_image(
+    p: &Pull<'_>,
+    top: Top,
+    mut config: Map<String, Value>,
+    layer: Option<NewLayer>,
+    e: &Entry,
+    name: Option<String>,
+) -> Result<Committed> {
+    let top = append(top, &mut config, layer, e);
+    store(p, top, &config, name).await
+}
+
+/// `top` and `config` with `layer` (none: an `empty_layer` history entry) and the history
+/// entry `e` appended; the config is dated now.
+pub(crate) fn append(
+    top: Top,
+    config: &mut Map<String, Value>,
+    layer: Option<NewLayer>,
+    e: &Entry,
+) -> Top {
+    let Top {
+        mut layers,
+        mut diff_ids,
+        docker,
+    } = top;
+    let empty = layer.is_none();
+    if let Some(l) = layer {
+        diff_ids.push(l.diff_id);
         layers.push(strata_registry::Descriptor {
-            media_type: layer.media_type.clone(),
-            digest: layer.digest.clone(),
-            size: layer.size,
+            media_type: l.desc.media_type.clone(),
+            digest: l.desc.digest.clone(),
+            size: l.desc.size,
             urls: Vec::new(),
             annotations: Default::default(),
             platform: None,
@@ -261,8 +373,8 @@ async fn made(
     // The config: created now, the layer appended, one more history entry.
     let created = now();
     config.insert("created".into(), Value::String(created.clone()));
-    if !req.author.is_empty() {
-        config.insert("author".into(), Value::String(req.author.clone()));
+    if !e.author.is_empty() {
+        config.insert("author".into(), Value::String(e.author.clone()));
     }
     let mut rootfs = match config.remove("rootfs") {
         Some(Value::Object(m)) => m,
@@ -281,12 +393,12 @@ async fn made(
     config.insert("rootfs".into(), Value::Object(rootfs));
     let mut entry = Map::new();
     entry.insert("created".into(), Value::String(created));
-    entry.insert("created_by".into(), Value::String(command_of(c)));
-    if !req.author.is_empty() {
-        entry.insert("author".into(), Value::String(req.author.clone()));
+    entry.insert("created_by".into(), Value::String(e.created_by.clone()));
+    if !e.author.is_empty() {
+        entry.insert("author".into(), Value::String(e.author.clone()));
     }
-    if !req.message.is_empty() {
-        entry.insert("comment".into(), Value::String(req.message.clone()));
+    if !e.comment.is_empty() {
+        entry.insert("comment".into(), Value::String(e.comment.clone()));
     }
     if empty {
         entry.insert("empty_layer".into(), Value::Bool(true));
@@ -297,7 +409,27 @@ async fn made(
     };
     history.push(Value::Object(entry));
     config.insert("history".into(), Value::Array(history));
-    let config_bytes = json("image config", &config)?;
+    Top {
+        layers,
+        diff_ids,
+        docker,
+    }
+}
+
+/// Writes config, manifest and record (named `name`, or the image's ID when `None`) of the
+/// image of `top` and `config`, under the lease of `p`.
+pub(crate) async fn store(
+    p: &Pull<'_>,
+    top: Top,
+    config: &Map<String, Value>,
+    name: Option<String>,
+) -> Result<Committed> {
+    let Top {
+        layers,
+        diff_ids,
+        docker,
+    } = top;
+    let config_bytes = json("image config", config)?;
     let config_desc = Descriptor {
         media_type: if docker {
             media_types::DOCKER_CONFIG
@@ -316,20 +448,23 @@ async fn made(
     } else {
         media_types::OCI_MANIFEST
     };
-    let mut manifest = ImageManifest {
+    let manifest = ImageManifest {
         schema_version: 2,
         media_type: Some(manifest_type.to_owned()),
         artifact_type: None,
-        config: base.manifest.config.clone(),
+        config: strata_registry::Descriptor {
+            media_type: config_desc.media_type.clone(),
+            digest: config_desc.digest.clone(),
+            size: config_desc.size,
+            urls: Vec::new(),
+            annotations: Default::default(),
+            platform: None,
+            artifact_type: None,
+        },
         layers,
         subject: None,
         annotations: Default::default(),
     };
-    manifest.config.media_type = config_desc.media_type.clone();
-    manifest.config.digest = config_desc.digest.clone();
-    manifest.config.size = config_desc.size;
-    manifest.config.annotations = Default::default();
-    manifest.config.platform = None;
     let manifest_bytes = json("manifest", &manifest)?;
     let manifest_desc = Descriptor {
         media_type: manifest_type.to_owned(),
@@ -359,24 +494,25 @@ async fn made(
 /// `pause_it` and it runs.
 async fn diff(
     p: &Pull<'_>,
-    c: &cpb::Container,
-    base: &crate::image::ImageDetails,
+    key: &str,
+    who: &str,
+    parent: Option<&Digest>,
     docker: bool,
-    pause_it: bool,
+    pause_it: Option<&str>,
 ) -> Result<Descriptor> {
     let (b, ns, sn) = (p.b, p.ns.as_str(), p.snapshotter.as_str());
-    let id = c.id.as_str();
+    let id = who;
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    // The view and the blob live as long as the container's snapshot at least: the collector
-    // leaves them alone before they reach the lease (or should the gateway die meanwhile, until
-    // the container goes).
-    let keep = HashMap::from([(keep_label(sn), c.snapshot_key.clone())]);
-    let right = b.snapshots.mounts(sn, ns, &c.snapshot_key).await?;
+    // The view and the blob live as long as the snapshot at least: the collector leaves them
+    // alone before they reach the lease (or should the gateway die meanwhile, until the
+    // snapshot goes).
+    let keep = HashMap::from([(keep_label(sn), key.to_owned())]);
+    let right = b.snapshots.mounts(sn, ns, key).await?;
     let view = format!("commit-{nanos}-{id}");
-    let left = match base.chain_ids.last() {
+    let left = match parent {
         Some(parent) => {
             b.snapshots
                 .view(sn, ns, &view, &parent.to_string(), keep.clone())
@@ -387,10 +523,9 @@ async fn diff(
     let reference = format!("commit-{nanos}-{id}");
     let written = async {
         p.lease_add_ingest(&reference).await?;
-        let paused = if pause_it {
-            pause(b, ns, id).await?
-        } else {
-            false
+        let paused = match pause_it {
+            Some(c) => pause(b, ns, c).await?,
+            None => false,
         };
         let r = b
             .diff
@@ -412,21 +547,20 @@ async fn diff(
                 },
             )?)
             .await
-            .map_err(|s| from_status(s).context(format!("container {id:?}: writing its changes")));
+            .map_err(|s| from_status(s).context(format!("{id}: writing its changes")));
         if r.is_err() {
             // The collector never removes ingests: what the differ wrote goes now.
             let _ = b.content.abort(ns, &reference).await;
         }
-        let resumed = if paused {
-            resume(b, ns, id).await
+        let resumed = if paused && let Some(c) = pause_it {
+            resume(b, ns, c).await
         } else {
             Ok(())
         };
-        let desc = r?.into_inner().diff.ok_or_else(|| {
-            Error::internal(format!(
-                "container {id:?}: the differ answered no descriptor"
-            ))
-        })?;
+        let desc = r?
+            .into_inner()
+            .diff
+            .ok_or_else(|| Error::internal(format!("{id}: the differ answered no descriptor")))?;
         resumed?;
         descriptors::from_pb(desc)
     }

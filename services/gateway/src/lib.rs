@@ -4,6 +4,7 @@
 //! tag and push ([`push`]).
 
 pub mod api;
+pub mod build;
 pub mod changes;
 pub mod commit;
 pub mod confine;

@@ -262,6 +262,38 @@ impl Pull<'_> {
         self.lease_add("ingests", reference).await
     }
 
+    /// Puts snapshot `key` of this pull's snapshotter under its lease.
+    pub(crate) async fn lease_add_snapshot(&self, key: &str) -> Result<()> {
+        self.lease_add(&format!("snapshots/{}", self.snapshotter), key)
+            .await
+    }
+
+    /// The lease everything this pull writes is held by.
+    pub(crate) fn lease(&self) -> &str {
+        &self.lease
+    }
+
+    /// Commits the active snapshot `key` as the committed snapshot `chain` (held by the
+    /// lease); when `chain` exists already, the active snapshot is only removed.
+    pub(crate) async fn commit_active(&self, key: &str, chain: &Digest) -> Result<()> {
+        let (sn, ns) = (&self.snapshotter, &self.ns);
+        let chain_s = chain.to_string();
+        self.lease_add_snapshot(&chain_s).await?;
+        if self.b.snapshots.stat(sn, ns, &chain_s).await.is_err() {
+            match self
+                .b
+                .snapshots
+                .commit(sn, ns, &chain_s, key, HashMap::new())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == Kind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.b.snapshots.remove(sn, ns, key).await
+    }
+
     async fn lease_add(&self, kind: &str, id: &str) -> Result<()> {
         let req = with_namespace(
             &self.ns,

@@ -1,0 +1,338 @@
+//! `strata build`: Dockerfiles built on a real stack from a base image in a real registry; the
+//! images run, the cache is hit and missed as it should be, bad input is refused clearly and
+//! leaves nothing behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use strata_testkit::registry::{Entry, Layer, layer};
+use strata_testkit::stack::Stack;
+use strata_testkit::{ok, run};
+
+mod common;
+use common::{World, world_of};
+
+/// A busybox base with the applets builds use and accounts for `--chown` and USER.
+pub fn base_layer() -> Layer {
+    let bin = std::fs::read("/bin/busybox")
+        .or_else(|_| std::fs::read("/usr/bin/busybox"))
+        .expect("busybox-static is not installed (apt-get install busybox-static)");
+    let mut entries = vec![
+        Entry::Dir("bin".into()),
+        Entry::Dir("etc".into()),
+        Entry::Dir("tmp".into()),
+        Entry::File("bin/busybox".into(), bin, 0o755),
+        Entry::File(
+            "etc/passwd".into(),
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n".to_vec(),
+            0o644,
+        ),
+        Entry::File(
+            "etc/group".into(),
+            b"root:x:0:\napp:x:1000:\nstaff:x:50:\n".to_vec(),
+            0o644,
+        ),
+    ];
+    for cmd in [
+        "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "mkdir", "touch", "chmod",
+        "chown", "ln", "rm", "wc", "stat", "printf", "tr", "grep", "env", "pwd", "mv", "cp", "tar",
+        "gzip", "head", "seq", "sed",
+    ] {
+        entries.push(Entry::Symlink(format!("bin/{cmd}"), "busybox".into()));
+    }
+    layer(&entries)
+}
+
+pub fn build_world() -> World {
+    world_of(Stack::start(), vec![base_layer()], "base:1")
+}
+
+/// A context directory with `files` (path, contents) and a Dockerfile.
+fn context(w: &World, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = w.stack.path().join("contexts").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), dockerfile.replace("BASE", &w.image)).unwrap();
+    for (p, data) in files {
+        let f = dir.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, data).unwrap();
+    }
+    dir
+}
+
+fn build(w: &World, dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["build".to_owned()];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.push(dir.display().to_string());
+    run(w.stack.cli().args(&args), None)
+}
+
+fn build_ok(w: &World, dir: &Path, extra: &[&str]) -> String {
+    let out = build(w, dir, extra);
+    assert!(
+        out.status.success(),
+        "strata build: {}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        w.stack.logs()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn image_id(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("built "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no image ID in {out}"))
+        .to_owned()
+}
+
+fn inspect(w: &World, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&w.ok(&["inspect", name])).unwrap();
+    v[0].clone()
+}
+
+const APP: &str = r#"FROM BASE
+ARG GREETING=hello
+ENV APP_HOME=/app PATH=/bin
+WORKDIR $APP_HOME
+COPY greet.sh ./
+RUN chmod +x greet.sh && echo "$GREETING from RUN" > built.txt
+COPY --chown=app:staff data/ /app/data/
+USER app
+EXPOSE 8080
+LABEL org.example.team=core
+CMD ["./greet.sh"]
+"#;
+
+#[test]
+fn a_dockerfile_builds_an_image_that_runs_and_a_rebuild_is_all_cached() {
+    let w = build_world();
+    let dir = context(
+        &w,
+        "app",
+        APP,
+        &[
+            (
+                "greet.sh",
+                "#!/bin/sh\ncat /app/built.txt /app/data/a.txt\nid -u\n",
+            ),
+            ("data/a.txt", "data a\n"),
+        ],
+    );
+    let out = build_ok(&w, &dir, &["-t", "app:1"]);
+    assert!(
+        out.contains("hello from RUN") || out.contains("RUN"),
+        "{out}"
+    );
+    let id = image_id(&out);
+    let ran = w.ok(&["run", "--rm", "app:1"]);
+    assert_eq!(ran, "hello from RUN\ndata a\n1000\n");
+    let img = inspect(&w, "app:1");
+    assert_eq!(img["Id"], Value::String(id.clone()));
+    let c = &img["Config"];
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["User"], "app");
+    assert_eq!(c["Cmd"], serde_json::json!(["./greet.sh"]));
+    assert_eq!(c["Labels"]["org.example.team"], "core");
+    assert!(c["ExposedPorts"]["8080/tcp"].is_object(), "{c}");
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"APP_HOME=/app"), "{env:?}");
+    // The build argument is no part of the image's environment.
+    assert!(!env.iter().any(|e| e.starts_with("GREETING")), "{env:?}");
+    // Owners as --chown said, resolved from the image's accounts.
+    let owners = w.ok(&[
+        "run",
+        "--rm",
+        "app:1",
+        "stat",
+        "-c",
+        "%u:%g %a",
+        "/app/data/a.txt",
+        "/app/greet.sh",
+    ]);
+    assert_eq!(owners, "1000:50 644\n0:0 755\n");
+
+    // Nothing changed: every step is cached and the image is the same.
+    let again = build_ok(&w, &dir, &["-t", "app:1"]);
+    assert_eq!(image_id(&again), id, "{again}");
+    assert!(again.contains("0 steps run"), "{again}");
+
+    // One copied file changed: the steps from its COPY on run again.
+    std::fs::write(dir.join("data/a.txt"), "data b\n").unwrap();
+    let changed = build_ok(&w, &dir, &["-t", "app:2"]);
+    assert_ne!(image_id(&changed), id);
+    let cached: Vec<&str> = changed.lines().filter(|l| l.ends_with(" CACHED")).collect();
+    // FROM, WORKDIR, COPY greet.sh, RUN stay cached; ENV and the ARG are config steps.
+    assert!(
+        cached.iter().any(|l| l.contains("RUN chmod")),
+        "the RUN before the changed COPY ran again: {changed}"
+    );
+    assert!(
+        !cached.iter().any(|l| l.contains("COPY --chown")),
+        "the changed COPY was taken from the cache: {changed}"
+    );
+    assert_eq!(
+        w.ok(&["run", "--rm", "app:2", "cat", "/app/data/a.txt"]),
+        "data b\n"
+    );
+    // A build argument changes what RUN sees: RUN runs again.
+    let other = build_ok(&w, &dir, &["-t", "app:3", "--build-arg", "GREETING=hi"]);
+    assert_eq!(
+        w.ok(&["run", "--rm", "app:3", "cat", "/app/built.txt"]),
+        "hi from RUN\n",
+        "{other}"
+    );
+    // The cache's records are no images of the user's.
+    let images = w.ok(&["images"]);
+    assert!(!images.contains("strata-build-cache"), "{images}");
+    // History reads like BuildKit's.
+    let h = w.ok(&["history", "--json", "app:1"]);
+    assert!(
+        h.contains("RUN |1 GREETING=hello /bin/sh -c chmod +x greet.sh"),
+        "{h}"
+    );
+    assert!(
+        h.contains("COPY --chown=app:staff data/ /app/data/ # buildkit"),
+        "{h}"
+    );
+    assert!(h.contains("CMD [\\\"./greet.sh\\\"]"), "{h}");
+}
+
+#[test]
+fn a_multi_stage_build_copies_from_an_earlier_stage_and_skips_unneeded_ones() {
+    let w = build_world();
+    let dir = context(
+        &w,
+        "multi",
+        r#"FROM BASE AS builder
+RUN mkdir -p /out && echo compiled > /out/app.bin && chmod 750 /out/app.bin
+
+FROM BASE AS unused
+RUN echo this stage is not needed && exit 1
+
+FROM scratch
+COPY --from=builder /out/ /opt/
+COPY --from=0 /bin/busybox /bin/
+"#,
+        &[],
+    );
+    let out = build_ok(&w, &dir, &["-t", "multi:1"]);
+    assert!(!out.contains("not needed"), "{out}");
+    let img = inspect(&w, "multi:1");
+    assert_eq!(
+        img["RootFS"]["Layers"].as_array().unwrap().len(),
+        2,
+        "{img}"
+    );
+    let ran = w.ok(&[
+        "run",
+        "--rm",
+        "multi:1",
+        "/bin/busybox",
+        "cat",
+        "/opt/app.bin",
+    ]);
+    assert_eq!(ran, "compiled\n");
+    let mode = w.ok(&[
+        "run",
+        "--rm",
+        "multi:1",
+        "/bin/busybox",
+        "stat",
+        "-c",
+        "%a",
+        "/opt/app.bin",
+    ]);
+    assert_eq!(mode, "750\n");
+    // --target builds a stage and what it needs only.
+    let t = build_ok(&w, &dir, &["--target", "builder", "-t", "multi:builder"]);
+    assert!(t.contains("CACHED"), "{t}");
+}
+
+#[test]
+fn bad_dockerfiles_and_failing_steps_stop_the_build_and_leave_nothing() {
+    let w = build_world();
+    let syntax = context(&w, "syntax", "FROM BASE\nFOOBAR x\n", &[]);
+    let out = build(&w, &syntax, &["-t", "bad:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.to_lowercase().contains("foobar"),
+        "{err}"
+    );
+
+    let missing = context(&w, "missing", "FROM BASE\nCOPY nope.txt /\n", &[]);
+    let out = build(&w, &missing, &["-t", "bad:2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope.txt") && err.contains("line 2"), "{err}");
+
+    let failing = context(
+        &w,
+        "failing",
+        "FROM BASE\nRUN echo about to fail && exit 3\n",
+        &[],
+    );
+    let out = build(&w, &failing, &["-t", "bad:3"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exited with code 3"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("about to fail"),
+        "the step's output was not shown"
+    );
+    // No image, container or lease is left.
+    let images = w.ok(&["images"]);
+    assert!(!images.contains("bad"), "{images}");
+    let ps = w.ok(&["ps", "-a"]);
+    assert!(!ps.contains("strata-build"), "{ps}");
+    let leases = ok(w.stack.ctr().args(["leases", "ls"]), None);
+    assert_eq!(leases.lines().count(), 1, "{leases}");
+}
+
+#[test]
+fn dockerignore_and_wildcards_decide_what_is_copied() {
+    let w = build_world();
+    let dir = context(
+        &w,
+        "ignore",
+        "FROM BASE\nCOPY . /ctx/\nCOPY src/*.txt /txt/\n",
+        &[
+            (".dockerignore", "*.log\nsecret/\n!keep.log\n"),
+            ("a.log", "x"),
+            ("keep.log", "k"),
+            ("secret/key", "s"),
+            ("src/one.txt", "1"),
+            ("src/two.txt", "2"),
+            ("src/three.md", "3"),
+        ],
+    );
+    build_ok(&w, &dir, &["-t", "ignore:1"]);
+    let ls = w.ok(&["run", "--rm", "ignore:1", "ls", "-A", "/ctx", "/txt"]);
+    assert_eq!(
+        ls,
+        "/ctx:\n.dockerignore\nDockerfile\nkeep.log\nsrc\n\n/txt:\none.txt\ntwo.txt\n"
+    );
+}
+
+#[test]
+fn the_build_cache_survives_a_restart_and_prune_frees_it() {
+    let mut w = build_world();
+    let dir = context(&w, "prune", "FROM BASE\nRUN echo cached > /f\n", &[]);
+    let first = image_id(&build_ok(&w, &dir, &["-t", "p:1"]));
+    w.stack.gateway.restart();
+    w.stack.images.restart();
+    let again = build_ok(&w, &dir, &["-t", "p:1"]);
+    assert!(again.contains("0 steps run"), "{again}");
+    assert_eq!(image_id(&again), first);
+    let pruned = w.ok(&["builder", "prune", "-f"]);
+    assert!(!pruned.starts_with("removed 0 "), "{pruned}");
+    let after = build_ok(&w, &dir, &["-t", "p:1"]);
+    assert!(!after.contains("0 steps run"), "{after}");
+}
