@@ -243,7 +243,7 @@ async fn get_container(b: &Backends, ns: &str, id: &str) -> Result<cpb::Containe
         .ok_or_else(|| Error::not_found(format!("container {id:?}")))
 }
 
-fn spec_of(c: &cpb::Container) -> Result<Value> {
+pub(crate) fn spec_of(c: &cpb::Container) -> Result<Value> {
     let any = c
         .spec
         .as_ref()
@@ -796,7 +796,7 @@ pub async fn remove(b: &Backends, ns: &str, id: &str, force: bool) -> Result<()>
     result
 }
 
-async fn delete_task(b: &Backends, ns: &str, id: &str) -> Result<()> {
+pub(crate) async fn delete_task(b: &Backends, ns: &str, id: &str) -> Result<()> {
     b.tasks
         .clone()
         .delete(with_namespace(

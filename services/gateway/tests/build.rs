@@ -336,3 +336,102 @@ fn the_build_cache_survives_a_restart_and_prune_frees_it() {
     let after = build_ok(&w, &dir, &["-t", "p:1"]);
     assert!(!after.contains("0 steps run"), "{after}");
 }
+
+/// The entries of the top layer of image `name`, read from `strata save`.
+fn top_layer_entries(w: &World, name: &str) -> Vec<String> {
+    use std::io::Read as _;
+    let file = w
+        .stack
+        .path()
+        .join(format!("{}.tar", name.replace([':', '/'], "_")));
+    w.ok(&["save", "-o", file.to_str().unwrap(), name]);
+    let mut blobs = std::collections::HashMap::new();
+    let mut a = tar::Archive::new(std::fs::File::open(&file).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        blobs.insert(p, data);
+    }
+    let blob =
+        |d: &str| blobs[&format!("blobs/sha256/{}", d.trim_start_matches("sha256:"))].clone();
+    let index: Value = serde_json::from_slice(&blobs["index.json"]).unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let top = blob(layers.last().unwrap()["digest"].as_str().unwrap());
+    let mut names = Vec::new();
+    let mut t = tar::Archive::new(flate2::read::GzDecoder::new(&top[..]));
+    for e in t.entries().unwrap() {
+        names.push(e.unwrap().path().unwrap().display().to_string());
+    }
+    names.sort();
+    names
+}
+
+#[test]
+fn a_run_step_s_layer_holds_what_the_command_changed_and_nothing_of_its_sandbox() {
+    let w = world_of(Stack::start_with_network(), vec![base_layer()], "base:1");
+    let dir = context(&w, "sandbox", "FROM BASE\nRUN echo x > /tmp/made\n", &[]);
+    build_ok(&w, &dir, &["-t", "sandbox:1"]);
+    // No mount point the runtime made (/proc, /sys, /dev, /etc/hosts, /etc/resolv.conf…).
+    assert_eq!(top_layer_entries(&w, "sandbox:1"), vec!["tmp/", "tmp/made"]);
+    let none = context(
+        &w,
+        "sandbox-none",
+        "FROM BASE\nRUN echo y > /tmp/other\n",
+        &[],
+    );
+    build_ok(&w, &none, &["-t", "sandbox:2", "--network", "none"]);
+    assert_eq!(
+        top_layer_entries(&w, "sandbox:2"),
+        vec!["tmp/", "tmp/other"]
+    );
+}
+
+#[test]
+fn a_cancelled_build_stops_and_leaves_no_container() {
+    let w = build_world();
+    let dir = context(
+        &w,
+        "cancel",
+        "FROM BASE\nRUN echo started && sleep 1000\n",
+        &[],
+    );
+    let mut child = w
+        .stack
+        .cli()
+        .args(["build", "-t", "cancel:1", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the step runs (its output is shown).
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "the build ended before its RUN step started");
+        if line.contains("started") {
+            break;
+        }
+    }
+    // Ctrl-C.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    w.eventually("the build's container to go", || {
+        !w.ok(&["ps", "-a"]).contains("strata-build")
+    });
+    w.eventually("the build's lease to go", || {
+        ok(w.stack.ctr().args(["leases", "ls"]), None)
+            .lines()
+            .count()
+            == 1
+    });
+    assert!(!w.ok(&["images"]).contains("cancel"));
+}

@@ -37,7 +37,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use strata_api::containerd::services::containers::v1 as cpb;
 use strata_api::containerd::services::images::v1 as ipb;
+use strata_api::containerd::services::leases::v1 as lpb;
 use strata_api::strata::gateway::v1 as pb;
 use strata_core::content::read_all;
 use strata_core::snapshots::SnapshotStore;
@@ -106,6 +108,7 @@ pub struct Built {
 #[derive(Default)]
 pub struct Cleanup {
     containers: Mutex<Vec<String>>,
+    lease: Mutex<Option<String>>,
 }
 
 impl Cleanup {
@@ -123,7 +126,15 @@ impl Cleanup {
             .retain(|c| c != id);
     }
 
-    /// Removes the containers still there.
+    fn set_lease(&self, lease: &str) {
+        *self
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lease.to_owned());
+    }
+
+    /// Removes the containers still there and drops the build's lease (a build that ended
+    /// dropped it already; one cancelled midway did not).
     pub async fn run(&self, b: &Backends, ns: &str) {
         let ids = std::mem::take(
             &mut *self
@@ -137,6 +148,18 @@ impl Cleanup {
             {
                 tracing::warn!(container = %id, error = %e, "removing a build's container");
             }
+        }
+        let lease = self
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(id) = lease
+            && let Ok(req) = with_namespace(ns, lpb::DeleteRequest { id, sync: false })
+            && let Err(e) = b.leases.clone().delete(req).await
+            && e.code() != tonic::Code::NotFound
+        {
+            tracing::warn!(error = %e.message(), "dropping a cancelled build's lease");
         }
     }
 }
@@ -422,6 +445,7 @@ pub async fn build(
     // registry (base images come through `pull`, reported as they go).
     tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
     let p = Pull::start(b, ns, None, b.snapshotter.clone(), events_tx).await?;
+    cleanup.set_lease(p.lease());
     let mut builder = Builder {
         b,
         ns: ns.to_owned(),
@@ -897,6 +921,7 @@ impl Builder<'_> {
                 let img = self.image(&record).await?;
                 let base = details(self.b, &self.ns, img).await?;
                 let c = crate::commit::container(self.b, &self.ns, &id).await?;
+                self.remove_stubs(&c).await?;
                 crate::commit::container_layer(self.p, &c, &base, state.top.docker, false).await
             }
             Ok(code) => Err(Error::failed_precondition(self.where_(
@@ -913,6 +938,50 @@ impl Builder<'_> {
         let layer = layer?;
         removed?;
         self.next_state(state, layer, created_by).await
+    }
+
+    /// With the step's task gone (its root unmounted), removes from the container's layer
+    /// the mount points its runtime made there.
+    async fn remove_stubs(&self, c: &cpb::Container) -> Result<()> {
+        crate::run::delete_task(self.b, &self.ns, &c.id).await?;
+        let spec = crate::run::spec_of(c)?;
+        let destinations: Vec<String> = spec["mounts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["destination"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mounts = self
+            .b
+            .snapshots
+            .mounts(&self.p.snapshotter, &self.ns, &c.snapshot_key)
+            .await?;
+        let Some(overlay) = mounts.iter().find(|m| m.kind == "overlay") else {
+            // A snapshotter without an upper directory (native): its copies hold no stubs
+            // we can tell from the image's own entries.
+            return Ok(());
+        };
+        let opt = |k: &str| {
+            overlay
+                .options
+                .iter()
+                .find_map(|o| o.strip_prefix(k).map(str::to_owned))
+        };
+        let (Some(upper), lowers) = (opt("upperdir="), opt("lowerdir=").unwrap_or_default()) else {
+            return Ok(());
+        };
+        let lowers: Vec<PathBuf> = lowers
+            .split(':')
+            .filter(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            files::remove_mount_stubs(Path::new(&upper), &lowers, &destinations);
+        })
+        .await
+        .map_err(|e| Error::internal(format!("removing a step's mount points: {e}")))
     }
 
     /// Runs the container to its end, streaming its output; answers its exit code.
