@@ -570,6 +570,119 @@ pub fn is_dir(st: &FileStat) -> bool {
     kind(st) == SFlag::S_IFDIR
 }
 
+/// Opens directory `path` below `root` without following any link on the way (an entry the
+/// container made a link is not walked through).
+fn open_beneath(root: BorrowedFd<'_>, path: &Path) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    openat2(root, rel(path).as_path(), how)
+}
+
+/// Whether `path` exists in directory tree `dir`, looked up without following links (a link
+/// on the way counts as existing: such a path is never taken for a stub).
+fn exists_in(dir: &Path, path: &Path) -> bool {
+    let Ok(root) = File::open(dir) else {
+        return true;
+    };
+    let Some((parent, name)) = split(path) else {
+        return true;
+    };
+    match open_beneath(root.as_fd(), &parent) {
+        Ok(d) => !matches!(
+            fstatat(&d, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+            Err(nix::Error::ENOENT)
+        ),
+        Err(nix::Error::ENOENT) => false,
+        Err(_) => true,
+    }
+}
+
+/// Removes from an overlay upper directory the mount points a runtime made for a RUN step's
+/// container (`/proc`, `/dev`, `/etc/hosts`, …: `destinations`) and the directories made only
+/// to hold them: each goes when it is an empty file or an empty directory that no lower layer
+/// has, so a step's layer holds only what its command changed (as BuildKit's, as buildah's).
+pub fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], destinations: &[String]) {
+    let Ok(root) = File::open(upper) else {
+        return;
+    };
+    let in_lower = |p: &Path| lowers.iter().any(|l| exists_in(l, p));
+    let mut dests: Vec<PathBuf> = destinations.iter().map(|d| rel(Path::new(d))).collect();
+    // Deepest first, so a directory made for a stub is empty once the stub is gone.
+    dests.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in dests {
+        let mut p = d;
+        let mut first = true;
+        while p.as_os_str() != "." && !p.as_os_str().is_empty() {
+            if in_lower(&p) {
+                // A directory of the image the runtime only copied up to hold a stub goes
+                // too: empty, not opaque, its owner and mode those of the image's.
+                if !first {
+                    drop_copied_up(root.as_fd(), lowers, &p);
+                }
+                break;
+            }
+            first = false;
+            let Some((parent, name)) = split(&p) else {
+                break;
+            };
+            let Ok(dir) = open_beneath(root.as_fd(), &parent) else {
+                break;
+            };
+            let Ok(st) = fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                break;
+            };
+            let removed = match kind(&st) {
+                SFlag::S_IFREG if st.st_size == 0 => {
+                    unlinkat(&dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir).is_ok()
+                }
+                // Fails (and stays) unless empty.
+                SFlag::S_IFDIR => {
+                    unlinkat(&dir, name.as_os_str(), UnlinkatFlags::RemoveDir).is_ok()
+                }
+                _ => false,
+            };
+            if !removed {
+                break;
+            }
+            p = parent;
+        }
+    }
+}
+
+/// Removes directory `p` of the upper directory `root` when it is empty, not opaque and has
+/// the owner and mode of the topmost lower layer's `p`, which then shows again.
+fn drop_copied_up(root: BorrowedFd<'_>, lowers: &[PathBuf], p: &Path) {
+    use xattr::FileExt as _;
+    let Ok(d) = open_beneath(root, p) else { return };
+    let Ok(st) = fstat(d.as_fd()) else { return };
+    let d = File::from(d);
+    if !matches!(list_fd(d.as_fd()), Ok(v) if v.is_empty())
+        || d.get_xattr("trusted.overlay.opaque")
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        return;
+    }
+    let Some(lower) = lowers.iter().find_map(|l| {
+        let r = File::open(l).ok()?;
+        let ld = open_beneath(r.as_fd(), p).ok()?;
+        fstat(ld.as_fd()).ok()
+    }) else {
+        return;
+    };
+    if (lower.st_mode, lower.st_uid, lower.st_gid) != (st.st_mode, st.st_uid, st.st_gid) {
+        return;
+    }
+    let Some((parent, name)) = split(p) else {
+        return;
+    };
+    if let Ok(pd) = open_beneath(root, &parent) {
+        let _ = unlinkat(&pd, name.as_os_str(), UnlinkatFlags::RemoveDir);
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -700,118 +813,5 @@ mod tests {
         let a = checksum(&t, &got, false).unwrap();
         std::fs::write(src.path().join("d/b.txt"), b"B").unwrap();
         assert_ne!(a, checksum(&t, &got, false).unwrap());
-    }
-}
-
-/// Opens directory `path` below `root` without following any link on the way (an entry the
-/// container made a link is not walked through).
-fn open_beneath(root: BorrowedFd<'_>, path: &Path) -> nix::Result<OwnedFd> {
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-    openat2(root, rel(path).as_path(), how)
-}
-
-/// Whether `path` exists in directory tree `dir`, looked up without following links (a link
-/// on the way counts as existing: such a path is never taken for a stub).
-fn exists_in(dir: &Path, path: &Path) -> bool {
-    let Ok(root) = File::open(dir) else {
-        return true;
-    };
-    let Some((parent, name)) = split(path) else {
-        return true;
-    };
-    match open_beneath(root.as_fd(), &parent) {
-        Ok(d) => !matches!(
-            fstatat(&d, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
-            Err(nix::Error::ENOENT)
-        ),
-        Err(nix::Error::ENOENT) => false,
-        Err(_) => true,
-    }
-}
-
-/// Removes from an overlay upper directory the mount points a runtime made for a RUN step's
-/// container (`/proc`, `/dev`, `/etc/hosts`, …: `destinations`) and the directories made only
-/// to hold them: each goes when it is an empty file or an empty directory that no lower layer
-/// has, so a step's layer holds only what its command changed (as BuildKit's, as buildah's).
-pub fn remove_mount_stubs(upper: &Path, lowers: &[PathBuf], destinations: &[String]) {
-    let Ok(root) = File::open(upper) else {
-        return;
-    };
-    let in_lower = |p: &Path| lowers.iter().any(|l| exists_in(l, p));
-    let mut dests: Vec<PathBuf> = destinations.iter().map(|d| rel(Path::new(d))).collect();
-    // Deepest first, so a directory made for a stub is empty once the stub is gone.
-    dests.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    for d in dests {
-        let mut p = d;
-        let mut first = true;
-        while p.as_os_str() != "." && !p.as_os_str().is_empty() {
-            if in_lower(&p) {
-                // A directory of the image the runtime only copied up to hold a stub goes
-                // too: empty, not opaque, its owner and mode those of the image's.
-                if !first {
-                    drop_copied_up(root.as_fd(), lowers, &p);
-                }
-                break;
-            }
-            first = false;
-            let Some((parent, name)) = split(&p) else {
-                break;
-            };
-            let Ok(dir) = open_beneath(root.as_fd(), &parent) else {
-                break;
-            };
-            let Ok(st) = fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
-                break;
-            };
-            let removed = match kind(&st) {
-                SFlag::S_IFREG if st.st_size == 0 => {
-                    unlinkat(&dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir).is_ok()
-                }
-                // Fails (and stays) unless empty.
-                SFlag::S_IFDIR => {
-                    unlinkat(&dir, name.as_os_str(), UnlinkatFlags::RemoveDir).is_ok()
-                }
-                _ => false,
-            };
-            if !removed {
-                break;
-            }
-            p = parent;
-        }
-    }
-}
-
-/// Removes directory `p` of the upper directory `root` when it is empty, not opaque and has
-/// the owner and mode of the topmost lower layer's `p`, which then shows again.
-fn drop_copied_up(root: BorrowedFd<'_>, lowers: &[PathBuf], p: &Path) {
-    use xattr::FileExt as _;
-    let Ok(d) = open_beneath(root, p) else { return };
-    let Ok(st) = fstat(d.as_fd()) else { return };
-    let d = File::from(d);
-    if !matches!(list_fd(d.as_fd()), Ok(v) if v.is_empty())
-        || d.get_xattr("trusted.overlay.opaque")
-            .ok()
-            .flatten()
-            .is_some()
-    {
-        return;
-    }
-    let Some(lower) = lowers.iter().find_map(|l| {
-        let r = File::open(l).ok()?;
-        let ld = open_beneath(r.as_fd(), p).ok()?;
-        fstat(ld.as_fd()).ok()
-    }) else {
-        return;
-    };
-    if (lower.st_mode, lower.st_uid, lower.st_gid) != (st.st_mode, st.st_uid, st.st_gid) {
-        return;
-    }
-    let Some((parent, name)) = split(p) else {
-        return;
-    };
-    if let Ok(pd) = open_beneath(root, &parent) {
-        let _ = unlinkat(&pd, name.as_os_str(), UnlinkatFlags::RemoveDir);
     }
 }
