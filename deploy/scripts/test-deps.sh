@@ -4,8 +4,9 @@
 # registry and test images), apache2-utils' htpasswd (a registry with basic auth for pushes),
 # busybox-static (test images' base layer), runc and crun (the external runtimes), protoc
 # (containerd-client, built by the compatibility suite), grpcurl, the CNI plugins with iptables
-# and iproute2 (networking), util-linux's nsenter, and gcc with libc6-dev (the seccomp tests
-# build a small static probe of system calls busybox lacks).
+# and iproute2 (networking), util-linux's nsenter, gcc with libc6-dev (the seccomp tests
+# build a small static probe of system calls busybox lacks), and buildah (`strata build` is
+# compared with it).
 # `make test` runs it first; it does nothing when everything is present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -27,6 +28,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v cc >/dev/null || need+=(gcc)
 [ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || need+=(libc6-dev)
+command -v buildah >/dev/null || need+=(buildah)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
