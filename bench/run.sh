@@ -2,7 +2,7 @@
 # `make bench`: every benchmark, strata and containerd side by side in one run, then one table
 # of every ratio (strata over containerd, lower is better) with the goal the issues set.
 # Each script also runs alone and prints its own details: content-write.sh, layer-apply.sh,
-# pull.sh, run-container.sh, network.sh, memory.sh.
+# pull.sh, run-container.sh, network.sh, memory.sh, build.sh (its peers are buildah and skopeo).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 for tool in containerd ctr openssl bc gzip skopeo docker-registry curl python3; do
@@ -22,7 +22,7 @@ for b in strata strata-content strata-snapshotter strata-images strata-tasks str
 done
 export BIN=$tmp/bin
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
-for script in content-write layer-apply pull run-container network memory; do
+for script in content-write layer-apply pull run-container network memory build; do
   "$here/$script.sh"
   echo
 done

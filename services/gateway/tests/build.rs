@@ -267,6 +267,20 @@ fn bad_dockerfiles_and_failing_steps_stop_the_build_and_leave_nothing() {
         "{err}"
     );
 
+    let mount = context(
+        &w,
+        "mount",
+        "FROM BASE\nRUN --mount=type=cache,target=/c true\n",
+        &[],
+    );
+    let out = build(&w, &mount, &["-t", "bad:4"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("RUN --mount: not supported"),
+        "{err}"
+    );
+
     let missing = context(&w, "missing", "FROM BASE\nCOPY nope.txt /\n", &[]);
     let out = build(&w, &missing, &["-t", "bad:2"]);
     assert!(!out.status.success());
@@ -434,4 +448,66 @@ fn a_cancelled_build_stops_and_leaves_no_container() {
             == 1
     });
     assert!(!w.ok(&["images"]).contains("cancel"));
+}
+
+#[test]
+fn a_built_image_goes_out_pushed_with_basic_auth_and_saved_and_runs_elsewhere() {
+    use base64::Engine as _;
+    let mut w = build_world();
+    let reg = strata_testkit::registry::Registry::start_with_htpasswd(
+        w.stack.path(),
+        "builder",
+        "b-pass",
+    );
+    let auth = base64::engine::general_purpose::STANDARD.encode("builder:b-pass");
+    let config = w.stack.path().join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        serde_json::json!({"auths": {reg.addr.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    w.stack
+        .gateway
+        .restart_with_env(&[("DOCKER_CONFIG", config.to_str().unwrap())]);
+    let dir = context(
+        &w,
+        "out",
+        "FROM BASE\nCOPY msg /msg\nRUN cat /msg > /copied\nCMD [\"cat\", \"/copied\"]\n",
+        &[("msg", "built here\n")],
+    );
+    let name = format!("{}/team/built:1", reg.addr);
+    build_ok(&w, &dir, &["-t", &name]);
+    w.ok(&["push", "-q", &name]);
+
+    // Pulled back on a fresh stack (with the same credentials): the same image, and it runs.
+    let mut fresh = Stack::start();
+    fresh
+        .gateway
+        .restart_with_env(&[("DOCKER_CONFIG", config.to_str().unwrap())]);
+    ok(fresh.cli().args(["pull", "-q", &name]), None);
+    assert_eq!(
+        ok(fresh.cli().args(["run", "--rm", &name]), None),
+        "built here\n"
+    );
+    let id = |s: &Stack| {
+        let v: Value = serde_json::from_str(&ok(s.cli().args(["inspect", &name]), None)).unwrap();
+        v[0]["Id"].clone()
+    };
+    assert_eq!(id(&fresh), id(&w.stack));
+
+    // Saved, imported by containerd's ctr into another stack, run there.
+    let archive = w.stack.path().join("built.tar");
+    w.ok(&["save", "-o", archive.to_str().unwrap(), &name]);
+    let other = Stack::start();
+    ok(
+        other
+            .ctr()
+            .args(["images", "import", archive.to_str().unwrap()]),
+        None,
+    );
+    assert_eq!(
+        ok(other.cli().args(["run", "--rm", &name]), None),
+        "built here\n"
+    );
 }

@@ -191,25 +191,6 @@ const ACCEPTED: &[Accepted] = &[
         why: Why::Buildah,
         reason: "the ENV value above as RUN wrote it (\"a` b\" with buildah, \"a b\" with strata)",
     },
-    // strata bugs: remove the entry when the gateway is fixed.
-    Accepted {
-        case: "scratch_copy",
-        diff: "config Env PATH: buildah \"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\", strata absent",
-        why: Why::StrataBug,
-        reason: "FROM scratch: BuildKit (and buildah) give the image the default PATH; strata gives it no Env",
-    },
-    Accepted {
-        case: "scratch_copy",
-        diff: "cache: strata ran steps again: (1 steps run, 3 cached)",
-        why: Why::StrataBug,
-        reason: "a rebuild of FROM scratch counts FROM as a step run (the image ID is the same)",
-    },
-    Accepted {
-        case: "symlinks_in_context",
-        diff: "fs /l/link.txt: buildah file 0644 0:0 sha256:9e1fe97c167ed2ce, strata symlink 0777 0:0 -> real.txt",
-        why: Why::StrataBug,
-        reason: "COPY of a source that is a link copies what it points to (BuildKit's FollowSymlinks); strata copies the link",
-    },
 ];
 
 /// A Dockerfile of the corpus with its context. `{BASE}` in the Dockerfile is the base image.

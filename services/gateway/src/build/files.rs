@@ -407,8 +407,24 @@ pub struct Copier<'a> {
 }
 
 impl Copier<'_> {
-    /// Copies the entry `src` of the source tree as `name` in `dest`.
+    /// Copies the entry `src` of the source tree as `name` in `dest`; when `src` is a link,
+    /// what it points to (inside the tree) is copied, as BuildKit follows a source's links.
     pub fn copy_entry(&self, src: &Path, dest: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        if self
+            .from
+            .lstat(src)?
+            .is_some_and(|st| kind(&st) == SFlag::S_IFLNK)
+        {
+            let target = open_in(self.from.at(), src, OFlag::O_PATH)
+                .map_err(|e| err(format!("{} {}", self.from.name, src.display()), e))?;
+            let real = std::fs::read_link(format!("/proc/self/fd/{}", target.as_raw_fd()))?;
+            let root = std::fs::read_link(format!("/proc/self/fd/{}", self.from.at().as_raw_fd()))?;
+            let inside = real
+                .strip_prefix(&root)
+                .map_err(|_| err(src.display(), "its link leads outside the tree"))?
+                .to_path_buf();
+            return self.copy_entry(&inside, dest, name);
+        }
         let (sdir, sname) = split(src).ok_or_else(|| err(src.display(), "no name"))?;
         let sd = open_in(self.from.at(), &sdir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
             .map_err(|e| err(format!("{} {}", self.from.name, src.display()), e))?;

@@ -54,6 +54,9 @@ use tokio::sync::mpsc;
 /// Names of the build cache's image records: this prefix and the step's key.
 pub const CACHE_PREFIX: &str = "strata-build-cache/step:";
 
+/// The PATH an image built from scratch gets (BuildKit's, buildah's).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Largest /etc/passwd or /etc/group read to resolve `--chown` names.
 const ACCOUNTS_LIMIT: u64 = 4 << 20;
 
@@ -296,9 +299,12 @@ fn scratch() -> State {
     config.insert("os".into(), Value::String(host.os));
     config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
     config.insert("history".into(), Value::Array(Vec::new()));
+    // As BuildKit: an image from scratch gets the default PATH.
+    let mut rc = Map::new();
+    rc.insert("Env".into(), json!([format!("PATH={DEFAULT_PATH}")]));
     State {
         config,
-        rc: Map::new(),
+        rc,
         top: Top {
             layers: Vec::new(),
             diff_ids: Vec::new(),
@@ -656,7 +662,8 @@ impl Builder<'_> {
         } else {
             self.base_image(&base, stage.line).await?
         };
-        let cached = state.record.is_some();
+        // Nothing runs for a base image present or for scratch.
+        let cached = state.record.is_some() || base.eq_ignore_ascii_case("scratch");
         self.step_event(i, &first_line(&format!("FROM {base}")), cached)
             .await;
         // The base's ONBUILD triggers run first, then go from the config.
@@ -760,6 +767,8 @@ impl Builder<'_> {
                 .map_err(|e| Error::invalid_argument(self.where_(ins.line, &e.to_string())))?
         };
         let text = first_line(&ins.original);
+        unsupported_flags(ins, &kind)
+            .map_err(|e| Error::invalid_argument(self.where_(ins.line, &e)))?;
         // ARG changes what later steps see, nothing of the image.
         if let Ins::Arg(args) = &kind {
             for (k, default) in args {
@@ -1052,13 +1061,13 @@ impl Builder<'_> {
             .last()
             .map(ToString::to_string)
             .unwrap_or_default();
-        let labels = HashMap::from([(
-            "containerd.io/gc.ref.lease".to_owned(),
-            self.p.lease().to_owned(),
-        )]);
-        let mounts = b.snapshots.prepare(&sn, &ns, &key, &parent, labels).await?;
+        // Leased before it exists: the collector never sees it unheld.
+        self.p.lease_add_snapshot(&key).await?;
+        let mounts = b
+            .snapshots
+            .prepare(&sn, &ns, &key, &parent, HashMap::new())
+            .await?;
         let worked = async {
-            self.p.lease_add_snapshot(&key).await?;
             let tmp = b.root.join("tmp");
             tokio::task::spawn_blocking(move || -> Result<()> {
                 std::fs::create_dir_all(&tmp)
@@ -1169,12 +1178,12 @@ impl Builder<'_> {
                     PathBuf::new()
                 } else {
                     view = Some(key.clone());
+                    self.p.lease_add_snapshot(&key).await?;
                     let mounts = self
                         .b
                         .snapshots
                         .view(&self.p.snapshotter, &self.ns, &key, &parent, HashMap::new())
                         .await?;
-                    self.p.lease_add_snapshot(&key).await?;
                     let tmp = self.b.root.join("tmp");
                     std::fs::create_dir_all(&tmp)
                         .map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
@@ -1245,6 +1254,37 @@ impl Builder<'_> {
         }
         result
     }
+}
+
+/// Flags the parser knows that this builder cannot honour: refused, never ignored.
+fn unsupported_flags(ins: &Instruction, kind: &Ins) -> std::result::Result<(), String> {
+    let allowed: &[&str] = match kind {
+        Ins::Run { .. } => &["network"],
+        Ins::Copy(_) => &["from", "chown", "chmod", "link"],
+        Ins::Add(_) => &["chown", "chmod", "link"],
+        _ => return Ok(()),
+    };
+    for f in ins.flags() {
+        let name = f
+            .trim_start_matches('-')
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if !allowed.contains(&name.as_str()) {
+            let word = ins.original.split_whitespace().next().unwrap_or_default();
+            return Err(format!(
+                "{} --{name}: not supported by strata build (supported: {})",
+                word.to_ascii_uppercase(),
+                allowed
+                    .iter()
+                    .map(|a| format!("--{a}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_url(s: &str) -> bool {
@@ -1354,8 +1394,9 @@ fn copy_into(
     let copier = Copier { from, opts };
     let e = |x: std::io::Error| x.to_string();
     for src in &found {
+        // A source that is a link counts as what it points to.
         let st = from
-            .lstat(src)
+            .stat(src)
             .map_err(e)?
             .ok_or_else(|| format!("{}: not found", src.display()))?;
         if files::is_dir(&st) {
