@@ -62,9 +62,9 @@ enum Why {
     /// buildah does it differently from BuildKit (or leaves build artifacts behind), strata
     /// does as BuildKit does: accepted for good.
     Buildah,
-    /// strata does it differently from buildah and BuildKit: a strata bug, accepted here only
-    /// until the gateway is fixed.
-    StrataBug,
+    // A strata bug found here is fixed, not accepted: the three this test found (FROM scratch
+    // without the default PATH, a linked COPY source copied as the link, scratch counted as a
+    // step run) are fixed in the gateway.
 }
 
 /// One accepted difference: in `case` (`*`: any case) a difference line starting with `diff`.
