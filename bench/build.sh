@@ -15,6 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 ROUNDS=${ROUNDS:-5}
+PARTS=${PARTS:-build push} # which parts run
 BIN=${BIN:-$here/../target/release}
 WORK=${WORK:-$(work_dir)}
 cleanup() {
@@ -81,9 +82,11 @@ tm() {
 S_BUILD=("${ST[@]}" build)
 B_BUILD=("${BA[@]}" bud --layers --signature-policy "$WORK/b/policy.json" --tls-verify=false -q)
 
-printf 'image builds: strata build vs buildah bud --layers (chroot isolation), median of %s (after a warm-up)\n' "$ROUNDS"
 declare -A T
+[[ " $PARTS " == *" build "* ]] &&
+  printf 'image builds: strata build vs buildah bud --layers (chroot isolation), median of %s (after a warm-up)\n' "$ROUNDS"
 for name in run copy multi; do
+  [[ " $PARTS " == *" build "* ]] || break
   dir="$corpus/$name"
   for i in $(seq 0 "$ROUNDS"); do
     sc=$(tm "${S_BUILD[@]}" --no-cache -t "bench-$name" "$dir")
@@ -102,6 +105,7 @@ for name in run copy multi; do
 done
 
 # Push: a ~100 MB image (one layer of random bytes over busybox), to two fresh registries.
+[[ " $PARTS " == *" push "* ]] || exit 0
 r1=$(start_registry "$WORK/r1")
 r2=$(start_registry "$WORK/r2")
 mkdir -p "$corpus/big"

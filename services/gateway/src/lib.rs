@@ -63,6 +63,8 @@ pub struct Backends {
     pub metadata: image::MetadataCache,
     /// The network service, when there is one.
     pub network: Option<NetworksClient<Channel>>,
+    /// Pushes send larger blobs in chunks of this size, smaller ones whole.
+    pub chunked_upload_threshold: u64,
 }
 
 impl Backends {
@@ -97,6 +99,7 @@ impl Backends {
             flights: std::sync::Arc::default(),
             metadata: image::MetadataCache::default(),
             network: None,
+            chunked_upload_threshold: strata_registry::DEFAULT_CHUNKED_UPLOAD_THRESHOLD,
         })
     }
 

@@ -35,6 +35,10 @@ struct Cli {
     /// loopback or the host's (config key `network`) [default: /run/strata/network.sock]
     #[arg(long)]
     network: Option<String>,
+    /// Blobs larger than this many bytes are pushed in chunks of the same size, smaller ones in
+    /// one request (config key `chunked_upload_threshold`) [default: 1 GiB]
+    #[arg(long, env = "STRATA_CHUNKED_UPLOAD_THRESHOLD")]
+    chunked_upload_threshold: Option<u64>,
 }
 
 /// The gateway's own config keys (beside address, root and log_format).
@@ -47,6 +51,7 @@ struct Config {
     tasks: Option<String>,
     insecure_registries: Option<Vec<String>>,
     network: Option<String>,
+    chunked_upload_threshold: Option<u64>,
 }
 
 #[tokio::main]
@@ -101,6 +106,13 @@ async fn main() -> anyhow::Result<()> {
     )?;
     if let Some(ch) = &network_ch {
         backends = backends.with_network(ch.clone());
+    }
+    if let Some(t) = cli
+        .chunked_upload_threshold
+        .or(config.chunked_upload_threshold)
+    {
+        anyhow::ensure!(t > 0, "chunked_upload_threshold: must be above 0");
+        backends.chunked_upload_threshold = t;
     }
     let backends = Arc::new(backends);
     tracing::info!(%content, %snapshotter, %images, %tasks, %network, "gateway backends");

@@ -616,6 +616,8 @@ pub(crate) async fn registry_client(
         .get_or_try_init(|| async {
             Client::new(ClientConfig {
                 insecure_registries: b.insecure_registries.clone(),
+                chunked_upload_threshold: b.chunked_upload_threshold,
+                upload_chunk_size: b.chunked_upload_threshold,
                 ..ClientConfig::default()
             })
         })

@@ -281,6 +281,20 @@ fn bad_dockerfiles_and_failing_steps_stop_the_build_and_leave_nothing() {
         "{err}"
     );
 
+    let unreachable = context(
+        &w,
+        "unreachable",
+        "FROM 127.0.0.1:1/nothing:1\nRUN true\n",
+        &[],
+    );
+    let out = build(&w, &unreachable, &["-t", "bad:5"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 1") && err.contains("127.0.0.1:1/nothing:1") && err.contains("pulling"),
+        "{err}"
+    );
+
     let missing = context(&w, "missing", "FROM BASE\nCOPY nope.txt /\n", &[]);
     let out = build(&w, &missing, &["-t", "bad:2"]);
     assert!(!out.status.success());
@@ -339,14 +353,22 @@ fn dockerignore_and_wildcards_decide_what_is_copied() {
 fn the_build_cache_survives_a_restart_and_prune_frees_it() {
     let mut w = build_world();
     let dir = context(&w, "prune", "FROM BASE\nRUN echo cached > /f\n", &[]);
+    let base_snapshots = w.snapshots().lines().count();
     let first = image_id(&build_ok(&w, &dir, &["-t", "p:1"]));
+    // The image goes; the collector runs (grace period 0): the cache still holds the layer.
+    w.ok(&["rmi", "p:1"]);
     w.stack.gateway.restart();
     w.stack.images.restart();
     let again = build_ok(&w, &dir, &["-t", "p:1"]);
     assert!(again.contains("0 steps run"), "{again}");
     assert_eq!(image_id(&again), first);
+    // Pruned and the image removed, the build's layer is freed.
     let pruned = w.ok(&["builder", "prune", "-f"]);
     assert!(!pruned.starts_with("removed 0 "), "{pruned}");
+    w.ok(&["rmi", "p:1"]);
+    w.eventually("the build's snapshot to be collected", || {
+        w.snapshots().lines().count() == base_snapshots
+    });
     let after = build_ok(&w, &dir, &["-t", "p:1"]);
     assert!(!after.contains("0 steps run"), "{after}");
 }
@@ -510,4 +532,38 @@ fn a_built_image_goes_out_pushed_with_basic_auth_and_saved_and_runs_elsewhere() 
         ok(other.cli().args(["run", "--rm", &name]), None),
         "built here\n"
     );
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_builds_of_images_from_it() {
+    let w = build_world();
+    let parent = context(
+        &w,
+        "parent",
+        "FROM BASE\nONBUILD COPY hello.txt /from-child/\nONBUILD RUN cat /from-child/hello.txt > /ran\n",
+        &[],
+    );
+    build_ok(&w, &parent, &["-t", "parent:1"]);
+    let img = inspect(&w, "parent:1");
+    assert_eq!(
+        img["Config"]["OnBuild"],
+        serde_json::json!([
+            "COPY hello.txt /from-child/",
+            "RUN cat /from-child/hello.txt > /ran"
+        ])
+    );
+    let child = context(
+        &w,
+        "child",
+        "FROM parent:1\nCMD [\"cat\", \"/ran\"]\n",
+        &[("hello.txt", "from the child's context\n")],
+    );
+    build_ok(&w, &child, &["-t", "child:1"]);
+    assert_eq!(
+        w.ok(&["run", "--rm", "child:1"]),
+        "from the child's context\n"
+    );
+    // The triggers ran; they are not passed on.
+    let img = inspect(&w, "child:1");
+    assert!(img["Config"]["OnBuild"].is_null(), "{img}");
 }

@@ -249,7 +249,11 @@ async fn pushed_image_pulls_back_the_same_with_mounts_and_skips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_imported_index_is_uploaded_whole_and_in_chunks() {
-    let stack = Stack::start();
+    let mut stack = Stack::start();
+    // Chunks of 16 MiB (the default pushes blobs up to 1 GiB whole).
+    stack
+        .gateway
+        .restart_with_env(&[("STRATA_CHUNKED_UPLOAD_THRESHOLD", "16777216")]);
     let reg = Registry::start(stack.dir.path());
     // A layer larger than the chunked-upload threshold (16 MiB): incompressible bytes.
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;

@@ -42,10 +42,12 @@ const TOKEN_BODY_LIMIT: u64 = 1 << 20;
 /// Lifetime of a token whose response gives no `expires_in` (the distribution spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
-/// Blobs above this size are pushed in chunks by default.
-pub const DEFAULT_CHUNKED_UPLOAD_THRESHOLD: u64 = 16 << 20;
+/// Blobs above this size are pushed in chunks by default; below it, in one request, as Docker
+/// and skopeo push (each chunk costs the registry a request and a write of its own: with 16 MiB
+/// chunks a 100 MB push took 1.11 times skopeo's time).
+pub const DEFAULT_CHUNKED_UPLOAD_THRESHOLD: u64 = 1 << 30;
 /// The default size of an upload chunk.
-pub const DEFAULT_UPLOAD_CHUNK_SIZE: u64 = 16 << 20;
+pub const DEFAULT_UPLOAD_CHUNK_SIZE: u64 = 256 << 20;
 
 /// How a [`Client`] reaches registries.
 #[derive(Debug, Clone)]

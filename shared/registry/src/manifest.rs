@@ -257,6 +257,19 @@ pub struct ContainerConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub stop_signal: Option<String>,
+    /// Docker's health check (`Test`, `Interval`, … as the config holds them).
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub healthcheck: Option<serde_json::Value>,
+    /// Instructions run by builds of images from this one (`ONBUILD`).
+    #[serde(rename = "OnBuild", default, skip_serializing_if = "Option::is_none")]
+    pub on_build: Option<Vec<String>>,
+    /// The shell of shell-form instructions (`SHELL`).
+    #[serde(rename = "Shell", default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Vec<String>>,
 }
 
 /// The layer diff IDs of an image config.
