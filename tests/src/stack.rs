@@ -187,10 +187,40 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Removes (killing them first) the containers of the default namespace, when the
+    /// services answer.
+    fn remove_containers(&self) {
+        let Ok(out) = self.cli().args(["ps", "-a", "-q"]).output() else {
+            return;
+        };
+        if !out.status.success() {
+            return;
+        }
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = self
+                .cli()
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Drop for Stack {
     /// A network service's attachments would outlive the stack (namespaces bound in its
     /// directory, veths, firewall rules): once the services are down, every one is torn down.
     fn drop(&mut self) {
+        // Containers a test left go with their stack: their supervisors, processes and root
+        // mounts would outlive the services otherwise.
+        self.remove_containers();
         if let Some(n) = &mut self.network {
             self.gateway.kill9();
             n.kill9();
