@@ -1,0 +1,132 @@
+//! Containers run server-side, for `strata run` and its siblings: the gateway creates the
+//! container record and its root snapshot, starts its task with the tasks service, streams its
+//! output (the tasks service's `strata.tasks.v1.Io` logs) and feeds its stdin, and removes it
+//! with its thin layer.
+//!
+//! Stdin: a container created with stdin open gets a FIFO under `<gateway root>/io/<ns>/<id>/`
+//! that its supervisor reads; the gateway holds the write end open from task start until the
+//! client closes stdin (or the container is removed), so stdin stays open between attaches as
+//! with `docker run -i`. Output is never sent through FIFOs: the supervisor writes it to the
+//! container's log and attaching means following that log, so nothing blocks when nobody is
+//! attached and `logs` shows everything.
+
+mod attach;
+mod attachments;
+mod create;
+mod exec;
+mod lifecycle;
+mod stdin;
+
+use crate::Backends;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use strata_api::containerd::services::containers::v1 as cpb;
+use strata_api::containerd::services::tasks::v1 as tpb;
+use strata_api::containerd::v1::types::Status as TaskStatus;
+use strata_core::{Error, Kind, Result};
+use strata_grpc::from_status;
+use strata_grpc::metadata::with_namespace;
+
+pub use attach::{Attach, attach, resize};
+pub use attachments::{Attached, Attachments};
+pub use create::create;
+pub use exec::exec;
+pub(crate) use lifecycle::delete_task;
+pub use lifecycle::{rearm_auto_remove, remove, start};
+pub use stdin::{end_stdin, write_stdin};
+
+/// Label: the container was created with stdin open (`-i`).
+pub const LABEL_STDIN: &str = "io.strata.stdin";
+/// Label: remove the container once its task has exited (`--rm`).
+pub const LABEL_AUTO_REMOVE: &str = "io.strata.auto-remove";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn key(ns: &str, id: &str, exec_id: &str) -> String {
+    format!("{ns}/{id}/{exec_id}")
+}
+
+fn random_id() -> Result<String> {
+    use std::io::Read as _;
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::internal(format!("reading /dev/urandom: {e}")))?;
+    Ok(hex::encode(b))
+}
+
+fn io_dir(b: &Backends, ns: &str, id: &str) -> PathBuf {
+    b.root.join("io").join(ns).join(id)
+}
+
+fn status_of(p: &strata_api::containerd::v1::types::Process) -> TaskStatus {
+    TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown)
+}
+
+async fn get_container(b: &Backends, ns: &str, id: &str) -> Result<cpb::Container> {
+    b.containers
+        .clone()
+        .get(with_namespace(
+            ns,
+            cpb::GetContainerRequest { id: id.to_owned() },
+        )?)
+        .await
+        .map_err(from_status)?
+        .into_inner()
+        .container
+        .ok_or_else(|| Error::not_found(format!("container {id:?}")))
+}
+
+pub(crate) fn spec_of(c: &cpb::Container) -> Result<Value> {
+    let any = c
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::failed_precondition(format!("container {:?} has no spec", c.id)))?;
+    serde_json::from_slice(&any.value)
+        .map_err(|e| Error::failed_precondition(format!("container {:?}: spec: {e}", c.id)))
+}
+
+/// The pid of container `id`'s running task; FailedPrecondition when it is not running.
+pub(crate) async fn running_pid(b: &Backends, ns: &str, id: &str) -> Result<u32> {
+    get_container(b, ns, id).await?;
+    match get_task(b, ns, id, "").await? {
+        Some(t) if status_of(&t) == TaskStatus::Running => Ok(t.pid),
+        _ => Err(Error::failed_precondition(format!(
+            "container {id:?} is not running: its network cannot be joined"
+        ))),
+    }
+}
+
+async fn get_task(
+    b: &Backends,
+    ns: &str,
+    id: &str,
+    exec_id: &str,
+) -> Result<Option<strata_api::containerd::v1::types::Process>> {
+    match b
+        .tasks
+        .clone()
+        .get(with_namespace(
+            ns,
+            tpb::GetRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            },
+        )?)
+        .await
+    {
+        Ok(r) => Ok(r.into_inner().process),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(from_status(s)),
+    }
+}
+
+fn ignore_missing(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() == Kind::NotFound => Ok(()),
+        other => other,
+    }
+}
