@@ -1,5 +1,6 @@
 //! Fixtures for tests that run the real thing: service binaries on temporary unix sockets,
 //! killed with SIGKILL and restarted, and external clients (ctr, grpcurl) pointed at them.
+#![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod fifo;

@@ -1,5 +1,7 @@
 //! strata-content: serves containerd's Content API from a local, durable blob store.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context as _;
 use clap::Parser;
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! server-side pull ([`pull`]) and import, image listing with sizes, inspect, history, disk use,
 //! tag and push ([`push`]).
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod build;
 pub mod changes;

@@ -1,5 +1,7 @@
 //! strata-gateway: one socket for every containerd service strata serves, and strata's own API.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context as _;
 use clap::Parser;
 use std::sync::Arc;

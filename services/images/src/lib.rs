@@ -3,6 +3,8 @@
 //! ([`grpc`]) serving containerd's Images, Leases and Namespaces APIs and strata's
 //! `GarbageCollector`.
 
+#![forbid(unsafe_code)]
+
 pub mod containers;
 pub mod gc;
 pub mod grpc;

@@ -1,6 +1,8 @@
 //! strata-images: serves containerd's Images, Leases and Namespaces APIs and strata's
 //! GarbageCollector, collecting through the content and snapshotter services.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context as _;
 use clap::Parser;
 use std::sync::Arc;

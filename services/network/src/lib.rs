@@ -3,6 +3,8 @@
 //! reconciliation that leaves nothing behind after crashes. `manager` is the core; `grpc` only
 //! converts.
 
+#![forbid(unsafe_code)]
+
 pub mod files;
 pub mod firewall;
 pub mod grpc;

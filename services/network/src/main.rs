@@ -1,5 +1,7 @@
 //! strata-network: serves strata.network.v1 (networks and containers' attachments to them).
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context as _;
 use clap::Parser;
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 //!
 //! Modules mirror the protobuf packages: `containerd::services::content::v1`, and so on.
 
+#![forbid(unsafe_code)]
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
 include!(concat!(env!("OUT_DIR"), "/strata_api.rs"));

@@ -6,6 +6,8 @@
 //!
 //! Kept small (serde only): the supervisor, one per container, links it.
 
+#![forbid(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_core::Kind;

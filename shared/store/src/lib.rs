@@ -2,6 +2,8 @@
 //! records in redb, encoded with prost, and runs blocking work on tokio's pool; their failures
 //! are one [`StoreError`], mapped to a [`strata_core::Error`] for callers.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -7,6 +7,7 @@
 //! Without containerd installed, each workflow still runs against strata and strata's answers
 //! are checked against what the test knows (digests, file contents, exit codes); the comparison
 //! is skipped with a note on stderr. `STRATA_COMPAT_NO_CONTAINERD=1` forces that mode.
+#![forbid(unsafe_code)]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
