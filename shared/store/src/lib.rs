@@ -3,6 +3,7 @@
 //! are one [`StoreError`], mapped to a [`strata_core::Error`] for callers.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,15 +16,26 @@ pub enum StoreError {
     /// A failure with a category callers act on (not found, already exists, …).
     #[error(transparent)]
     Api(#[from] Error),
+    /// A file operation on `path` failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file or directory operated on.
+        path: PathBuf,
+        /// What the operation failed with.
+        source: io::Error,
+    },
+    /// The redb database failed (opening, a transaction, a table, storage or a commit).
     #[error("metadata database: {0}")]
     Db(Box<redb::Error>),
+    /// A stored record does not decode as the message it should be.
     #[error("corrupt metadata record {key}: {source}")]
     Decode {
+        /// The record's key.
         key: String,
+        /// What prost reported.
         source: prost::DecodeError,
     },
+    /// The blocking task doing the work panicked or was cancelled.
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -55,6 +67,7 @@ impl From<StoreError> for Error {
     }
 }
 
+/// A result whose error is a [`StoreError`] unless told otherwise.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Maps an I/O error to one naming `path`.
@@ -71,6 +84,7 @@ pub fn nanos(t: SystemTime) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// A stored time back: nanoseconds since the epoch, negatives read as the epoch.
 pub fn from_nanos(n: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
 }
