@@ -7,6 +7,7 @@
 //! Kept small (serde only): the supervisor, one per container, links it.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,65 +16,90 @@ use strata_core::Kind;
 /// The supervisor's socket, in its state directory.
 pub const SOCKET: &str = "shim.sock";
 
+/// A request to the supervisor, tagged on the wire by `op` (`{"op":"kill","signal":9}`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Init's pid and status (created, running, paused, stopped) and, once stopped, its exit.
     State,
+    /// Lets the created init exec the container's process (like `runc start`).
     Start,
+    /// Sends a signal to init, or with `all` to every process in the container's cgroup.
     Kill {
+        /// The signal's number.
         signal: i32,
+        /// Signal every process of the container, not only init (allowed after init exited).
         #[serde(default)]
         all: bool,
     },
     /// Blocks until init has exited and its output has been copied (or, for output held open
     /// by processes left behind, a short while has passed); answers its exit status.
     Wait,
+    /// The pids of the container's processes.
     Pids,
+    /// Freezes every process of the container.
     Pause,
+    /// Thaws a paused container.
     Resume,
     /// Closes the container's stdin (the write side the supervisor holds; nothing for a
     /// terminal, whose input stops when the client closes its stdin).
     CloseIo,
     /// Runs a process in the container (`process` is an OCI runtime-spec Process in JSON).
     Exec {
+        /// The client's name for the process, unique in the container.
         exec_id: String,
+        /// The OCI runtime-spec Process to run, as JSON.
         process: serde_json::Value,
+        /// The client's path the process's stdin is read from; none or empty for no stdin.
         #[serde(default)]
         stdin: Option<String>,
+        /// The client's path the process's stdout is copied to; none or empty for none.
         #[serde(default)]
         stdout: Option<String>,
+        /// The client's path the process's stderr is copied to; none or empty for none.
         #[serde(default)]
         stderr: Option<String>,
     },
+    /// Blocks until an exec'd process has exited; answers its pid and exit status.
     WaitExec {
+        /// The exec'd process.
         exec_id: String,
     },
+    /// Sends a signal to an exec'd process.
     KillExec {
+        /// The exec'd process.
         exec_id: String,
+        /// The signal's number.
         signal: i32,
     },
     /// An exec'd process's pid and status (running, stopped) and, once stopped, its exit.
     StateExec {
+        /// The exec'd process.
         exec_id: String,
     },
     /// Forgets an exec'd process that has exited, and removes its log.
     DeleteExec {
+        /// The exec'd process.
         exec_id: String,
     },
     /// Sets the size of the terminal of init (empty `exec_id`) or of an exec'd process.
     ResizePty {
+        /// The exec'd process, or empty for init.
         #[serde(default)]
         exec_id: String,
+        /// Columns.
         width: u32,
+        /// Rows.
         height: u32,
     },
     /// Applies new resources (an OCI LinuxResources in JSON).
     Update {
+        /// The OCI LinuxResources, as JSON.
         resources: serde_json::Value,
     },
     /// Deletes the container (it must have exited unless `force`); the supervisor then exits.
     Delete {
+        /// Delete a container that is still running.
         #[serde(default)]
         force: bool,
     },
@@ -114,18 +140,24 @@ impl Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Init is set up and waits for [`Request::Start`].
     Created,
+    /// The process runs.
     Running,
+    /// The container's processes are frozen.
     Paused,
+    /// The process has exited.
     Stopped,
 }
 
+/// How and when a process exited.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Exit {
     /// Exit code, or 128 + signal number for a process killed by a signal (as shells report).
     pub status: u32,
-    /// Seconds and nanoseconds since the epoch.
+    /// When it exited: seconds since the epoch.
     pub at_secs: i64,
+    /// When it exited: nanoseconds past `at_secs`.
     pub at_nanos: u32,
 }
 
@@ -142,14 +174,23 @@ impl Exit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
+    /// [`Kind::NotFound`].
     NotFound,
+    /// [`Kind::AlreadyExists`].
     AlreadyExists,
+    /// [`Kind::InvalidArgument`].
     InvalidArgument,
+    /// [`Kind::FailedPrecondition`].
     FailedPrecondition,
+    /// [`Kind::Unavailable`].
     Unavailable,
+    /// [`Kind::OutOfRange`].
     OutOfRange,
+    /// [`Kind::NotImplemented`].
     NotImplemented,
+    /// [`Kind::Canceled`].
     Canceled,
+    /// [`Kind::Internal`], and any kind this side does not know.
     #[serde(other)]
     Internal,
 }
@@ -190,7 +231,9 @@ impl From<ErrorKind> for Kind {
 /// container it is about).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// What category of failure it is; callers branch on this.
     pub kind: ErrorKind,
+    /// The supervisor's message, for people.
     pub message: String,
 }
 
@@ -202,19 +245,26 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// The supervisor's answer to a [`Request`]: the error, or the fields the request answers
+/// (the rest left out on the wire).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reply {
+    /// The failure's message; none when the request succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The error's kind; an error without one is `Internal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ErrorKind>,
+    /// The process's status (answers `State` and `StateExec`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// The process's pid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
+    /// The process's exit, once it has exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<Exit>,
+    /// The container's processes (answers `Pids`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<i32>,
 }
