@@ -11,6 +11,8 @@
 //! Profiles are OCI [`LinuxSeccomp`] values, so the same profile goes into a spec that runc
 //! or crun enforce.
 
+#![warn(missing_docs)]
+
 mod compile;
 mod default;
 mod docker;
@@ -42,7 +44,12 @@ pub enum Error {
     UnsupportedArch(String),
     /// A profile larger than [`MAX_PROFILE_BYTES`].
     #[error("seccomp profile: {size} bytes is larger than the limit of {max} bytes")]
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// The profile's size in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// Anything else wrong in the profile (its JSON, an argument index, an errno on an action
     /// that takes none...).
     #[error("seccomp profile: {0}")]
@@ -53,8 +60,11 @@ pub enum Error {
     /// `seccomp(2)` refused a filter.
     #[error("install seccomp filter {index} of {count}: {source}")]
     Install {
+        /// Which filter was refused, in the order they are installed.
         index: usize,
+        /// How many filters the profile compiled to.
         count: usize,
+        /// What `seccomp(2)` failed with (`E2BIG` for a program over 65535 instructions).
         #[source]
         source: std::io::Error,
     },
@@ -71,7 +81,9 @@ impl Error {
 /// The architectures strata builds for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
+    /// 64-bit x86 (`amd64`).
     X86_64,
+    /// 64-bit Arm (`arm64`).
     Aarch64,
 }
 
