@@ -7,6 +7,7 @@
 //! closed right after. A 128-layer chain then needs about 2 KiB of options.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod inroot;
 
@@ -17,25 +18,49 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use strata_core::mount::Mount;
 
+/// Why mounting or unmounting failed. An unsupported option is the caller's error (invalid
+/// argument); the rest are internal.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
+    /// `mount(2)` failed.
     #[error("mount {kind} {device} on {target}: {errno}")]
     Mount {
+        /// The record's file-system type (`overlay`, `bind`, …).
         kind: String,
+        /// The record's source.
         device: String,
+        /// Where it was to be mounted.
         target: PathBuf,
+        /// What `mount(2)` failed with.
         errno: nix::Error,
     },
+    /// `umount2(2)` failed, also when detaching a busy mount.
     #[error("unmount {target}: {errno}")]
-    Unmount { target: PathBuf, errno: nix::Error },
+    Unmount {
+        /// The mount point.
+        target: PathBuf,
+        /// What `umount2(2)` failed with.
+        errno: nix::Error,
+    },
+    /// An overlay lower directory could not be opened to shorten its path.
     #[error("opening lower directory {path}: {errno}")]
-    Lower { path: String, errno: nix::Error },
+    Lower {
+        /// The lower directory, as the `lowerdir` option named it.
+        path: String,
+        /// What `open(2)` failed with.
+        errno: nix::Error,
+    },
+    /// The temporary directory of a [`TempMount`] could not be created.
     #[error("creating a temporary mount point: {0}")]
     TempDir(std::io::Error),
+    /// File-system options on a bind mount, which takes none.
     #[error("unsupported mount option {option:?} for {kind} mount of {device}")]
     Option {
+        /// The options left over, comma-separated.
         option: String,
+        /// The record's file-system type.
         kind: String,
+        /// The record's source.
         device: String,
     },
 }
@@ -239,6 +264,7 @@ impl TempMount {
         })
     }
 
+    /// The directory the records are mounted on.
     pub fn path(&self) -> &Path {
         self.dir.as_ref().map_or(Path::new(""), |d| d.path())
     }
