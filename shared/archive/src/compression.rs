@@ -8,8 +8,11 @@ use crate::ArchiveError;
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
+    /// A plain tar stream.
     None,
+    /// gzip (deflate).
     Gzip,
+    /// Zstandard.
     Zstd,
 }
 

@@ -18,16 +18,28 @@ pub enum ArchiveError {
 
     /// An entry tried to create, change or read something outside the root.
     #[error("layer entry {path:?} escapes the root: {reason}")]
-    Escape { path: String, reason: String },
+    Escape {
+        /// The entry's path, as the tar names it.
+        path: String,
+        /// How it leaves the root (a `..` climbing above it, in its path or a link target).
+        reason: String,
+    },
 
     /// An entry is malformed or cannot be applied as the layer describes it.
     #[error("layer entry {path:?}: {reason}")]
-    InvalidEntry { path: String, reason: String },
+    InvalidEntry {
+        /// The entry's path, as the tar names it.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// The tar stream itself is malformed (bad header checksum, truncated entry...).
     #[error("malformed layer tar {context}: {source}")]
     MalformedTar {
+        /// Where in the stream (`after "etc/passwd"`, `after its end`, …).
         context: String,
+        /// What reading the tar failed with.
         #[source]
         source: io::Error,
     },
@@ -35,20 +47,30 @@ pub enum ArchiveError {
     /// The compressed stream could not be read or decompressed.
     #[error("decompressing {compression} layer stream: {source}")]
     Decompress {
+        /// The stream's compression.
         compression: Compression,
+        /// What the decoder failed with.
         #[source]
         source: io::Error,
     },
 
     /// The uncompressed stream does not hash to the expected diff ID.
     #[error("layer diff ID mismatch: expected {expected}, computed {actual}")]
-    DiffIdMismatch { expected: Digest, actual: Digest },
+    DiffIdMismatch {
+        /// The diff ID the caller gave.
+        expected: Digest,
+        /// The digest of the stream as read.
+        actual: Digest,
+    },
 
     /// A file-system operation for one layer entry failed.
     #[error("layer entry {path:?}: {op}: {source}")]
     Entry {
+        /// The entry's path, as the tar names it.
         path: String,
+        /// The operation that failed, in words.
         op: String,
+        /// What it failed with.
         #[source]
         source: io::Error,
     },
@@ -57,8 +79,11 @@ pub enum ArchiveError {
     /// output) failed.
     #[error("{op} {path:?}: {source}")]
     Io {
+        /// The local path operated on.
         path: PathBuf,
+        /// The operation that failed, in words.
         op: &'static str,
+        /// What it failed with.
         #[source]
         source: io::Error,
     },

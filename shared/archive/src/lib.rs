@@ -10,6 +10,8 @@
 //! [`write_diff`] and [`write_overlay_diff`] produce layer tars from two trees or from an
 //! overlayfs upper directory.
 
+#![warn(missing_docs)]
+
 mod apply;
 mod bounds;
 mod compression;
@@ -49,6 +51,7 @@ pub enum WhiteoutMode {
 /// How [`apply`] writes a layer.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
+    /// What whiteout entries become.
     pub whiteouts: WhiteoutMode,
     /// Read-only lower layer directories, topmost first. In Overlay mode a hard link whose target
     /// is in a lower layer (and not in `root`) makes the target be copied up into `root` first
@@ -75,6 +78,7 @@ impl ApplyOptions {
 pub struct ApplyStats {
     /// sha256 of the uncompressed tar stream, every byte of it.
     pub diff_id: Digest,
+    /// Bytes in the uncompressed tar stream.
     pub uncompressed_size: u64,
     /// Tar entries read (extension headers such as PAX or GNU long names not counted).
     pub entries: u64,
