@@ -35,8 +35,11 @@ const EXEC_FIFO: &str = "exec.fifo";
 /// process asks for a terminal (then the pty master is handed back instead).
 #[derive(Debug, Default)]
 pub struct Stdio {
+    /// What the process reads as its stdin.
     pub stdin: Option<OwnedFd>,
+    /// Where the process's stdout goes.
     pub stdout: Option<OwnedFd>,
+    /// Where the process's stderr goes.
     pub stderr: Option<OwnedFd>,
 }
 
@@ -76,9 +79,13 @@ impl Stdio {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Init is set up and waits to be started.
     Created,
+    /// The container's process runs.
     Running,
+    /// The container's processes are frozen.
     Paused,
+    /// Init has exited.
     Stopped,
 }
 
@@ -97,13 +104,18 @@ impl std::fmt::Display for Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct State {
+    /// The OCI runtime spec version the state follows (`1.1.0`).
     pub oci_version: String,
+    /// The container's id.
     pub id: String,
+    /// The container's status when the state was read.
     pub status: Status,
     /// Host pid of the init; absent once stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
+    /// The bundle directory (holding `config.json` and, usually, the root file system).
     pub bundle: PathBuf,
+    /// The annotations of the bundle's `config.json`.
     #[serde(default)]
     pub annotations: std::collections::HashMap<String, String>,
 }

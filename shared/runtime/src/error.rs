@@ -13,22 +13,33 @@ pub enum Error {
     /// A file-system or I/O operation on `path` failed.
     #[error("{op} {path}: {source}", path = .path.display())]
     Io {
+        /// The operation that failed, in words (`"open stdio"`).
         op: &'static str,
+        /// The path operated on.
         path: PathBuf,
+        /// What it failed with.
         #[source]
         source: std::io::Error,
     },
     /// A system call about `what` failed.
     #[error("{op} {what}: {source}")]
     Sys {
+        /// The call or operation that failed (`"kill"`).
         op: &'static str,
+        /// What it was about (a pid and signal, a mount, …).
         what: String,
+        /// The errno it failed with.
         #[source]
         source: nix::errno::Errno,
     },
     /// `config.json` (or another JSON file) could not be read or parsed.
     #[error("parse {path}: {message}", path = .path.display())]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser reported.
+        message: String,
+    },
     /// The bundle's configuration asks for something invalid.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
@@ -49,13 +60,21 @@ pub enum Error {
     /// The operation is not allowed in the container's current status.
     #[error("container {id:?}: cannot {op} a {status} container")]
     BadState {
+        /// The container.
         id: String,
+        /// The operation refused (`"kill"`, `"start"`, …).
         op: &'static str,
+        /// The container's status at the time.
         status: String,
     },
     /// The container's init process reported a failure while setting up.
     #[error("container {id:?}: init failed: {message}")]
-    Init { id: String, message: String },
+    Init {
+        /// The container.
+        id: String,
+        /// What init reported.
+        message: String,
+    },
 }
 
 impl Error {

@@ -20,6 +20,8 @@
 //! namespaces, seccomp notifications to an agent, hooks, AppArmor and SELinux labels, I/O
 //! priority, scheduler, CPU affinity, personality, Intel RDT.
 
+#![warn(missing_docs)]
+
 mod caps;
 mod cgroups;
 mod child;
