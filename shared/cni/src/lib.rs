@@ -14,6 +14,8 @@
 //! - [`netns`]: persistent network namespaces bind-mounted on a file, which outlive the
 //!   processes in them, so teardown never needs a live container.
 
+#![warn(missing_docs)]
+
 mod cache;
 mod conf;
 mod error;
