@@ -68,6 +68,8 @@ struct Block {
     fragment: Vec<u8>,
 }
 
+/// A connection's read side with malformed `:authority` headers replaced by `localhost` (see
+/// the module's documentation); writes pass through.
 pub struct FixAuthority<S> {
     inner: S,
     state: State,
@@ -78,6 +80,7 @@ pub struct FixAuthority<S> {
 }
 
 impl<S> FixAuthority<S> {
+    /// Wraps a connection whose first bytes are the client's HTTP/2 preface.
     pub fn new(inner: S) -> Self {
         let mut decoder = loona_hpack::Decoder::new();
         decoder.set_max_allowed_table_size(MAX_TABLE_SIZE);
@@ -91,6 +94,7 @@ impl<S> FixAuthority<S> {
         }
     }
 
+    /// The wrapped connection.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }

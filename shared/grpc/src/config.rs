@@ -37,36 +37,59 @@ pub struct NoKeys {}
 /// One config file: the common keys and the service's own.
 #[derive(Debug, Clone, Default)]
 pub struct Config<T> {
+    /// The keys every service takes.
     pub common: CommonConfig,
+    /// The service's own keys.
     pub service: T,
 }
 
+/// Why a config file was refused; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("reading config {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// What reading it failed with.
         source: std::io::Error,
     },
+    /// The file is not valid TOML.
     #[error("parsing config {path}: {source}")]
     Syntax {
+        /// The config file.
         path: PathBuf,
+        /// What the TOML parser reported.
         source: toml::de::Error,
     },
+    /// A key that neither the common keys nor the service's own include.
     #[error("config {path}: unknown key {key:?} (valid keys: {})", valid.join(", "))]
     UnknownKey {
+        /// The config file.
         path: PathBuf,
+        /// The unknown key.
         key: String,
+        /// The keys the file may hold, common ones first.
         valid: Vec<&'static str>,
     },
+    /// A key whose value has the wrong type or is out of range.
     #[error("config {path}: key {key:?}: {message}")]
     Value {
+        /// The config file.
         path: PathBuf,
+        /// The key at fault.
         key: String,
+        /// What serde reported about its value.
         message: String,
     },
+    /// Keys valid one by one that do not deserialize together.
     #[error("config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// What serde reported.
+        message: String,
+    },
 }
 
 /// Reads and checks the config file at `path`: the common keys, and `T`'s (a struct with

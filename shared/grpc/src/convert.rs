@@ -6,6 +6,7 @@ use strata_api::containerd::services::content::v1 as pb;
 use strata_core::content::{Info, Status};
 use strata_core::{Digest, Error};
 
+/// A time as a protobuf `Timestamp`; a time before the epoch becomes the epoch.
 pub fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     Timestamp {
@@ -14,6 +15,7 @@ pub fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
+/// A protobuf `Timestamp` as a time; a missing one, or negative fields, read as the epoch.
 pub fn system_time(t: Option<Timestamp>) -> SystemTime {
     let Some(t) = t else { return UNIX_EPOCH };
     let secs = u64::try_from(t.seconds).unwrap_or(0);
@@ -26,6 +28,7 @@ pub fn size(what: &str, v: i64) -> Result<u64, Error> {
     u64::try_from(v).map_err(|_| Error::invalid_argument(format!("{what} {v} is negative")))
 }
 
+/// A size as the wire's `int64`, saturating at `i64::MAX`.
 pub fn wire_size(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -39,6 +42,7 @@ pub fn opt_digest(s: &str) -> Result<Option<Digest>, Error> {
     }
 }
 
+/// A blob's info as the Content API sends it.
 pub fn info_to_pb(info: Info) -> pb::Info {
     pb::Info {
         digest: info.digest.to_string(),
@@ -49,6 +53,7 @@ pub fn info_to_pb(info: Info) -> pb::Info {
     }
 }
 
+/// A blob's info from the Content API; a bad digest or a negative size is refused.
 pub fn info_from_pb(info: pb::Info) -> Result<Info, Error> {
     Ok(Info {
         digest: Digest::parse(&info.digest)?,
@@ -59,6 +64,7 @@ pub fn info_from_pb(info: pb::Info) -> Result<Info, Error> {
     })
 }
 
+/// An ingest's status as the Content API sends it (no expected digest: empty).
 pub fn status_to_pb(st: Status) -> pb::Status {
     pb::Status {
         started_at: Some(timestamp(st.started_at)),
@@ -70,6 +76,8 @@ pub fn status_to_pb(st: Status) -> pb::Status {
     }
 }
 
+/// An ingest's status from the Content API; a bad digest or a negative offset or total is
+/// refused.
 pub fn status_from_pb(st: pb::Status) -> Result<Status, Error> {
     Ok(Status {
         reference: st.r#ref,
@@ -86,6 +94,7 @@ pub mod mounts {
     use strata_api::containerd::types as pb;
     use strata_core::mount::Mount;
 
+    /// A mount as containerd sends it.
     pub fn to_pb(m: Mount) -> pb::Mount {
         pb::Mount {
             r#type: m.kind,
@@ -95,6 +104,7 @@ pub mod mounts {
         }
     }
 
+    /// A mount from containerd's message.
     pub fn from_pb(m: pb::Mount) -> Mount {
         Mount {
             kind: m.r#type,
@@ -104,10 +114,12 @@ pub mod mounts {
         }
     }
 
+    /// [`to_pb`] for each mount.
     pub fn all_to_pb(ms: Vec<Mount>) -> Vec<pb::Mount> {
         ms.into_iter().map(to_pb).collect()
     }
 
+    /// [`from_pb`] for each mount.
     pub fn all_from_pb(ms: Vec<pb::Mount>) -> Vec<Mount> {
         ms.into_iter().map(from_pb).collect()
     }
@@ -120,6 +132,7 @@ pub mod snapshots {
     use strata_core::Error;
     use strata_core::snapshots::{Info, Kind};
 
+    /// A snapshot kind as the Snapshots API's enum.
     pub fn kind_to_pb(k: Kind) -> pb::Kind {
         match k {
             Kind::View => pb::Kind::View,
@@ -128,6 +141,8 @@ pub mod snapshots {
         }
     }
 
+    /// A snapshot kind from the Snapshots API's enum value; `UNKNOWN` (0) or a value out of
+    /// range is refused.
     pub fn kind_from_pb(v: i32) -> Result<Kind, Error> {
         match pb::Kind::try_from(v) {
             Ok(pb::Kind::View) => Ok(Kind::View),
@@ -139,6 +154,7 @@ pub mod snapshots {
         }
     }
 
+    /// A snapshot's info as the Snapshots API sends it.
     pub fn info_to_pb(i: Info) -> pb::Info {
         pb::Info {
             name: i.name,
@@ -169,6 +185,7 @@ pub mod descriptors {
     use strata_core::descriptor::Descriptor;
     use strata_core::{Digest, Error};
 
+    /// A descriptor as containerd sends it.
     pub fn to_pb(d: Descriptor) -> pb::Descriptor {
         pb::Descriptor {
             media_type: d.media_type,
@@ -178,6 +195,7 @@ pub mod descriptors {
         }
     }
 
+    /// A descriptor from containerd's message; a bad digest or a negative size is refused.
     pub fn from_pb(d: pb::Descriptor) -> Result<Descriptor, Error> {
         Ok(Descriptor {
             digest: Digest::parse(&d.digest)?,

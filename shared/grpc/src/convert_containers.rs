@@ -11,6 +11,7 @@ pub fn any_from_pb(a: prost_types::Any) -> Any {
     }
 }
 
+/// [`Any`] → `google.protobuf.Any`, bytes kept as they are.
 pub fn any_to_pb(a: Any) -> prost_types::Any {
     prost_types::Any {
         type_url: a.type_url,
@@ -24,6 +25,7 @@ pub mod containers {
     use strata_api::containerd::services::containers::v1 as pb;
     use strata_core::containers::{Container, Runtime};
 
+    /// A container record as the Containers API sends it.
     pub fn to_pb(c: Container) -> pb::Container {
         pb::Container {
             id: c.id,
@@ -47,6 +49,7 @@ pub mod containers {
         }
     }
 
+    /// A container record from the Containers API; a missing runtime is one with no name.
     pub fn from_pb(c: pb::Container) -> Container {
         let runtime = c.runtime.unwrap_or_default();
         Container {
@@ -78,6 +81,7 @@ pub mod events {
     use strata_api::containerd::types as pb;
     use strata_core::events::Envelope;
 
+    /// An event as containerd's envelope.
     pub fn to_pb(e: Envelope) -> pb::Envelope {
         pb::Envelope {
             timestamp: Some(timestamp(e.timestamp)),

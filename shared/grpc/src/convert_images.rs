@@ -8,6 +8,7 @@ pub mod images {
     use strata_core::images::Image;
     use strata_core::{Digest, Error};
 
+    /// An image record as the Images API sends it.
     pub fn to_pb(i: Image) -> pb::Image {
         pb::Image {
             name: i.name,
@@ -72,6 +73,7 @@ pub mod leases {
     use strata_api::containerd::services::leases::v1 as pb;
     use strata_core::leases::{Lease, Resource};
 
+    /// A lease as the Leases API sends it.
     pub fn to_pb(l: Lease) -> pb::Lease {
         pb::Lease {
             id: l.id,
@@ -80,6 +82,7 @@ pub mod leases {
         }
     }
 
+    /// A lease from the Leases API.
     pub fn from_pb(l: pb::Lease) -> Lease {
         Lease {
             id: l.id,
@@ -88,6 +91,7 @@ pub mod leases {
         }
     }
 
+    /// A resource held by a lease, as the Leases API sends it.
     pub fn resource_to_pb(r: Resource) -> pb::Resource {
         pb::Resource {
             id: r.id,
@@ -95,6 +99,7 @@ pub mod leases {
         }
     }
 
+    /// A resource held by a lease, from the Leases API.
     pub fn resource_from_pb(r: pb::Resource) -> Resource {
         Resource {
             id: r.id,
@@ -108,6 +113,7 @@ pub mod namespaces {
     use strata_api::containerd::services::namespaces::v1 as pb;
     use strata_core::namespaces::Namespace;
 
+    /// A namespace as the Namespaces API sends it.
     pub fn to_pb(n: Namespace) -> pb::Namespace {
         pb::Namespace {
             name: n.name,
@@ -115,6 +121,7 @@ pub mod namespaces {
         }
     }
 
+    /// A namespace from the Namespaces API.
     pub fn from_pb(n: pb::Namespace) -> Namespace {
         Namespace {
             name: n.name,

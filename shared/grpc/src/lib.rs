@@ -1,6 +1,8 @@
 //! The gRPC side shared by every strata service: server runtime, error mapping, namespace
 //! headers, protobuf conversions, and remote implementations of the `strata-core` traits.
 
+#![warn(missing_docs)]
+
 pub mod authority;
 pub mod client;
 pub mod config;

@@ -4,7 +4,9 @@
 use strata_core::identifiers;
 use tonic::{Request, Status};
 
+/// The header naming a request's namespace.
 pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+/// The header naming the lease a request's new resources are held by.
 pub const LEASE_HEADER: &str = "containerd-lease";
 
 /// The validated namespace of a request; FailedPrecondition when missing, as containerd answers.

@@ -14,37 +14,56 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::service::Routes;
 use tonic::transport::Server;
 
+/// Why a service could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The config file was refused.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A log format other than `text` or `json`.
     #[error("invalid --log-format {0:?} (text or json)")]
     LogFormat(String),
+    /// The socket's directory could not be created or given its mode.
     #[error("preparing socket directory {path}: {source}")]
     SocketDir {
+        /// The directory.
         path: PathBuf,
+        /// What creating it or setting its mode failed with.
         source: std::io::Error,
     },
+    /// The unix socket's path answers connections: another server runs there.
     #[error("another server is already listening on {0}")]
     InUse(PathBuf),
+    /// Binding the socket (or setting a unix socket's mode) failed.
     #[error("listening on {address}: {source}")]
     Bind {
+        /// The socket path or TCP address.
         address: String,
+        /// What it failed with.
         source: std::io::Error,
     },
+    /// The SIGTERM or SIGINT handler could not be installed.
     #[error("installing signal handlers: {source}")]
-    Signal { source: std::io::Error },
+    Signal {
+        /// What installing it failed with.
+        source: std::io::Error,
+    },
+    /// The reflection service could not be built from the descriptor sets.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed while serving.
     #[error("serving: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
+/// How a service writes its logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines.
     #[default]
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -69,7 +88,9 @@ pub struct CommonArgs {
 /// Where a server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
+    /// A unix socket, at this path.
     Unix(PathBuf),
+    /// A TCP socket.
     Tcp(SocketAddr),
 }
 
@@ -97,8 +118,11 @@ impl std::fmt::Display for Address {
 /// The resolved settings of one service.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Where the service listens.
     pub address: Address,
+    /// The directory of the service's persistent state.
     pub root: PathBuf,
+    /// How the service writes its logs.
     pub log_format: LogFormat,
 }
 

@@ -11,11 +11,13 @@ use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 
 #[derive(Debug, Clone)]
+/// A [`ContainerStore`] answered by a server of the Containers API.
 pub struct RemoteContainers {
     client: ContainersClient<Channel>,
 }
 
 impl RemoteContainers {
+    /// A client on `channel`.
     pub fn new(channel: Channel) -> Self {
         Self {
             client: ContainersClient::new(channel),

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 const MAX_MESSAGE: usize = 16 << 20;
 
 #[derive(Debug, Clone)]
+/// A [`ContentStore`] answered by a server of the Content API.
 pub struct RemoteContentStore {
     client: ContentClient<Channel>,
     /// Deletions ask for no `/content/delete` event (the collector's).
@@ -27,6 +28,7 @@ pub struct RemoteContentStore {
 }
 
 impl RemoteContentStore {
+    /// A client on `channel`.
     pub fn new(channel: Channel) -> Self {
         Self {
             client: ContentClient::new(channel)
@@ -51,6 +53,7 @@ impl RemoteContentStore {
     }
 }
 
+/// A blob being read: the chunks of a `Read` call's response stream.
 pub struct RemoteReader {
     stream: Streaming<pb::ReadContentResponse>,
 }
@@ -65,6 +68,8 @@ impl ChunkStream for RemoteReader {
     }
 }
 
+/// A blob being written: one `Write` call's bidirectional stream, one request answered at a
+/// time.
 pub struct RemoteWriter {
     reference: String,
     tx: mpsc::Sender<pb::WriteContentRequest>,

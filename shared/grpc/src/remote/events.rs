@@ -13,11 +13,13 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::Channel;
 
 #[derive(Debug, Clone)]
+/// A client of the Events API: publishes events and subscribes to them.
 pub struct RemoteEvents {
     client: EventsClient<Channel>,
 }
 
 impl RemoteEvents {
+    /// A client on `channel`.
     pub fn new(channel: Channel) -> Self {
         Self {
             client: EventsClient::new(channel),

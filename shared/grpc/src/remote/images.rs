@@ -10,11 +10,13 @@ use strata_core::{Error, Result};
 use tonic::transport::Channel;
 
 #[derive(Debug, Clone)]
+/// An [`ImageStore`] answered by a server of the Images API.
 pub struct RemoteImages {
     client: ImagesClient<Channel>,
 }
 
 impl RemoteImages {
+    /// A client on `channel`.
     pub fn new(channel: Channel) -> Self {
         Self {
             client: ImagesClient::new(channel),

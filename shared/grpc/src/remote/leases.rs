@@ -11,11 +11,13 @@ use strata_core::{Error, Result};
 use tonic::transport::Channel;
 
 #[derive(Debug, Clone)]
+/// A [`LeaseStore`] answered by a server of the Leases API.
 pub struct RemoteLeases {
     client: LeasesClient<Channel>,
 }
 
 impl RemoteLeases {
+    /// A client on `channel`.
     pub fn new(channel: Channel) -> Self {
         Self {
             client: LeasesClient::new(channel),

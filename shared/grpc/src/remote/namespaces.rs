@@ -11,11 +11,13 @@ use tonic::Request;
 use tonic::transport::Channel;
 
 #[derive(Debug, Clone)]
+/// A [`NamespaceStore`] answered by a server of the Namespaces API.
 pub struct RemoteNamespaces {
     client: NamespacesClient<Channel>,
 }
 
 impl RemoteNamespaces {
+    /// A client on `channel`.
     pub fn new(channel: Channel) -> Self {
         Self {
             client: NamespacesClient::new(channel),

@@ -13,6 +13,7 @@ use strata_core::{Error, Result};
 use tonic::transport::Channel;
 
 #[derive(Debug, Clone)]
+/// A [`SnapshotStore`] answered by a server of the Snapshots API.
 pub struct RemoteSnapshots {
     client: SnapshotsClient<Channel>,
     /// Removals ask for no `/snapshot/remove` event (the collector's).
@@ -20,6 +21,7 @@ pub struct RemoteSnapshots {
 }
 
 impl RemoteSnapshots {
+    /// A client on `channel`.
     pub fn new(channel: Channel) -> Self {
         Self {
             client: SnapshotsClient::new(channel),
@@ -36,6 +38,7 @@ impl RemoteSnapshots {
         self
     }
 
+    /// Connects (lazily) to a unix socket path or host:port.
     pub fn connect(address: &str) -> Result<Self> {
         Ok(Self::new(crate::client::channel(address)?))
     }
