@@ -21,7 +21,9 @@ pub const LABEL_VOLATILE_ROOTFS: &str = "io.strata.rootfs.volatile";
 /// A protobuf `Any` kept as sent: type URL and encoded bytes, never decoded by the store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Any {
+    /// Names the message type of `value`.
     pub type_url: String,
+    /// The encoded message.
     pub value: Vec<u8>,
 }
 
@@ -30,6 +32,7 @@ pub struct Any {
 pub struct Runtime {
     /// For example `io.containerd.runc.v2`; required.
     pub name: String,
+    /// The runtime's options, passed on as sent.
     pub options: Option<Any>,
 }
 
@@ -38,6 +41,7 @@ pub struct Runtime {
 pub struct Container {
     /// An identifier (see [`identifiers::validate`]).
     pub id: String,
+    /// Labels (see [`labels::validate`]).
     pub labels: HashMap<String, String>,
     /// The image reference the container was made from; not checked.
     pub image: String,
@@ -47,11 +51,13 @@ pub struct Container {
     pub spec: Option<Any>,
     /// Immutable once created.
     pub snapshotter: String,
+    /// The key of the container's root file system snapshot in `snapshotter`.
     pub snapshot_key: String,
     /// Set by the store at creation; kept across updates.
     pub created_at: SystemTime,
     /// Set by the store at every update.
     pub updated_at: SystemTime,
+    /// Clients' own data, by name, kept as sent.
     pub extensions: HashMap<String, Any>,
     /// The sandbox the container belongs to, if any.
     pub sandbox: String,

@@ -13,10 +13,15 @@ use std::time::SystemTime;
 /// A committed blob as one namespace sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
+    /// The blob's name: the digest of its bytes.
     pub digest: Digest,
+    /// The blob's size in bytes.
     pub size: u64,
+    /// When the namespace first held the blob.
     pub created_at: SystemTime,
+    /// When its labels last changed (or its creation).
     pub updated_at: SystemTime,
+    /// The namespace's labels on the blob.
     pub labels: HashMap<String, String>,
 }
 
@@ -36,6 +41,7 @@ impl crate::filters::Adaptor for Info {
 /// Progress of an ingest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// The ingest's ref, the client's name for it.
     pub reference: String,
     /// Bytes written so far.
     pub offset: u64,
@@ -43,7 +49,9 @@ pub struct Status {
     pub total: u64,
     /// Expected digest, when the writer was opened with one.
     pub expected: Option<Digest>,
+    /// When the ingest was opened.
     pub started_at: SystemTime,
+    /// When it was last written to.
     pub updated_at: SystemTime,
 }
 
@@ -73,12 +81,14 @@ pub struct CommitOptions {
     pub size: u64,
     /// Digest the blob must have, if any.
     pub expected: Option<Digest>,
+    /// Labels the committed blob gets.
     pub labels: HashMap<String, String>,
 }
 
 /// An open ingest. Only one writer per ref exists at a time; dropping it releases the ref, and
 /// the ingest stays resumable until it is committed or aborted.
 pub trait ContentWriter: Send {
+    /// The ingest's progress.
     fn status(&mut self) -> impl Future<Output = Result<Status>> + Send;
     /// Writes `data` at `offset`, which must be the current offset, or 0 to restart from the
     /// beginning. Returns the new offset.
@@ -96,9 +106,12 @@ pub type ReadChunk = Result<(u64, Bytes)>;
 
 /// A namespaced, content-addressed blob store.
 pub trait ContentStore: Send + Sync + 'static {
+    /// An open ingest of this store.
     type Writer: ContentWriter + 'static;
+    /// A blob being read from this store.
     type Reader: futures_like::ChunkStream + 'static;
 
+    /// The blob `digest`; NotFound unless the namespace holds it.
     fn info(&self, ns: &str, digest: &Digest) -> impl Future<Output = Result<Info>> + Send;
     /// Replaces labels; with field paths (`labels`, `labels.<key>`) only those are touched.
     fn update(
@@ -107,7 +120,10 @@ pub trait ContentStore: Send + Sync + 'static {
         info: Info,
         fieldpaths: &[String],
     ) -> impl Future<Output = Result<Info>> + Send;
+    /// The namespace's blobs that match any of `filters` (containerd's syntax), all of them
+    /// without filters.
     fn list(&self, ns: &str, filters: &[String]) -> impl Future<Output = Result<Vec<Info>>> + Send;
+    /// Removes the blob from the namespace.
     fn delete(&self, ns: &str, digest: &Digest) -> impl Future<Output = Result<()>> + Send;
     /// Reads `size` bytes from `offset` (0 = to the end) as a stream of chunks.
     fn read(
@@ -117,12 +133,16 @@ pub trait ContentStore: Send + Sync + 'static {
         offset: u64,
         size: u64,
     ) -> impl Future<Output = Result<Self::Reader>> + Send;
+    /// The progress of the ingest `reference`.
     fn status(&self, ns: &str, reference: &str) -> impl Future<Output = Result<Status>> + Send;
+    /// The namespace's ingests that match any of `filters` (`ref`, `expected`), all of them
+    /// without filters.
     fn list_statuses(
         &self,
         ns: &str,
         filters: &[String],
     ) -> impl Future<Output = Result<Vec<Status>>> + Send;
+    /// Ends the ingest `reference` and discards what it wrote.
     fn abort(&self, ns: &str, reference: &str) -> impl Future<Output = Result<()>> + Send;
     /// Opens (or resumes) the ingest `reference`.
     fn writer(
@@ -138,6 +158,7 @@ pub mod futures_like {
     use super::ReadChunk;
     use std::future::Future;
 
+    /// Chunks of a blob, each with its offset, pulled one at a time.
     pub trait ChunkStream: Send {
         /// The next chunk, `None` at the end.
         fn next_chunk(&mut self) -> impl Future<Output = Option<ReadChunk>> + Send;

@@ -12,6 +12,7 @@ pub struct Digest {
 }
 
 impl Digest {
+    /// The one algorithm supported, as digests name it.
     pub const ALGORITHM: &'static str = "sha256";
 
     /// Parses `sha256:<hex>`; anything else is InvalidArgument naming the input.

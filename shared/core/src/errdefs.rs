@@ -40,39 +40,50 @@ impl fmt::Display for Error {
 }
 
 impl Error {
+    /// An error of `kind`.
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
         }
     }
+    /// The error's category.
     pub fn kind(&self) -> Kind {
         self.kind
     }
+    /// The message, naming what the error is about.
     pub fn message(&self) -> &str {
         &self.message
     }
+    /// Whether the error is of `kind`.
     pub fn is(&self, kind: Kind) -> bool {
         self.kind == kind
     }
+    /// A [`Kind::NotFound`] error.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(Kind::NotFound, message)
     }
+    /// A [`Kind::AlreadyExists`] error.
     pub fn already_exists(message: impl Into<String>) -> Self {
         Self::new(Kind::AlreadyExists, message)
     }
+    /// A [`Kind::InvalidArgument`] error.
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(Kind::InvalidArgument, message)
     }
+    /// A [`Kind::FailedPrecondition`] error.
     pub fn failed_precondition(message: impl Into<String>) -> Self {
         Self::new(Kind::FailedPrecondition, message)
     }
+    /// A [`Kind::Unavailable`] error.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(Kind::Unavailable, message)
     }
+    /// A [`Kind::OutOfRange`] error.
     pub fn out_of_range(message: impl Into<String>) -> Self {
         Self::new(Kind::OutOfRange, message)
     }
+    /// A [`Kind::Internal`] error.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(Kind::Internal, message)
     }
@@ -85,4 +96,5 @@ impl Error {
     }
 }
 
+/// A result whose error is an [`Error`] unless told otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -10,45 +10,75 @@ use std::time::SystemTime;
 /// One event as delivered to subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
+    /// When the event was published.
     pub timestamp: SystemTime,
+    /// The namespace it happened in.
     pub namespace: String,
+    /// What happened, as a path (`/containers/create`).
     pub topic: String,
+    /// The event's message.
     pub event: Option<Any>,
 }
 
 /// Type URLs of the events strata publishes, as containerd encodes them (the protobuf message's
 /// full name, without a host prefix).
 pub mod types {
+    /// The payload type of a container's creation.
     pub const CONTAINER_CREATE: &str = "containerd.events.ContainerCreate";
+    /// The payload type of a container's update.
     pub const CONTAINER_UPDATE: &str = "containerd.events.ContainerUpdate";
+    /// The payload type of a container's deletion.
     pub const CONTAINER_DELETE: &str = "containerd.events.ContainerDelete";
+    /// The payload type of a blob's deletion.
     pub const CONTENT_DELETE: &str = "containerd.events.ContentDelete";
+    /// The payload type of an active snapshot's preparation.
     pub const SNAPSHOT_PREPARE: &str = "containerd.events.SnapshotPrepare";
+    /// The payload type of a snapshot's commit.
     pub const SNAPSHOT_COMMIT: &str = "containerd.events.SnapshotCommit";
+    /// The payload type of a snapshot's removal.
     pub const SNAPSHOT_REMOVE: &str = "containerd.events.SnapshotRemove";
     // containerd declares the image events in its Images API's package.
+    /// The payload type of an image's creation.
     pub const IMAGE_CREATE: &str = "containerd.services.images.v1.ImageCreate";
+    /// The payload type of an image's update.
     pub const IMAGE_UPDATE: &str = "containerd.services.images.v1.ImageUpdate";
+    /// The payload type of an image's deletion.
     pub const IMAGE_DELETE: &str = "containerd.services.images.v1.ImageDelete";
+    /// The payload type of a namespace's creation.
     pub const NAMESPACE_CREATE: &str = "containerd.events.NamespaceCreate";
+    /// The payload type of a namespace's update.
     pub const NAMESPACE_UPDATE: &str = "containerd.events.NamespaceUpdate";
+    /// The payload type of a namespace's deletion.
     pub const NAMESPACE_DELETE: &str = "containerd.events.NamespaceDelete";
 }
 
 /// Topics strata publishes.
 pub mod topics {
+    /// The topic of a container's creation.
     pub const CONTAINER_CREATE: &str = "/containers/create";
+    /// The topic of a container's update.
     pub const CONTAINER_UPDATE: &str = "/containers/update";
+    /// The topic of a container's deletion.
     pub const CONTAINER_DELETE: &str = "/containers/delete";
+    /// The topic of a blob's deletion.
     pub const CONTENT_DELETE: &str = "/content/delete";
+    /// The topic of an active snapshot's preparation.
     pub const SNAPSHOT_PREPARE: &str = "/snapshot/prepare";
+    /// The topic of a snapshot's commit.
     pub const SNAPSHOT_COMMIT: &str = "/snapshot/commit";
+    /// The topic of a snapshot's removal.
     pub const SNAPSHOT_REMOVE: &str = "/snapshot/remove";
+    /// The topic of an image's creation.
     pub const IMAGE_CREATE: &str = "/images/create";
+    /// The topic of an image's update.
     pub const IMAGE_UPDATE: &str = "/images/update";
+    /// The topic of an image's deletion.
     pub const IMAGE_DELETE: &str = "/images/delete";
+    /// The topic of a namespace's creation.
     pub const NAMESPACE_CREATE: &str = "/namespaces/create";
+    /// The topic of a namespace's update.
     pub const NAMESPACE_UPDATE: &str = "/namespaces/update";
+    /// The topic of a namespace's deletion.
     pub const NAMESPACE_DELETE: &str = "/namespaces/delete";
 }
 

@@ -62,6 +62,7 @@ impl Filter {
         Ok(Self { any })
     }
 
+    /// Whether `obj` matches any of the alternatives (anything, when there are none).
     pub fn matches(&self, obj: &dyn Adaptor) -> bool {
         self.any.is_empty()
             || self

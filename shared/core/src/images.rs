@@ -21,7 +21,9 @@ pub struct Image {
     /// Usually a reference such as `docker.io/library/busybox:latest`; any non-empty printable
     /// string is accepted, as containerd does.
     pub name: String,
+    /// Labels (see [`crate::labels::validate`]).
     pub labels: HashMap<String, String>,
+    /// The blob the name points at: an index or a manifest.
     pub target: Descriptor,
     /// Set by the store at creation; kept across updates.
     pub created_at: SystemTime,

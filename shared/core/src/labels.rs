@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 const MAX_SIZE: usize = 4096;
 
+/// Checks every label: InvalidArgument for an empty key or a key and value over the limit.
 pub fn validate(labels: &HashMap<String, String>) -> Result<(), Error> {
     for (k, v) in labels {
         validate_one(k, v)?;
@@ -12,6 +13,7 @@ pub fn validate(labels: &HashMap<String, String>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Checks one label, as [`validate`] does.
 pub fn validate_one(key: &str, value: &str) -> Result<(), Error> {
     if key.is_empty() {
         return Err(Error::invalid_argument("label key must not be empty"));

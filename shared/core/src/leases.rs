@@ -35,17 +35,25 @@ pub mod gc {
     /// A reference found in one label.
     #[derive(Debug, Clone, PartialEq, Eq, Hash)]
     pub enum LabelRef<'a> {
+        /// The labelled object holds this blob (a digest).
         Content(&'a str),
+        /// The labelled object holds this snapshot.
         Snapshot {
+            /// The snapshotter holding it.
             snapshotter: &'a str,
+            /// The snapshot's key.
             key: &'a str,
         },
         /// A back reference: the labelled object lives while this blob does.
         BackContent(&'a str),
+        /// A back reference: the labelled object lives while this snapshot does.
         BackSnapshot {
+            /// The snapshotter holding it.
             snapshotter: &'a str,
+            /// The snapshot's key.
             key: &'a str,
         },
+        /// A back reference: the labelled object lives while this image (a name) does.
         BackImage(&'a str),
     }
 
@@ -139,8 +147,11 @@ pub mod gc {
 /// A lease as one namespace sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    /// The lease's name, unique in its namespace.
     pub id: String,
+    /// When the lease was created.
     pub created_at: SystemTime,
+    /// Labels; `containerd.io/gc.expire` sets when the lease expires.
     pub labels: HashMap<String, String>,
 }
 
@@ -178,20 +189,32 @@ impl crate::filters::Adaptor for Lease {
 /// (id = key), `ingests` (id = ref) or `images` (id = name).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Resource {
+    /// What names the resource in its type: a digest, a key, a ref or an image name.
     pub id: String,
+    /// The resource's type, as on the wire (`content`, `snapshots/<snapshotter>`, …).
     pub kind: String,
 }
 
 /// A [`Resource`] understood.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Leased {
+    /// A blob.
     Content(Digest),
-    Snapshot { snapshotter: String, key: String },
+    /// A snapshot.
+    Snapshot {
+        /// The snapshotter holding it.
+        snapshotter: String,
+        /// The snapshot's key.
+        key: String,
+    },
+    /// An ingest, by ref.
     Ingest(String),
+    /// An image, by name.
     Image(String),
 }
 
 impl Resource {
+    /// A resource of type `kind` named `id`, not checked (see [`Resource::parse`]).
     pub fn new(kind: impl Into<String>, id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
@@ -236,6 +259,7 @@ impl Resource {
 }
 
 impl Leased {
+    /// The resource as on the wire.
     pub fn to_resource(&self) -> Resource {
         match self {
             Leased::Content(d) => Resource::new("content", d.to_string()),

@@ -1,6 +1,8 @@
 //! Domain types every strata service shares. Nothing here knows about gRPC: the transport maps
 //! [`errdefs::Kind`] to status codes once, in `strata-grpc`.
 
+#![warn(missing_docs)]
+
 pub mod containers;
 pub mod content;
 pub mod crashpoint;

@@ -15,7 +15,9 @@ pub const MAX_DATA: usize = 1 << 20;
 /// Which output stream a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stream {
+    /// The process's stdout (tag 1).
     Stdout,
+    /// The process's stderr (tag 2).
     Stderr,
 }
 
@@ -28,6 +30,7 @@ impl Stream {
         }
     }
 
+    /// The stream a record's first byte names; `None` for an unknown tag.
     pub fn from_tag(tag: u8) -> Option<Self> {
         match tag {
             1 => Some(Stream::Stdout),
@@ -37,12 +40,25 @@ impl Stream {
     }
 }
 
+/// A record header that cannot be right: the log is corrupt from there on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogfileError {
+    /// The record's first byte names no stream.
     #[error("log record at offset {offset}: unknown stream tag {tag}")]
-    BadStream { offset: u64, tag: u8 },
+    BadStream {
+        /// Where the record starts in the file.
+        offset: u64,
+        /// The byte found.
+        tag: u8,
+    },
+    /// The record announces more than [`MAX_DATA`] bytes.
     #[error("log record at offset {offset}: length {len} exceeds {MAX_DATA}")]
-    TooLong { offset: u64, len: usize },
+    TooLong {
+        /// Where the record starts in the file.
+        offset: u64,
+        /// The length announced.
+        len: usize,
+    },
 }
 
 /// Writes the header of a record of `len` bytes of `stream` into `out[..HEADER_LEN]` (which
@@ -96,6 +112,7 @@ impl Decoder {
         }
     }
 
+    /// Adds bytes read from the file, following those fed before.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }

@@ -5,9 +5,11 @@
 pub struct Mount {
     /// File system type: `overlay`, `bind`, `tmpfs`, …
     pub kind: String,
+    /// What is mounted: a directory for `bind` and `overlay`, a device, or a name.
     pub source: String,
     /// Sub-path under the mount root; empty for the root itself.
     pub target: String,
+    /// Mount flags (`ro`, `rbind`, …) and file-system options (`lowerdir=…`), as `-o` takes them.
     pub options: Vec<String>,
 }
 

@@ -6,9 +6,12 @@ use crate::errdefs::Result;
 use std::collections::HashMap;
 use std::future::Future;
 
+/// A namespace and its labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
+    /// The namespace's name, an identifier.
     pub name: String,
+    /// Labels.
     pub labels: HashMap<String, String>,
 }
 

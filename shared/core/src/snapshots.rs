@@ -8,14 +8,19 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::SystemTime;
 
+/// What a snapshot is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A read-only view of a committed snapshot.
     View,
+    /// A writable snapshot, which can be committed.
     Active,
+    /// An immutable snapshot, which can be a parent.
     Committed,
 }
 
 impl Kind {
+    /// The kind's name in filters and messages (`view`, `active`, `committed`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::View => "view",
@@ -25,15 +30,20 @@ impl Kind {
     }
 }
 
+/// A snapshot as one namespace sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Info {
     /// The key (active, view) or name (committed).
     pub name: String,
     /// The parent's name, empty for none.
     pub parent: String,
+    /// What the snapshot is for.
     pub kind: Kind,
+    /// When the snapshot was made (for a committed one, its commit).
     pub created_at: SystemTime,
+    /// When its labels last changed (or its creation).
     pub updated_at: SystemTime,
+    /// Labels.
     pub labels: HashMap<String, String>,
 }
 
@@ -54,12 +64,15 @@ impl crate::filters::Adaptor for Info {
 /// Disk use of a snapshot's own layer (not its parents').
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
+    /// Bytes used on disk.
     pub size: u64,
+    /// Inodes used.
     pub inodes: u64,
 }
 
 /// Every snapshotter a service offers, addressed by name (`overlayfs`, `native`).
 pub trait SnapshotStore: Send + Sync + 'static {
+    /// The snapshot `key`.
     fn stat(
         &self,
         snapshotter: &str,
@@ -74,12 +87,14 @@ pub trait SnapshotStore: Send + Sync + 'static {
         info: Info,
         fieldpaths: &[String],
     ) -> impl Future<Output = Result<Info>> + Send;
+    /// The disk use of the snapshot's own layer.
     fn usage(
         &self,
         snapshotter: &str,
         ns: &str,
         key: &str,
     ) -> impl Future<Output = Result<Usage>> + Send;
+    /// The mounts that show the active snapshot or view `key`.
     fn mounts(
         &self,
         snapshotter: &str,
@@ -120,6 +135,8 @@ pub trait SnapshotStore: Send + Sync + 'static {
         ns: &str,
         key: &str,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// The namespace's snapshots that match any of `filters` (`name`, `parent`, `kind`,
+    /// `labels.<key>`), all of them without filters.
     fn list(
         &self,
         snapshotter: &str,
