@@ -263,6 +263,18 @@ if [ -n "${SOAK_DEBUG:-}" ]; then
   done
 fi
 
+# EXTRA_ROUNDS=N: round 1's load N times more, each service's memory printed after each (to
+# tell a leak, which grows every round, from a heap that settles).
+for x in $(seq 1 "${EXTRA_ROUNDS:-0}"); do
+  pulls 1 "x$x" >/dev/null
+  runs "x$x" >/dev/null
+  cycles "x$x"
+  check_jobs "x$x-"
+  sleep 12
+  printf 'memory after extra round %s (KiB):' "$x" >&2
+  for s in "${services[@]}"; do printf ' %s %s' "$s" "$(least_rss "$(svc_pid "$s")")" >&2; done
+  echo >&2
+done
 echo "round 2: the same load while each service is restarted" >&2
 ( sleep 0.3; restart content; sleep 0.5; restart snapshotter ) &
 r=$!

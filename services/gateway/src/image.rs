@@ -72,7 +72,12 @@ impl MetadataCache {
 
     /// Blob `digest` of namespace `ns`, from the cache or the content service (verified
     /// before it is kept).
-    async fn read(&self, b: &Backends, ns: &str, digest: &Digest) -> Result<Arc<Vec<u8>>> {
+    pub(crate) async fn read(
+        &self,
+        b: &Backends,
+        ns: &str,
+        digest: &Digest,
+    ) -> Result<Arc<Vec<u8>>> {
         let key = (ns.to_owned(), digest.clone());
         if let Some(hit) = self.lock().get(&key) {
             return Ok(hit.clone());

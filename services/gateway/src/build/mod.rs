@@ -41,7 +41,6 @@ use strata_api::containerd::services::containers::v1 as cpb;
 use strata_api::containerd::services::images::v1 as ipb;
 use strata_api::containerd::services::leases::v1 as lpb;
 use strata_api::strata::gateway::v1 as pb;
-use strata_core::content::read_all;
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Digest, Error, Kind, Result};
 use strata_dockerfile::{Command, CopySpec, Dockerfile, Instruction, Kind as Ins, Stage};
@@ -541,7 +540,12 @@ impl Builder<'_> {
     async fn load(&self, img: ipb::Image, key: String) -> Result<State> {
         let record = img.name.clone();
         let d = details(self.b, &self.ns, img).await?;
-        let bytes = read_all(&self.b.content, &self.ns, &d.config_digest).await?;
+        // Read (and verified) once by `details`: from the gateway's metadata cache.
+        let bytes = self
+            .b
+            .metadata
+            .read(self.b, &self.ns, &d.config_digest)
+            .await?;
         let mut config: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
             Error::failed_precondition(format!("image config {}: {e}", d.config_digest))
         })?;
