@@ -13,11 +13,14 @@ use std::path::{Path, PathBuf};
 /// A user name and password (or personal access token) for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user name.
     pub username: String,
+    /// The password or access token.
     pub password: String,
 }
 
 impl Credentials {
+    /// Credentials from a user name and a password (or token).
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             username: username.into(),
@@ -188,7 +191,9 @@ fn normalize_auth_key(key: &str) -> String {
 /// (names lower-cased).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
+    /// The authentication scheme, lower-cased (`bearer`, `basic`).
     pub scheme: String,
+    /// The challenge's parameters (`realm`, `service`, `scope`, …), names lower-cased.
     pub params: BTreeMap<String, String>,
 }
 

@@ -158,6 +158,7 @@ impl<S> Verify<S>
 where
     S: Stream<Item = Result<Bytes>> + Unpin,
 {
+    /// Verifies `stream` as the whole blob, from byte 0, against `expected`.
     pub fn new(stream: S, expected: Digest) -> Self {
         Self::resume(stream, expected, sha2::Sha256::new(), 0)
     }

@@ -67,7 +67,9 @@ pub struct ClientConfig {
     /// Back-off before the second try; it doubles per try up to `max_backoff`. A
     /// `Retry-After` in seconds is honoured up to `max_backoff`.
     pub initial_backoff: Duration,
+    /// The longest back-off between tries.
     pub max_backoff: Duration,
+    /// Longest wait for a connection to be established.
     pub connect_timeout: Duration,
     /// Longest wait for any single read from a server (not a whole transfer).
     pub read_timeout: Duration,
@@ -78,6 +80,7 @@ pub struct ClientConfig {
     /// Largest image config [`Client::fetch_config`] accepts, in bytes ([`MAX_CONFIG_SIZE`] by
     /// default).
     pub max_config_size: u64,
+    /// The `User-Agent` sent with every request (`strata/<version>` by default).
     pub user_agent: String,
     /// Blobs larger than this are pushed in chunks (PATCH with `Content-Range`), smaller ones
     /// in one PUT.
@@ -111,9 +114,14 @@ impl Default for ClientConfig {
 /// size and the bytes themselves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
+    /// The sha256 of `bytes`.
     pub digest: Digest,
+    /// The manifest's media type: the response's `Content-Type` when it names a manifest or
+    /// index, else the manifest's `mediaType` (or the type its shape implies).
     pub media_type: String,
+    /// The length of `bytes`.
     pub size: u64,
+    /// The manifest exactly as served.
     pub bytes: Vec<u8>,
 }
 
@@ -151,6 +159,8 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Client {
+    /// Builds a client. This loads the system's certificate store, so build one and clone it;
+    /// it fails only when the HTTP client cannot be set up.
     pub fn new(config: ClientConfig) -> Result<Self> {
         let builder = || {
             reqwest::Client::builder()
@@ -204,6 +214,8 @@ impl Client {
         }
     }
 
+    /// The configuration this client uses (with any registries added by
+    /// [`Client::with_insecure_registry`]).
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }

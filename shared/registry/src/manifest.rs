@@ -23,27 +23,45 @@ pub const MAX_CONFIG_SIZE: u64 = 8 << 20;
 
 /// Media types of manifests, configs and layers.
 pub mod media_types {
+    /// OCI image index.
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    /// OCI image manifest.
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    /// OCI image config.
     pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// The OCI empty descriptor (content `{}`), the config of artifacts that have none.
     pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+    /// OCI layer, uncompressed tar.
     pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+    /// OCI layer, gzip-compressed tar.
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    /// OCI layer, zstd-compressed tar.
     pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    /// OCI non-distributable layer, uncompressed tar.
     pub const OCI_LAYER_NONDISTRIBUTABLE: &str =
         "application/vnd.oci.image.layer.nondistributable.v1.tar";
+    /// OCI non-distributable layer, gzip-compressed tar.
     pub const OCI_LAYER_NONDISTRIBUTABLE_GZIP: &str =
         "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+    /// OCI non-distributable layer, zstd-compressed tar.
     pub const OCI_LAYER_NONDISTRIBUTABLE_ZSTD: &str =
         "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
 
+    /// Docker schema 2 manifest list (Docker's multi-platform index).
     pub const DOCKER_MANIFEST_LIST: &str =
         "application/vnd.docker.distribution.manifest.list.v2+json";
+    /// Docker schema 2 image manifest.
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    /// Docker image config.
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    /// Docker layer, uncompressed tar.
     pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    /// Docker layer, gzip-compressed tar.
     pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    /// Docker layer, zstd-compressed tar.
     pub const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
+    /// Docker foreign layer (gzip tar, such as a Windows base layer), fetched from its
+    /// descriptor's `urls` rather than the registry.
     pub const DOCKER_LAYER_FOREIGN: &str =
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 
@@ -104,24 +122,32 @@ pub mod media_types {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    /// The media type of the referenced content.
     pub media_type: String,
+    /// The digest of the content (`sha256:<hex>`).
     #[serde(with = "digest_serde")]
     pub digest: Digest,
+    /// The size of the content in bytes.
     pub size: u64,
+    /// `urls`: other places the content may be downloaded from (non-distributable layers);
+    /// empty when absent.
     #[serde(
         default,
         deserialize_with = "nullable",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub urls: Vec<String>,
+    /// `annotations`: arbitrary key-value metadata; empty when absent.
     #[serde(
         default,
         deserialize_with = "nullable",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub annotations: BTreeMap<String, String>,
+    /// For an index entry, the platform the referenced manifest is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// `artifactType`: the type of the artifact, when the descriptor points to one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
 }
@@ -146,15 +172,21 @@ impl Descriptor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageIndex {
+    /// `schemaVersion`: 2 for OCI indexes and Docker manifest lists (not checked on parse).
     pub schema_version: u32,
+    /// `mediaType`: the media type the index declares, if it declares one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// `artifactType`: the type of the artifact, when the index describes one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// The manifests the index lists, typically one per platform.
     #[serde(default, deserialize_with = "nullable")]
     pub manifests: Vec<Descriptor>,
+    /// `subject`: the manifest this index refers to (such as the image a signature is for).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Descriptor>,
+    /// `annotations`: arbitrary key-value metadata; empty when absent.
     #[serde(
         default,
         deserialize_with = "nullable",
@@ -167,16 +199,23 @@ pub struct ImageIndex {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
+    /// `schemaVersion`: 2 for OCI and Docker schema 2 manifests (not checked on parse).
     pub schema_version: u32,
+    /// `mediaType`: the media type the manifest declares, if it declares one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// `artifactType`: the type of the artifact, when the manifest describes one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// The descriptor of the image config blob.
     pub config: Descriptor,
+    /// The layer blobs, base layer first.
     #[serde(default, deserialize_with = "nullable")]
     pub layers: Vec<Descriptor>,
+    /// `subject`: the manifest this one refers to (such as the image a signature is for).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Descriptor>,
+    /// `annotations`: arbitrary key-value metadata; empty when absent.
     #[serde(
         default,
         deserialize_with = "nullable",
@@ -188,18 +227,25 @@ pub struct ImageManifest {
 /// An image configuration (OCI `config.v1` / Docker `container.image.v1`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ImageConfig {
+    /// When the image was created, as an RFC 3339 date-time string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// The person or entity that created the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// The CPU architecture the image's binaries are for (`amd64`, `arm64`, …).
     pub architecture: String,
+    /// The operating system the image runs on (`linux`, `windows`, …).
     pub os: String,
+    /// `os.version`: the operating system version the image needs (Windows images).
     #[serde(
         rename = "os.version",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<String>,
+    /// `os.features`: operating system features the image needs (`win32k` on Windows); empty
+    /// when absent.
     #[serde(
         rename = "os.features",
         default,
@@ -207,11 +253,15 @@ pub struct ImageConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub os_features: Vec<String>,
+    /// The CPU variant (`v7` for arm, `v8` for arm64, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// The defaults for running a container from the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ContainerConfig>,
+    /// `rootfs`: the diff IDs of the image's layers.
     pub rootfs: RootFs,
+    /// How each layer was built, oldest first; empty when absent.
     #[serde(
         default,
         deserialize_with = "nullable",
@@ -223,34 +273,44 @@ pub struct ImageConfig {
 /// The execution defaults in an image config. `None` means the field was absent or null.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ContainerConfig {
+    /// `User`: the user (name or UID, optionally with `:group`) the process runs as.
     #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// `ExposedPorts`: ports to expose, keyed `port/protocol` (`80/tcp`); the values are empty
+    /// objects.
     #[serde(
         rename = "ExposedPorts",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    /// `Env`: environment variables, as `NAME=value` entries.
     #[serde(rename = "Env", default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
+    /// `Entrypoint`: the command the container runs, with `cmd` appended as arguments.
     #[serde(
         rename = "Entrypoint",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub entrypoint: Option<Vec<String>>,
+    /// `Cmd`: default arguments to the entrypoint, or the command when there is none.
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
+    /// `Volumes`: directories kept as volumes, as keys; the values are empty objects.
     #[serde(rename = "Volumes", default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<BTreeMap<String, serde_json::Value>>,
+    /// `WorkingDir`: the working directory of the process.
     #[serde(
         rename = "WorkingDir",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub working_dir: Option<String>,
+    /// `Labels`: arbitrary key-value metadata.
     #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
+    /// `StopSignal`: the signal sent to stop the container (`SIGTERM`, …).
     #[serde(
         rename = "StopSignal",
         default,
@@ -275,8 +335,10 @@ pub struct ContainerConfig {
 /// The layer diff IDs of an image config.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RootFs {
+    /// `type`: the kind of root filesystem; `layers` in every valid config.
     #[serde(rename = "type")]
     pub kind: String,
+    /// `diff_ids`: the digests of the uncompressed layer tars, base layer first.
     #[serde(
         default,
         deserialize_with = "nullable_digests",
@@ -288,14 +350,19 @@ pub struct RootFs {
 /// One entry of an image's build history.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct History {
+    /// When the step ran, as an RFC 3339 date-time string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// `created_by`: the command that ran (a Dockerfile instruction, for example).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// Who made the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// A note on the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `empty_layer`: the step changed no files, so it has no layer (nor diff ID).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub empty_layer: bool,
 }
@@ -307,7 +374,9 @@ pub struct History {
 )]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manifest {
+    /// An image index or Docker manifest list.
     Index(ImageIndex),
+    /// A single-platform image manifest.
     Image(ImageManifest),
 }
 
@@ -415,10 +484,12 @@ pub mod digest_serde {
     use serde::{Deserialize, Deserializer, Serializer};
     use strata_core::Digest;
 
+    /// Writes `d` as its `sha256:<hex>` string.
     pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(d)
     }
 
+    /// Reads a digest string, failing on one that does not parse.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
         let s = String::deserialize(d)?;
         Digest::parse(&s).map_err(serde::de::Error::custom)

@@ -10,14 +10,20 @@ use std::str::FromStr;
 /// An OCI platform as it appears in an image index entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Platform {
+    /// The CPU architecture, in Go's `GOARCH` names (`amd64`, `arm64`, …).
     pub architecture: String,
+    /// The operating system, in Go's `GOOS` names (`linux`, `windows`, …).
     pub os: String,
+    /// `os.version`: the operating system version the image needs (Windows); empty when
+    /// absent.
     #[serde(
         rename = "os.version",
         default,
         skip_serializing_if = "String::is_empty"
     )]
     pub os_version: String,
+    /// `os.features`: operating system features the image needs (`win32k` on Windows); empty
+    /// when absent.
     #[serde(
         rename = "os.features",
         default,
@@ -25,8 +31,10 @@ pub struct Platform {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub os_features: Vec<String>,
+    /// The CPU variant (`v7` for arm, `v8` for arm64, `v2`..`v4` for amd64); empty when absent.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub variant: String,
+    /// `features`: CPU features, reserved by the OCI spec; empty when absent.
     #[serde(
         default,
         deserialize_with = "crate::manifest::nullable",
@@ -83,6 +91,7 @@ const KNOWN_ARCH: &[&str] = &[
 ];
 
 impl Platform {
+    /// A platform with only OS, architecture and variant set, taken as given (not normalized).
     pub fn new(os: &str, architecture: &str, variant: &str) -> Self {
         Self {
             os: os.to_owned(),

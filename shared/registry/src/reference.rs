@@ -123,10 +123,13 @@ impl Reference {
         &self.repository
     }
 
+    /// The tag, if any: `latest` when the input named neither tag nor digest, none when it named
+    /// only a digest.
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
     }
 
+    /// The digest the reference is pinned to, if any.
     pub fn digest(&self) -> Option<&Digest> {
         self.digest.as_ref()
     }
