@@ -302,11 +302,23 @@ pub(crate) async fn layer_of(
     // Held by the lease now (or not wanted: an empty layer is left to the collector), the blob
     // needs its back reference to the snapshot no more.
     let label = keep_label(&p.snapshotter);
-    let mut info = p.b.content.info(&p.ns, &layer.digest).await?;
+    let mut info = match p.b.content.info(&p.ns, &layer.digest).await {
+        Ok(i) => i,
+        // An empty layer nobody holds may be collected already: nothing is wanted of it.
+        Err(e) if empty && e.is(Kind::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     if info.labels.remove(&label).is_some() {
-        p.b.content
+        match p
+            .b
+            .content
             .update(&p.ns, info, &[format!("labels.{label}")])
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if empty && e.is(Kind::NotFound) => {}
+            Err(e) => return Err(e),
+        }
     }
     if empty {
         return Ok(None);

@@ -317,12 +317,24 @@ impl<C: ContentStore + Clone> Differ<C> {
             .commit(CommitOptions {
                 size,
                 expected: Some(digest.clone()),
-                labels,
+                labels: labels.clone(),
             })
             .await
         {
             Ok(_) => {}
-            Err(e) if e.is(strata_core::Kind::AlreadyExists) => {}
+            Err(e) if e.is(strata_core::Kind::AlreadyExists) => {
+                // The same bytes were there already (an empty layer, a layer written twice):
+                // the labels asked for go onto them, a back reference above all, or the
+                // collector could take the blob before the caller holds it.
+                let mut info = self.content.info(ns, &digest).await.map_err(|e| {
+                    e.context(format!(
+                        "layer {digest}: the same blob was there, then collected; try again"
+                    ))
+                })?;
+                let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
+                info.labels.extend(labels);
+                self.content.update(ns, info, &paths).await?;
+            }
             Err(e) => return Err(e),
         }
         let mut annotations = HashMap::new();

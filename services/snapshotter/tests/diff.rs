@@ -310,8 +310,8 @@ async fn diff_produces_a_layer_that_applies_back() {
             with_namespace(
                 NS,
                 pb::DiffRequest {
-                    left: mounts::all_to_pb(lower),
-                    right: mounts::all_to_pb(upper),
+                    left: mounts::all_to_pb(lower.clone()),
+                    right: mounts::all_to_pb(upper.clone()),
                     labels: HashMap::from([("made-by".to_owned(), "test".to_owned())]),
                     ..Default::default()
                 },
@@ -327,6 +327,42 @@ async fn diff_produces_a_layer_that_applies_back() {
     assert_eq!(info.size, desc.size);
     assert_eq!(info.labels.get("made-by").map(String::as_str), Some("test"));
     let diff_id = Digest::parse(&info.labels[UNCOMPRESSED_LABEL]).unwrap();
+
+    // The same changes again, with a back reference: the blob exists already, and the labels
+    // asked for go onto it (without them the collector could take it before the caller holds it).
+    let again = s
+        .diff
+        .clone()
+        .diff(
+            with_namespace(
+                NS,
+                pb::DiffRequest {
+                    left: mounts::all_to_pb(lower),
+                    right: mounts::all_to_pb(upper),
+                    labels: HashMap::from([(
+                        "containerd.io/gc.bref.snapshot.overlayfs/test".to_owned(),
+                        "changes".to_owned(),
+                    )]),
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        descriptors::from_pb(again.diff.unwrap()).unwrap().digest,
+        desc.digest
+    );
+    let info = s.content.info(NS, &desc.digest).await.unwrap();
+    assert_eq!(
+        info.labels
+            .get("containerd.io/gc.bref.snapshot.overlayfs/test")
+            .map(String::as_str),
+        Some("changes")
+    );
+    assert_eq!(info.labels.get("made-by").map(String::as_str), Some("test"));
 
     // The layer, applied onto base, gives the changed tree.
     let blob = read_all(&s.content, NS, &desc.digest).await.unwrap();
