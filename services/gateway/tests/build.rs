@@ -5,46 +5,14 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use strata_testkit::registry::{Entry, Layer, layer};
 use strata_testkit::stack::Stack;
 use strata_testkit::{ok, run};
 
 mod common;
-use common::{World, world_of};
-
-/// A busybox base with the applets builds use and accounts for `--chown` and USER.
-pub fn base_layer() -> Layer {
-    let bin = std::fs::read("/bin/busybox")
-        .or_else(|_| std::fs::read("/usr/bin/busybox"))
-        .expect("busybox-static is not installed (apt-get install busybox-static)");
-    let mut entries = vec![
-        Entry::Dir("bin".into()),
-        Entry::Dir("etc".into()),
-        Entry::Dir("tmp".into()),
-        Entry::File("bin/busybox".into(), bin, 0o755),
-        Entry::File(
-            "etc/passwd".into(),
-            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n".to_vec(),
-            0o644,
-        ),
-        Entry::File(
-            "etc/group".into(),
-            b"root:x:0:\napp:x:1000:\nstaff:x:50:\n".to_vec(),
-            0o644,
-        ),
-    ];
-    for cmd in [
-        "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "mkdir", "touch", "chmod",
-        "chown", "ln", "rm", "wc", "stat", "printf", "tr", "grep", "env", "pwd", "mv", "cp", "tar",
-        "gzip", "head", "seq", "sed",
-    ] {
-        entries.push(Entry::Symlink(format!("bin/{cmd}"), "busybox".into()));
-    }
-    layer(&entries)
-}
+use common::{World, build_base_layer, world_of};
 
 pub fn build_world() -> World {
-    world_of(Stack::start(), vec![base_layer()], "base:1")
+    world_of(Stack::start(), vec![build_base_layer()], "base:1")
 }
 
 /// A context directory with `files` (path, contents) and a Dockerfile.
@@ -408,7 +376,11 @@ fn top_layer_entries(w: &World, name: &str) -> Vec<String> {
 
 #[test]
 fn a_run_step_s_layer_holds_what_the_command_changed_and_nothing_of_its_sandbox() {
-    let w = world_of(Stack::start_with_network(), vec![base_layer()], "base:1");
+    let w = world_of(
+        Stack::start_with_network(),
+        vec![build_base_layer()],
+        "base:1",
+    );
     let dir = context(&w, "sandbox", "FROM BASE\nRUN echo x > /tmp/made\n", &[]);
     build_ok(&w, &dir, &["-t", "sandbox:1"]);
     // No mount point the runtime made (/proc, /sys, /dev, /etc/hosts, /etc/resolv.conf…).

@@ -17,44 +17,11 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-use strata_testkit::registry::{Entry, Layer, layer};
 use strata_testkit::run;
 use strata_testkit::stack::Stack;
 
 mod common;
-use common::{World, world_of};
-
-/// A busybox base with the applets builds use and accounts for `--chown` and USER (as in
-/// tests/build.rs).
-fn base_layer() -> Layer {
-    let bin = std::fs::read("/bin/busybox")
-        .or_else(|_| std::fs::read("/usr/bin/busybox"))
-        .expect("busybox-static is not installed (apt-get install busybox-static)");
-    let mut entries = vec![
-        Entry::Dir("bin".into()),
-        Entry::Dir("etc".into()),
-        Entry::Dir("tmp".into()),
-        Entry::File("bin/busybox".into(), bin, 0o755),
-        Entry::File(
-            "etc/passwd".into(),
-            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n".to_vec(),
-            0o644,
-        ),
-        Entry::File(
-            "etc/group".into(),
-            b"root:x:0:\napp:x:1000:\nstaff:x:50:\n".to_vec(),
-            0o644,
-        ),
-    ];
-    for cmd in [
-        "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "mkdir", "touch", "chmod",
-        "chown", "ln", "rm", "wc", "stat", "printf", "tr", "grep", "env", "pwd", "mv", "cp", "tar",
-        "gzip", "head", "seq", "sed",
-    ] {
-        entries.push(Entry::Symlink(format!("bin/{cmd}"), "busybox".into()));
-    }
-    layer(&entries)
-}
+use common::{World, build_base_layer, world_of};
 
 /// Who accepts a difference.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -1150,7 +1117,7 @@ fn accepted_for(case: &str, diff: &str) -> Option<&'static Accepted> {
 #[test]
 fn strata_and_buildah_build_the_corpus_alike() {
     let start = Instant::now();
-    let w = world_of(Stack::start(), vec![base_layer()], "base:1");
+    let w = world_of(Stack::start(), vec![build_base_layer()], "base:1");
     let bh = Buildah::new(w.stack.path().join("buildah"));
     let mut corpus = corpus();
     assert!(corpus.len() >= 15);

@@ -839,12 +839,9 @@ impl Builder<'_> {
                     .unwrap_or_default();
                 return Ok(format!("stage:{key}"));
             }
-            let img = find_image(self.b, &self.ns, from).await.ok();
-            let digest = img
-                .and_then(|i| i.target)
-                .map(|t| t.digest)
-                .unwrap_or_default();
-            return Ok(format!("image:{from}:{digest}"));
+            // An image (pulled now when missing): its key names its content.
+            let image = self.base_image(from, ins.line).await?;
+            return Ok(format!("image:{}", image.key));
         }
         let context = self.context.to_path_buf();
         let sources = c.sources.clone();
@@ -1481,6 +1478,15 @@ fn archive_kind(
     }
 }
 
+/// The object at `key` of `map`, made one (empty) when absent or of another type.
+fn object_in<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    let v = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !v.is_object() {
+        *v = Value::Object(Map::new());
+    }
+    v.as_object_mut()
+}
+
 /// Applies a config-only instruction.
 fn config_change(
     state: &mut State,
@@ -1537,28 +1543,14 @@ fn config_change(
             state.run_config().insert("User".into(), json!(u));
         }
         Ins::Label(pairs) => {
-            let rc = state.run_config();
-            let labels = rc
-                .entry("Labels")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !labels.is_object() {
-                *labels = Value::Object(Map::new());
-            }
-            if let Value::Object(m) = labels {
+            if let Some(m) = object_in(state.run_config(), "Labels") {
                 for (k, v) in pairs {
                     m.insert(k.clone(), json!(v));
                 }
             }
         }
         Ins::Expose(ports) => {
-            let rc = state.run_config();
-            let e = rc
-                .entry("ExposedPorts")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !e.is_object() {
-                *e = Value::Object(Map::new());
-            }
-            if let Value::Object(m) = e {
+            if let Some(m) = object_in(state.run_config(), "ExposedPorts") {
                 for p in ports {
                     let p = p.to_ascii_lowercase();
                     let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
@@ -1574,14 +1566,7 @@ fn config_change(
             }
         }
         Ins::Volume(vols) => {
-            let rc = state.run_config();
-            let e = rc
-                .entry("Volumes")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !e.is_object() {
-                *e = Value::Object(Map::new());
-            }
-            if let Value::Object(m) = e {
+            if let Some(m) = object_in(state.run_config(), "Volumes") {
                 for v in vols {
                     if v.is_empty() {
                         return Err("VOLUME: an empty path".into());
