@@ -237,7 +237,12 @@ pub async fn build(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<()> {
                     let _ = writeln!(stdout, "pulled {} ({})", d.name, d.digest);
                 }
             }
-            Some(E::Done(d)) => done = Some(d),
+            // The image exists: nothing the gateway does after (removing the context it
+            // unpacked) is worth waiting for.
+            Some(E::Done(d)) => {
+                done = Some(d);
+                break;
+            }
             _ => {}
         }
     }

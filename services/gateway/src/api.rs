@@ -773,6 +773,8 @@ async fn build_call(
     });
     let built = crate::build::build(b, ns, &opts, &context, etx, cleanup).await;
     let _ = forward.await;
+    // The unpacked context goes in the background: the answer does not wait for it.
+    tokio::task::spawn_blocking(move || drop(work));
     let built = built?;
     let _ = tx
         .send(Ok(pb::BuildProgress {

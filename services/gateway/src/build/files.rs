@@ -699,6 +699,79 @@ fn drop_copied_up(root: BorrowedFd<'_>, lowers: &[PathBuf], p: &Path) {
     }
 }
 
+/// Unpacks a build context (a tar stream a client sent) into the empty directory `tree`:
+/// files, directories and links, with their modes and times, owned by root (COPY sets owners).
+/// Every path is resolved inside the tree, links included, and anything else (devices, FIFOs,
+/// hard links) is refused, naming the entry.
+pub fn unpack_context(input: impl io::Read, tree: &Tree) -> io::Result<()> {
+    let mut a = tar::Archive::new(input);
+    // Entries come grouped by directory: the last one opened serves the next.
+    let mut last: Option<(PathBuf, OwnedFd)> = None;
+    let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
+    for entry in a.entries()? {
+        let mut e = entry?;
+        let path = rel(&e.path()?);
+        if path.as_os_str() == "." {
+            continue;
+        }
+        let h = e.header();
+        let mode = h.mode()? & 0o7777;
+        let mtime = i64::try_from(h.mtime()?).unwrap_or(0);
+        let kind = h.entry_type();
+        if kind.is_dir() {
+            tree.mkdir_all(&path, None)?;
+            dirs.push((path, mode, mtime));
+            continue;
+        }
+        let (parent, name) = split(&path).ok_or_else(|| err(path.display(), "no name"))?;
+        let dir = match last.take() {
+            Some((p, fd)) if p == parent => fd,
+            _ => tree.mkdir_all(&parent, None)?,
+        };
+        let shown = path.display();
+        if kind.is_file() {
+            let f = openat(
+                &dir,
+                name.as_os_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_TRUNC
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|x| err(&shown, x))?;
+            let mut f = File::from(f);
+            io::copy(&mut e, &mut f)?;
+            nix::sys::stat::fchmod(&f, Mode::from_bits_truncate(mode))
+                .map_err(|x| err(&shown, x))?;
+            let t = TimeSpec::new(mtime, 0);
+            nix::sys::stat::futimens(&f, &t, &t).map_err(|x| err(&shown, x))?;
+        } else if kind.is_symlink() {
+            let target = e
+                .link_name()?
+                .ok_or_else(|| err(&shown, "a link without a target"))?;
+            symlinkat(target.as_os_str(), &dir, name.as_os_str()).map_err(|x| err(&shown, x))?;
+        } else {
+            return Err(err(
+                &shown,
+                "only files, directories and links can be sent in a build context",
+            ));
+        }
+        last = Some((parent, dir));
+    }
+    // Directories' modes and times last: writing into them changed their times.
+    for (path, mode, mtime) in dirs.iter().rev() {
+        let d = open_in(tree.at(), path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .map_err(|x| err(path.display(), x))?;
+        nix::sys::stat::fchmod(&d, Mode::from_bits_truncate(*mode))
+            .map_err(|x| err(path.display(), x))?;
+        let t = TimeSpec::new(*mtime, 0);
+        nix::sys::stat::futimens(&d, &t, &t).map_err(|x| err(path.display(), x))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -770,6 +843,39 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_context_unpacks_inside_its_directory() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "escape", "/etc").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o640);
+        h.set_mtime(1_000_000);
+        b.append_data(&mut h, "escape/passwd-from-context", &b"hi"[..])
+            .unwrap();
+        b.append_data(&mut h, "d/e/f.txt", &b"ok"[..]).unwrap();
+        let data = b.into_inner().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let t = Tree::open(d.path(), "the build context").unwrap();
+        unpack_context(&data[..], &t).unwrap();
+        // The link resolved inside the context: nothing reached the host's /etc.
+        assert!(!Path::new("/etc/passwd-from-context").exists());
+        assert_eq!(
+            std::fs::read(d.path().join("etc/passwd-from-context")).unwrap(),
+            b"hi"
+        );
+        let md = std::fs::metadata(d.path().join("d/e/f.txt")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o7777,
+            0o640
+        );
+        assert_eq!(std::os::unix::fs::MetadataExt::mtime(&md), 1_000_000);
     }
 
     #[test]

@@ -1659,13 +1659,8 @@ pub async fn prune(b: &Backends, ns: &str) -> Result<usize> {
 pub fn unpack_context(tar: &Path, dir: &Path) -> Result<()> {
     let f =
         std::fs::File::open(tar).map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
-    let mut a = ::tar::Archive::new(std::io::BufReader::new(f));
-    a.set_preserve_permissions(true);
-    a.set_preserve_mtime(true);
-    a.set_preserve_ownerships(false);
-    a.set_unpack_xattrs(false);
-    a.set_overwrite(true);
-    a.unpack(dir).map_err(|e| {
+    let tree = Tree::open(dir, "the build context").map_err(|e| Error::internal(e.to_string()))?;
+    files::unpack_context(std::io::BufReader::new(f), &tree).map_err(|e| {
         Error::invalid_argument(format!("the build context: not a valid tar stream: {e}"))
     })
 }
