@@ -207,6 +207,21 @@ pub fn layer(entries: &[Entry]) -> Layer {
 
 /// The busybox-static binary as a base layer: /bin/busybox and /bin/sh, /bin/ls, … links.
 pub fn busybox_layer() -> Layer {
+    busybox_layer_with(
+        &[
+            "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "hostname", "ps", "mount",
+            "dd", "head",
+        ],
+        vec![Entry::File(
+            "etc/os-release".into(),
+            b"NAME=strata-test\n".to_vec(),
+            0o644,
+        )],
+    )
+}
+
+/// /bin/busybox with a link in /bin for each of `applets`, /etc and /tmp, and `extra` entries.
+pub fn busybox_layer_with(applets: &[&str], extra: Vec<Entry>) -> Layer {
     let bin = std::fs::read("/bin/busybox")
         .or_else(|_| std::fs::read("/usr/bin/busybox"))
         .expect("busybox-static is not installed (apt-get install busybox-static)");
@@ -215,16 +230,9 @@ pub fn busybox_layer() -> Layer {
         Entry::Dir("etc".into()),
         Entry::Dir("tmp".into()),
         Entry::File("bin/busybox".into(), bin, 0o755),
-        Entry::File(
-            "etc/os-release".into(),
-            b"NAME=strata-test\n".to_vec(),
-            0o644,
-        ),
     ];
-    for cmd in [
-        "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "hostname", "ps", "mount", "dd",
-        "head",
-    ] {
+    entries.extend(extra);
+    for cmd in applets {
         entries.push(Entry::Symlink(format!("bin/{cmd}"), "busybox".into()));
     }
     layer(&entries)

@@ -204,9 +204,10 @@ impl State {
         c
     }
 
-    fn env(&self) -> Vec<String> {
+    /// The run config's list of strings at `key` (Env, Shell, OnBuild); empty when absent.
+    fn strings(&self, key: &str) -> Vec<String> {
         self.rc
-            .get("Env")
+            .get(key)
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
@@ -215,6 +216,10 @@ impl State {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    fn env(&self) -> Vec<String> {
+        self.strings("Env")
     }
 
     fn env_value(&self, name: &str) -> Option<String> {
@@ -255,17 +260,12 @@ impl State {
     }
 
     fn shell(&self) -> Vec<String> {
-        self.rc
-            .get("Shell")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| vec!["/bin/sh".to_owned(), "-c".to_owned()])
+        let s = self.strings("Shell");
+        if s.is_empty() {
+            vec!["/bin/sh".to_owned(), "-c".to_owned()]
+        } else {
+            s
+        }
     }
 
     /// Adds a history entry without a layer: the config changed only.
@@ -671,17 +671,7 @@ impl Builder<'_> {
         self.step_event(i, &first_line(&format!("FROM {base}")), cached)
             .await;
         // The base's ONBUILD triggers run first, then go from the config.
-        let triggers: Vec<String> = state
-            .rc
-            .get("OnBuild")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let triggers = state.strings("OnBuild");
         if !triggers.is_empty() {
             state.run_config().remove("OnBuild");
             state.record = None;

@@ -5,7 +5,7 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 use strata_testkit::registry::{
-    Entry, Layer, Registry, busybox_layer, host_arch, layer, oci_image,
+    Entry, Layer, Registry, busybox_layer, busybox_layer_with, host_arch, oci_image,
 };
 use strata_testkit::stack::Stack;
 use strata_testkit::{ok, run};
@@ -71,31 +71,23 @@ impl World {
 /// A busybox base with the applets builds use and accounts for `--chown` and USER (the
 /// build tests' base image).
 pub fn build_base_layer() -> Layer {
-    let bin = std::fs::read("/bin/busybox")
-        .or_else(|_| std::fs::read("/usr/bin/busybox"))
-        .expect("busybox-static is not installed (apt-get install busybox-static)");
-    let mut entries = vec![
-        Entry::Dir("bin".into()),
-        Entry::Dir("etc".into()),
-        Entry::Dir("tmp".into()),
-        Entry::File("bin/busybox".into(), bin, 0o755),
-        Entry::File(
-            "etc/passwd".into(),
-            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n".to_vec(),
-            0o644,
-        ),
-        Entry::File(
-            "etc/group".into(),
-            b"root:x:0:\napp:x:1000:\nstaff:x:50:\n".to_vec(),
-            0o644,
-        ),
-    ];
-    for cmd in [
-        "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "mkdir", "touch", "chmod",
-        "chown", "ln", "rm", "wc", "stat", "printf", "tr", "grep", "env", "pwd", "mv", "cp", "tar",
-        "gzip", "head", "seq", "sed",
-    ] {
-        entries.push(Entry::Symlink(format!("bin/{cmd}"), "busybox".into()));
-    }
-    layer(&entries)
+    busybox_layer_with(
+        &[
+            "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "mkdir", "touch", "chmod",
+            "chown", "ln", "rm", "wc", "stat", "printf", "tr", "grep", "env", "pwd", "mv", "cp",
+            "tar", "gzip", "head", "seq", "sed",
+        ],
+        vec![
+            Entry::File(
+                "etc/passwd".into(),
+                b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n".to_vec(),
+                0o644,
+            ),
+            Entry::File(
+                "etc/group".into(),
+                b"root:x:0:\napp:x:1000:\nstaff:x:50:\n".to_vec(),
+                0o644,
+            ),
+        ],
+    )
 }
