@@ -1,5 +1,4 @@
-//! The gRPC adapter: `strata.network.v1.Networks` over the [`Manager`]. Only protobuf ⇄
-//! domain conversion and error mapping here.
+//! `strata.network.v1.Networks` over the [`Manager`].
 
 use std::sync::Arc;
 use strata_api::strata::network::v1 as pb;
@@ -11,12 +10,6 @@ use tonic::{Request, Response, Status};
 use crate::manager::{AttachSpec, Manager};
 use crate::ports::Port;
 use crate::records::{AttachmentRecord, NetworkRecord};
-
-/// Full names of the services this crate serves, for health and reflection.
-pub mod names {
-    /// `strata.network.v1.Networks`.
-    pub const NETWORKS: &str = "strata.network.v1.Networks";
-}
 
 /// Serves the Networks API.
 pub struct NetworkService {
