@@ -18,7 +18,7 @@ use strata_api::containerd::events as ev;
 use strata_core::containers::{self, Any, Container, ContainerStore, Runtime};
 use strata_core::events::{topics, types};
 use strata_core::filters::Filter;
-use strata_core::{Error, identifiers};
+use strata_core::{Error, identifiers, labels};
 use strata_grpc::convert_containers::{any_from_pb as any_core, any_to_pb as any_pb};
 
 /// (namespace, id) → [`ContainerRecord`]
@@ -139,24 +139,13 @@ fn apply_update(stored: &mut Container, from: &Container, paths: &[String]) -> R
         paths
     };
     for path in paths {
-        if let Some(key) = path.strip_prefix("labels.") {
-            match from.labels.get(key) {
-                Some(v) => stored.labels.insert(key.to_owned(), v.clone()),
-                None => stored.labels.remove(key),
-            };
-            continue;
-        }
-        if let Some(key) = path.strip_prefix("extensions.") {
-            match from.extensions.get(key) {
-                Some(v) => stored.extensions.insert(key.to_owned(), v.clone()),
-                None => stored.extensions.remove(key),
-            };
+        if labels::apply_path(&mut stored.labels, &from.labels, path)
+            || labels::apply_map_path(&mut stored.extensions, &from.extensions, "extensions", path)
+        {
             continue;
         }
         match path.as_str() {
-            "labels" => stored.labels.clone_from(&from.labels),
             "spec" => stored.spec.clone_from(&from.spec),
-            "extensions" => stored.extensions.clone_from(&from.extensions),
             "image" => stored.image.clone_from(&from.image),
             "snapshotkey" | "snapshot_key" => stored.snapshot_key.clone_from(&from.snapshot_key),
             p if p == "runtime" || p.starts_with("runtime.") || p == "snapshotter" => {

@@ -145,32 +145,23 @@ impl Metadata {
                 updated.target = image.target;
             } else {
                 for path in paths {
-                    if let Some(key) = path.strip_prefix("labels.") {
-                        match image.labels.get(key) {
-                            Some(v) => updated.labels.insert(key.to_owned(), v.clone()),
-                            None => updated.labels.remove(key),
-                        };
-                    } else if let Some(key) = path.strip_prefix("annotations.") {
-                        match image.target.annotations.get(key) {
-                            Some(v) => updated.target.annotations.insert(key.to_owned(), v.clone()),
-                            None => updated.target.annotations.remove(key),
-                        };
-                    } else {
-                        match path.as_str() {
-                            "labels" => updated.labels.clone_from(&image.labels),
-                            "target" => updated.target = image.target.clone(),
-                            "annotations" => updated
-                                .target
-                                .annotations
-                                .clone_from(&image.target.annotations),
-                            _ => {
-                                return Err(Error::invalid_argument(format!(
-                                    "cannot update {path:?} field on image {name:?}"
-                                ))
-                                .into());
-                            }
-                        }
+                    if labels::apply_path(&mut updated.labels, &image.labels, path)
+                        || labels::apply_map_path(
+                            &mut updated.target.annotations,
+                            &image.target.annotations,
+                            "annotations",
+                            path,
+                        )
+                    {
+                        continue;
                     }
+                    if path != "target" {
+                        return Err(Error::invalid_argument(format!(
+                            "cannot update {path:?} field on image {name:?}"
+                        ))
+                        .into());
+                    }
+                    updated.target = image.target.clone();
                 }
             }
             Self::validate_image(&updated)?;

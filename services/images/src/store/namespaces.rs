@@ -110,24 +110,17 @@ impl Metadata {
                     .ok_or_else(|| namespace_not_found(&ns.name))?;
                 decode(&ns.name, value.value())?
             };
-            if paths.is_empty() || paths.iter().any(|p| p == "labels") {
+            if paths.is_empty() {
                 rec.labels = ns.labels.clone();
             }
             for path in paths {
-                if path == "labels" {
-                    continue;
-                }
-                let Some(key) = path.strip_prefix("labels.") else {
+                if !labels::apply_path(&mut rec.labels, &ns.labels, path) {
                     return Err(Error::invalid_argument(format!(
                         "cannot update {path:?} field on namespace {:?}",
                         ns.name
                     ))
                     .into());
-                };
-                match ns.labels.get(key) {
-                    Some(v) => rec.labels.insert(key.to_owned(), v.clone()),
-                    None => rec.labels.remove(key),
-                };
+                }
             }
             // containerd's semantics: a label set to the empty string is removed.
             rec.labels.retain(|_, v| !v.is_empty());
