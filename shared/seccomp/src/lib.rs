@@ -128,9 +128,7 @@ pub fn default_profile_for(arch: Arch, caps: &[Capability]) -> LinuxSeccomp {
 
 /// The number of system call `name` on `arch`; `None` when `arch` has no such call.
 pub fn syscall_number(arch: Arch, name: &str) -> Option<i64> {
-    syscalls::SYSCALLS
-        .iter()
-        .find(|(n, _, _)| *n == name)
+    syscalls::find(name)
         .and_then(|(_, x86_64, aarch64)| match arch {
             Arch::X86_64 => *x86_64,
             Arch::Aarch64 => *aarch64,
@@ -178,5 +176,5 @@ pub(crate) fn oci_arg(
 
 /// Whether some Linux architecture has a system call `name`.
 pub fn is_known(name: &str) -> bool {
-    syscalls::SYSCALLS.iter().any(|(n, _, _)| *n == name) || syscalls::OTHER_ARCHES.contains(&name)
+    syscalls::find(name).is_some() || syscalls::OTHER_ARCHES.contains(&name)
 }
