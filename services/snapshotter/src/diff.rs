@@ -348,6 +348,38 @@ impl<C: ContentStore + Clone> Differ<C> {
     }
 }
 
+/// The local [`strata_core::diff::Diff`]: the snapshotter's own differ, without gRPC.
+impl<C: ContentStore + Clone> strata_core::diff::Diff for Differ<C> {
+    async fn apply(
+        &self,
+        ns: &str,
+        layer: &Descriptor,
+        mounts: &[Mount],
+        opts: strata_core::diff::ApplyOptions,
+    ) -> Result<Descriptor> {
+        Differ::apply(self, ns, layer, mounts, opts.sync_fs).await
+    }
+
+    async fn diff(
+        &self,
+        ns: &str,
+        lower: &[Mount],
+        upper: &[Mount],
+        opts: strata_core::diff::DiffOptions,
+    ) -> Result<Descriptor> {
+        Differ::diff(
+            self,
+            ns,
+            lower,
+            upper,
+            &opts.media_type,
+            &opts.reference,
+            opts.labels,
+        )
+        .await
+    }
+}
+
 /// Produces the layer tar (compressed as asked) into `out`; returns the tar's stats and `out`.
 fn write_layer(
     lower: &[Mount],

@@ -7,6 +7,7 @@ pub mod containers;
 pub mod content;
 pub mod crashpoint;
 pub mod descriptor;
+pub mod diff;
 pub mod digest;
 pub mod errdefs;
 pub mod events;
@@ -19,6 +20,7 @@ pub mod logfile;
 pub mod mount;
 pub mod namespaces;
 pub mod snapshots;
+pub mod tty;
 
 pub use digest::Digest;
 pub use errdefs::{Error, Kind, Result};

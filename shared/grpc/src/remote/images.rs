@@ -27,6 +27,16 @@ impl RemoteImages {
     pub fn connect(address: &str) -> Result<Self> {
         Ok(Self::new(crate::client::channel(address)?))
     }
+
+    /// The same client, sending and accepting messages up to `bytes` (a long image list).
+    #[must_use]
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.client = self
+            .client
+            .max_decoding_message_size(bytes)
+            .max_encoding_message_size(bytes);
+        self
+    }
 }
 
 fn body(what: &str, name: &str, image: Option<pb::Image>) -> Result<Image> {

@@ -2,6 +2,7 @@
 
 pub mod containers;
 pub mod content;
+pub mod diff;
 pub mod event_queue;
 pub mod events;
 pub mod images;
@@ -11,6 +12,7 @@ pub mod snapshots;
 
 pub use containers::RemoteContainers;
 pub use content::RemoteContentStore;
+pub use diff::RemoteDiff;
 pub use event_queue::QueuedEvents;
 pub use events::RemoteEvents;
 pub use images::RemoteImages;
