@@ -7,6 +7,7 @@ pub mod containers;
 pub mod content;
 pub mod crashpoint;
 pub mod descriptor;
+pub mod diff;
 pub mod digest;
 pub mod errdefs;
 pub mod events;
