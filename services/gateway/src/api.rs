@@ -5,13 +5,13 @@ use crate::image::{ImageDetails, details};
 use crate::run;
 use std::collections::HashMap;
 use std::sync::Arc;
-use strata_api::containerd::services::images::v1 as ipb;
 use strata_api::strata::gateway::v1 as pb;
 use strata_api::strata::gateway::v1::gateway_server::{Gateway, GatewayServer};
 use strata_api::strata::tasks::v1 as iopb;
+use strata_core::images::{DeleteOptions, Image, ImageStore};
 use strata_core::snapshots::SnapshotStore;
-use strata_core::{Error, Result};
-use strata_grpc::metadata::{namespace, with_namespace};
+use strata_core::{Error, Kind, Result};
+use strata_grpc::metadata::namespace;
 use strata_grpc::{from_status, to_status};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,40 +37,22 @@ pub(crate) async fn list_images(
     b: &Backends,
     ns: &str,
     filters: Vec<String>,
-) -> Result<Vec<ipb::Image>> {
-    let resp = b
-        .images
-        .clone()
-        .list(with_namespace(ns, ipb::ListImagesRequest { filters })?)
-        .await
-        .map_err(from_status)?;
-    Ok(resp.into_inner().images)
+) -> Result<Vec<Image>> {
+    b.images.list(ns, &filters).await
 }
 
 /// Finds an image by name (as given, or normalized like `busybox` → docker.io/library/busybox:latest)
 /// or by a prefix of its ID (the config digest).
-pub async fn find_image(b: &Backends, ns: &str, name: &str) -> Result<ipb::Image> {
+pub async fn find_image(b: &Backends, ns: &str, name: &str) -> Result<Image> {
     let mut candidates = vec![name.to_owned()];
     if let Ok(r) = strata_registry::Reference::parse(name) {
         candidates.push(r.to_string());
     }
     for c in &candidates {
-        match b
-            .images
-            .clone()
-            .get(with_namespace(
-                ns,
-                ipb::GetImageRequest { name: c.clone() },
-            )?)
-            .await
-        {
-            Ok(resp) => {
-                if let Some(img) = resp.into_inner().image {
-                    return Ok(img);
-                }
-            }
-            Err(s) if s.code() == tonic::Code::NotFound => {}
-            Err(s) => return Err(from_status(s)),
+        match b.images.get(ns, c).await {
+            Ok(img) => return Ok(img),
+            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) => return Err(e),
         }
     }
     let prefix = name.strip_prefix("sha256:").unwrap_or(name);
@@ -111,7 +93,7 @@ async fn layer_sizes(
     Ok(sizes)
 }
 
-async fn all_details(b: &Backends, ns: &str, images: Vec<ipb::Image>) -> Vec<ImageDetails> {
+async fn all_details(b: &Backends, ns: &str, images: Vec<Image>) -> Vec<ImageDetails> {
     let mut out = Vec::new();
     for img in images {
         let name = img.name.clone();
@@ -130,7 +112,7 @@ fn created(d: &ImageDetails) -> Option<prost_types::Timestamp> {
         .created
         .as_deref()
         .and_then(parse_time)
-        .or(d.created_at)
+        .or(Some(strata_grpc::convert::timestamp(d.created_at)))
 }
 
 /// Parses an RFC 3339 timestamp (`2024-01-02T03:04:05.123Z` or with an offset) to seconds.
@@ -233,7 +215,7 @@ impl Gateway for GatewayService {
         let ns = namespace(&request)?;
         let b = &self.b;
         let filters = request.into_inner().filters;
-        let cache = |i: &ipb::Image| i.name.starts_with(crate::build::CACHE_PREFIX);
+        let cache = |i: &Image| i.name.starts_with(crate::build::CACHE_PREFIX);
         let mut records = list_images(b, &ns, filters).await.map_err(to_status)?;
         records.retain(|i| !cache(i));
         // Sharing counts over every image of the namespace, not only the listed ones; the
@@ -357,25 +339,15 @@ impl Gateway for GatewayService {
         let req = request.into_inner();
         let b = &self.b;
         let img = find_image(b, &ns, &req.name).await.map_err(to_status)?;
-        let digest = img
-            .target
-            .as_ref()
-            .map(|t| t.digest.clone())
-            .unwrap_or_default();
+        let digest = img.target.digest.to_string();
+        let opts = DeleteOptions {
+            sync: req.sync,
+            target: None,
+        };
         b.images
-            .clone()
-            .delete(
-                with_namespace(
-                    &ns,
-                    ipb::DeleteImageRequest {
-                        name: img.name,
-                        sync: req.sync,
-                        target: None,
-                    },
-                )
-                .map_err(to_status)?,
-            )
-            .await?;
+            .delete(&ns, &img.name, opts)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::RemoveImageResponse { digest }))
     }
 

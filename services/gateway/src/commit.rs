@@ -20,21 +20,17 @@ use crate::Backends;
 use crate::api::find_image;
 use crate::image::{chain_ids, details};
 use crate::pull::Pull;
+use crate::tasks::Status as TaskStatus;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::time::SystemTime;
-use strata_api::containerd::services::containers::v1 as cpb;
-use strata_api::containerd::services::diff::v1 as dpb;
-use strata_api::containerd::services::tasks::v1 as tpb;
-use strata_api::containerd::v1::types::Status as TaskStatus;
 use strata_api::strata::gateway::v1 as pb;
+use strata_core::containers::{Container, ContainerStore};
 use strata_core::content::{ContentStore, read_all};
 use strata_core::descriptor::{Descriptor, UNCOMPRESSED_LABEL};
+use strata_core::diff::{Diff, DiffOptions};
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Digest, Error, Kind, Result};
-use strata_grpc::convert::{descriptors, mounts};
-use strata_grpc::from_status;
-use strata_grpc::metadata::with_namespace;
 use strata_registry::{ImageManifest, Reference, media_types};
 
 /// The diff ID of a layer that changes nothing: an empty tar (two zero blocks).
@@ -57,29 +53,17 @@ pub struct Committed {
     pub name: String,
 }
 
-pub(crate) async fn container(b: &Backends, ns: &str, id: &str) -> Result<cpb::Container> {
-    let got = b
-        .containers
-        .clone()
-        .get(with_namespace(
-            ns,
-            cpb::GetContainerRequest { id: id.to_owned() },
-        )?)
-        .await;
-    match got {
-        Ok(r) => r
-            .into_inner()
-            .container
-            .ok_or_else(|| Error::not_found(format!("container {id:?}: not found"))),
-        Err(s) if s.code() == tonic::Code::NotFound => {
+pub(crate) async fn container(b: &Backends, ns: &str, id: &str) -> Result<Container> {
+    match b.containers.get(ns, id).await {
+        Err(e) if e.kind() == Kind::NotFound => {
             Err(Error::not_found(format!("container {id:?}: not found")))
         }
-        Err(s) => Err(from_status(s)),
+        r => r,
     }
 }
 
 /// The command the container runs, for the history entry (`docker history` shows it).
-fn command_of(c: &cpb::Container) -> String {
+fn command_of(c: &Container) -> String {
     c.spec
         .as_ref()
         .and_then(|any| serde_json::from_slice::<Value>(&any.value).ok())
@@ -104,51 +88,26 @@ fn json<T: serde::Serialize + ?Sized>(what: &str, v: &T) -> Result<Vec<u8>> {
 
 /// Pauses a running task; answers whether it did (and so must resume it).
 async fn pause(b: &Backends, ns: &str, id: &str) -> Result<bool> {
-    let got = b
+    let running = b
         .tasks
-        .clone()
-        .get(with_namespace(
-            ns,
-            tpb::GetRequest {
-                container_id: id.to_owned(),
-                exec_id: String::new(),
-            },
-        )?)
-        .await;
-    let running = match got {
-        Ok(r) => r.into_inner().process.is_some_and(|p| {
-            TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown) == TaskStatus::Running
-        }),
-        Err(s) if s.code() == tonic::Code::NotFound => false,
-        Err(s) => return Err(from_status(s)),
-    };
+        .get(ns, id, "")
+        .await?
+        .is_some_and(|p| p.status == TaskStatus::Running);
     if !running {
         return Ok(false);
     }
     b.tasks
-        .clone()
-        .pause(with_namespace(
-            ns,
-            tpb::PauseTaskRequest {
-                container_id: id.to_owned(),
-            },
-        )?)
+        .pause(ns, id)
         .await
-        .map_err(|s| from_status(s).context(format!("pausing container {id:?}")))?;
+        .map_err(|e| e.context(format!("pausing container {id:?}")))?;
     Ok(true)
 }
 
 async fn resume(b: &Backends, ns: &str, id: &str) -> Result<()> {
     b.tasks
-        .clone()
-        .resume(with_namespace(
-            ns,
-            tpb::ResumeTaskRequest {
-                container_id: id.to_owned(),
-            },
-        )?)
+        .resume(ns, id)
         .await
-        .map_err(|s| from_status(s).context(format!("resuming container {id:?}")))?;
+        .map_err(|e| e.context(format!("resuming container {id:?}")))?;
     Ok(())
 }
 
@@ -206,7 +165,7 @@ pub async fn commit(b: &Backends, ns: &str, req: pb::CommitRequest) -> Result<Co
 /// The work under the lease of `p`.
 async fn made(
     p: &Pull<'_>,
-    c: &cpb::Container,
+    c: &Container,
     base: &crate::image::ImageDetails,
     config: Map<String, Value>,
     name: Option<String>,
@@ -254,7 +213,7 @@ pub(crate) struct Top {
 /// unpacked as the snapshot of its chain ID; `None` when it changed nothing.
 pub(crate) async fn container_layer(
     p: &Pull<'_>,
-    c: &cpb::Container,
+    c: &Container,
     base: &crate::image::ImageDetails,
     docker: bool,
     pause_it: bool,
@@ -539,27 +498,21 @@ async fn diff(
             Some(c) => pause(b, ns, c).await?,
             None => false,
         };
+        let opts = DiffOptions {
+            media_type: if docker {
+                media_types::DOCKER_LAYER_GZIP
+            } else {
+                media_types::OCI_LAYER_GZIP
+            }
+            .to_owned(),
+            reference: reference.clone(),
+            labels: keep,
+        };
         let r = b
             .diff
-            .clone()
-            .diff(with_namespace(
-                ns,
-                dpb::DiffRequest {
-                    left: mounts::all_to_pb(left.clone()),
-                    right: mounts::all_to_pb(right),
-                    media_type: if docker {
-                        media_types::DOCKER_LAYER_GZIP
-                    } else {
-                        media_types::OCI_LAYER_GZIP
-                    }
-                    .to_owned(),
-                    r#ref: reference.clone(),
-                    labels: keep,
-                    source_date_epoch: None,
-                },
-            )?)
+            .diff(ns, &left, &right, opts)
             .await
-            .map_err(|s| from_status(s).context(format!("{id}: writing its changes")));
+            .map_err(|e| e.context(format!("{id}: writing its changes")));
         if r.is_err() {
             // The collector never removes ingests: what the differ wrote goes now.
             let _ = b.content.abort(ns, &reference).await;
@@ -569,12 +522,9 @@ async fn diff(
         } else {
             Ok(())
         };
-        let desc = r?
-            .into_inner()
-            .diff
-            .ok_or_else(|| Error::internal(format!("{id}: the differ answered no descriptor")))?;
+        let desc = r?;
         resumed?;
-        descriptors::from_pb(desc)
+        Ok(desc)
     }
     .await;
     if !left.is_empty() {

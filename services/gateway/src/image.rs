@@ -4,11 +4,10 @@
 use sha2::Digest as _;
 use std::collections::HashMap;
 use std::sync::Arc;
-use strata_api::containerd::services::images::v1 as ipb;
 use strata_core::content::read_all;
 use strata_core::descriptor::Descriptor;
+use strata_core::images::Image;
 use strata_core::{Digest, Error, Result};
-use strata_grpc::convert::descriptors;
 use strata_registry::{ImageConfig, ImageIndex, ImageManifest, media_types};
 use strata_registry::{Platform, select as select_platform};
 
@@ -34,7 +33,7 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
 pub struct ImageDetails {
     pub name: String,
     pub labels: std::collections::HashMap<String, String>,
-    pub created_at: Option<prost_types::Timestamp>,
+    pub created_at: std::time::SystemTime,
     pub target: Descriptor,
     pub manifest_digest: Digest,
     pub manifest: ImageManifest,
@@ -95,10 +94,8 @@ impl MetadataCache {
 }
 
 /// Reads the manifest for this host (through an index if need be) and the config of `image`.
-pub async fn details(b: &Backends, ns: &str, image: ipb::Image) -> Result<ImageDetails> {
-    let target = descriptors::from_pb(image.target.ok_or_else(|| {
-        Error::failed_precondition(format!("image {:?} has no target", image.name))
-    })?)?;
+pub async fn details(b: &Backends, ns: &str, image: Image) -> Result<ImageDetails> {
+    let target = image.target;
     let mut manifest_digest = target.digest.clone();
     if media_types::is_index(&target.media_type) {
         let bytes = b.metadata.read(b, ns, &target.digest).await?;

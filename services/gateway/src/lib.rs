@@ -22,16 +22,13 @@ pub mod run;
 pub mod save;
 pub mod seccomp;
 pub mod spec;
+pub mod tasks;
 
 use std::path::PathBuf;
-use strata_api::containerd::services::containers::v1::containers_client::ContainersClient;
-use strata_api::containerd::services::diff::v1::diff_client::DiffClient;
-use strata_api::containerd::services::images::v1::images_client::ImagesClient;
-use strata_api::containerd::services::leases::v1::leases_client::LeasesClient;
-use strata_api::containerd::services::tasks::v1::tasks_client::TasksClient;
 use strata_api::strata::network::v1::networks_client::NetworksClient;
-use strata_api::strata::tasks::v1::io_client::IoClient;
-use strata_grpc::remote::{RemoteContentStore, RemoteSnapshots};
+use strata_grpc::remote::{
+    RemoteContainers, RemoteContentStore, RemoteDiff, RemoteImages, RemoteLeases, RemoteSnapshots,
+};
 use tonic::transport::Channel;
 
 /// Largest message exchanged with the backends (manifests and configs are small; content
@@ -42,12 +39,12 @@ const MAX_MESSAGE: usize = 64 << 20;
 pub struct Backends {
     pub content: RemoteContentStore,
     pub snapshots: RemoteSnapshots,
-    pub diff: DiffClient<Channel>,
-    pub images: ImagesClient<Channel>,
-    pub leases: LeasesClient<Channel>,
-    pub containers: ContainersClient<Channel>,
-    pub tasks: TasksClient<Channel>,
-    pub io: IoClient<Channel>,
+    pub diff: RemoteDiff,
+    pub images: RemoteImages,
+    pub leases: RemoteLeases,
+    pub containers: RemoteContainers,
+    /// Tasks and their output.
+    pub tasks: tasks::TaskClient,
     /// Clients attached to containers' processes, and stdin pipes.
     pub attachments: std::sync::Arc<run::Attachments>,
     /// Registries reached over plain HTTP besides loopback ones.
@@ -81,18 +78,11 @@ impl Backends {
         Ok(Self {
             content: RemoteContentStore::new(content),
             snapshots: RemoteSnapshots::new(snapshotter.clone()),
-            diff: DiffClient::new(snapshotter)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-            images: ImagesClient::new(images.clone())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-            leases: LeasesClient::new(images),
-            containers: ContainersClient::new(tasks.clone()),
-            tasks: TasksClient::new(tasks.clone()),
-            io: IoClient::new(tasks)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
+            diff: RemoteDiff::new(snapshotter),
+            images: RemoteImages::new(images.clone()).with_max_message_size(MAX_MESSAGE),
+            leases: RemoteLeases::new(images),
+            containers: RemoteContainers::new(tasks.clone()),
+            tasks: tasks::TaskClient::new(tasks),
             attachments: std::sync::Arc::default(),
             insecure_registries,
             registry: tokio::sync::OnceCell::new(),

@@ -17,18 +17,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use strata_api::containerd::services::diff::v1 as dpb;
-use strata_api::containerd::services::images::v1 as ipb;
-use strata_api::containerd::services::leases::v1 as lpb;
 use strata_api::strata::gateway::v1 as pb;
 use strata_api::strata::gateway::v1::layer_progress::State;
 use strata_core::content::{CommitOptions, ContentStore, ContentWriter, WriterOptions};
 use strata_core::descriptor::{Descriptor, UNCOMPRESSED_LABEL};
+use strata_core::diff::{ApplyOptions, Diff};
+use strata_core::images::{Image, ImageStore};
+use strata_core::leases::{LeaseStore, Resource};
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Digest, Error, Kind, Result};
-use strata_grpc::convert::{descriptors, mounts};
-use strata_grpc::from_status;
-use strata_grpc::metadata::with_namespace;
 use strata_grpc::remote::content::open_writer;
 use strata_registry::{Client, ClientConfig, Reference};
 use strata_registry::{ImageConfig, ImageIndex, ImageManifest, media_types};
@@ -165,13 +162,10 @@ fn instance() -> &'static str {
 pub async fn drop_stale_leases(b: &Backends, namespaces: &[String]) {
     let me = instance();
     for ns in namespaces {
-        let Ok(req) = with_namespace(ns, lpb::ListRequest { filters: vec![] }) else {
-            continue;
-        };
-        let leases = match b.leases.clone().list(req).await {
-            Ok(r) => r.into_inner().leases,
-            Err(s) => {
-                tracing::warn!(namespace = %ns, error = %s.message(), "listing leases");
+        let leases = match b.leases.list(ns, &[]).await {
+            Ok(leases) => leases,
+            Err(e) => {
+                tracing::warn!(namespace = %ns, error = %e.message(), "listing leases");
                 continue;
             }
         };
@@ -180,19 +174,10 @@ pub async fn drop_stale_leases(b: &Backends, namespaces: &[String]) {
                 continue;
             }
             tracing::info!(namespace = %ns, lease = %l.id, "dropping a lease an earlier gateway left");
-            let Ok(req) = with_namespace(
-                ns,
-                lpb::DeleteRequest {
-                    id: l.id.clone(),
-                    sync: false,
-                },
-            ) else {
-                continue;
-            };
-            if let Err(s) = b.leases.clone().delete(req).await
-                && s.code() != tonic::Code::NotFound
+            if let Err(e) = b.leases.delete(ns, &l.id, false).await
+                && e.kind() != Kind::NotFound
             {
-                tracing::warn!(namespace = %ns, lease = %l.id, error = %s.message(), "dropping a stale lease");
+                tracing::warn!(namespace = %ns, lease = %l.id, error = %e.message(), "dropping a stale lease");
             }
         }
     }
@@ -206,20 +191,11 @@ pub(crate) async fn take_lease(
     ttl: std::time::Duration,
 ) -> Result<()> {
     let expire = rfc3339(SystemTime::now() + ttl);
-    b.leases
-        .clone()
-        .create(with_namespace(
-            ns,
-            lpb::CreateRequest {
-                id: id.to_owned(),
-                labels: HashMap::from([
-                    ("containerd.io/gc.expire".to_owned(), expire),
-                    (LABEL_INSTANCE.to_owned(), instance().to_owned()),
-                ]),
-            },
-        )?)
-        .await
-        .map_err(from_status)?;
+    let labels = HashMap::from([
+        ("containerd.io/gc.expire".to_owned(), expire),
+        (LABEL_INSTANCE.to_owned(), instance().to_owned()),
+    ]);
+    b.leases.create(ns, id, labels).await?;
     Ok(())
 }
 
@@ -295,23 +271,10 @@ impl Pull<'_> {
     }
 
     async fn lease_add(&self, kind: &str, id: &str) -> Result<()> {
-        let req = with_namespace(
-            &self.ns,
-            lpb::AddResourceRequest {
-                id: self.lease.clone(),
-                resource: Some(lpb::Resource {
-                    id: id.to_owned(),
-                    r#type: kind.to_owned(),
-                }),
-            },
-        )?;
         self.b
             .leases
-            .clone()
-            .add_resource(req)
+            .add_resource(&self.ns, &self.lease, Resource::new(kind, id))
             .await
-            .map_err(from_status)?;
-        Ok(())
     }
 
     /// Makes sure the blob `desc` is in the content store with at least `labels`; fetches it
@@ -523,22 +486,14 @@ impl Pull<'_> {
         apply_desc
             .annotations
             .insert(UNCOMPRESSED_LABEL.to_owned(), diff_id.to_string());
-        let req = dpb::ApplyRequest {
-            diff: Some(descriptors::to_pb(apply_desc)),
-            mounts: mounts::all_to_pb(m),
-            payloads: HashMap::new(),
-            sync_fs: false,
-        };
         let applied = self
             .b
             .diff
-            .clone()
-            .apply(with_namespace(&self.ns, req)?)
-            .await
-            .map_err(from_status);
+            .apply(&self.ns, &apply_desc, &m, ApplyOptions::default())
+            .await;
         let outcome = match applied {
-            Ok(resp) => match resp.into_inner().applied {
-                Some(a) if a.digest == diff_id.to_string() => {
+            Ok(a) => match a {
+                a if a.digest == *diff_id => {
                     match self
                         .b
                         .snapshots
@@ -550,11 +505,10 @@ impl Pull<'_> {
                         Err(e) => Err(e),
                     }
                 }
-                Some(a) => Err(Error::failed_precondition(format!(
+                a => Err(Error::failed_precondition(format!(
                     "layer {} unpacked to {}, the image config says {diff_id}",
                     desc.digest, a.digest
                 ))),
-                None => Err(Error::internal("apply returned no descriptor")),
             },
             Err(e) => Err(e),
         };
@@ -685,24 +639,11 @@ impl<'a> Pull<'a> {
 
     /// Drops the lease: the image record (or nothing, after a failure) now holds what it held.
     pub(crate) async fn end(&self) {
-        let (ns, lease) = (self.ns.clone(), self.lease.clone());
-        let request = move || {
-            with_namespace(
-                &ns,
-                lpb::DeleteRequest {
-                    id: lease.clone(),
-                    sync: false,
-                },
-            )
-        };
-        let mut leases = self.b.leases.clone();
-        let Ok(req) = request() else {
+        let (ns, leases) = (self.ns.clone(), self.b.leases.clone());
+        let Err(e) = leases.delete(&ns, &self.lease, false).await else {
             return;
         };
-        let Err(e) = leases.delete(req).await else {
-            return;
-        };
-        if e.code() == tonic::Code::NotFound {
+        if e.kind() == Kind::NotFound {
             return;
         }
         // The images service is down (say, restarting): try again in the background, or the
@@ -715,12 +656,9 @@ impl<'a> Pull<'a> {
             while start.elapsed() < LEASE_TTL {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(30));
-                let Ok(req) = request() else {
-                    return;
-                };
-                match leases.delete(req).await {
-                    Ok(_) => return,
-                    Err(e) if e.code() == tonic::Code::NotFound => return,
+                match leases.delete(&ns, &lease, false).await {
+                    Ok(()) => return,
+                    Err(e) if e.kind() == Kind::NotFound => return,
                     Err(e) => {
                         tracing::debug!(%lease, error = %e.message(), "dropping the pull's lease");
                     }
@@ -822,49 +760,32 @@ impl<'a> Pull<'a> {
 
 /// The image record appears only once all its content and snapshots exist.
 async fn create_image(p: &Pull<'_>, name: &str, root: &Descriptor) -> Result<()> {
-    let image = ipb::Image {
-        name: name.to_owned(),
-        labels: HashMap::new(),
-        target: Some(descriptors::to_pb(root.clone())),
-        created_at: None,
-        updated_at: None,
-    };
-    put_image(p.b, &p.ns, image).await
+    put_image(p.b, &p.ns, name, root.clone(), HashMap::new()).await
 }
 
-/// Creates image record `image`, or points the one of that name at its target.
-pub(crate) async fn put_image(b: &Backends, ns: &str, image: ipb::Image) -> Result<()> {
-    let created = b
-        .images
-        .clone()
-        .create(with_namespace(
-            ns,
-            ipb::CreateImageRequest {
-                image: Some(image.clone()),
-                source_date_epoch: None,
-            },
-        )?)
-        .await;
-    match created {
+/// Creates image record `name` (pointing at `target`, with `labels`), or points the one of
+/// that name at `target`.
+pub(crate) async fn put_image(
+    b: &Backends,
+    ns: &str,
+    name: &str,
+    target: Descriptor,
+    labels: HashMap<String, String>,
+) -> Result<()> {
+    let image = Image {
+        name: name.to_owned(),
+        labels,
+        target,
+        created_at: SystemTime::UNIX_EPOCH,
+        updated_at: SystemTime::UNIX_EPOCH,
+    };
+    match b.images.create(ns, image.clone()).await {
         Ok(_) => Ok(()),
-        Err(s) if s.code() == tonic::Code::AlreadyExists => {
-            b.images
-                .clone()
-                .update(with_namespace(
-                    ns,
-                    ipb::UpdateImageRequest {
-                        image: Some(image),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["target".to_owned()],
-                        }),
-                        source_date_epoch: None,
-                    },
-                )?)
-                .await
-                .map_err(from_status)?;
+        Err(e) if e.kind() == Kind::AlreadyExists => {
+            b.images.update(ns, image, &["target".to_owned()]).await?;
             Ok(())
         }
-        Err(s) => Err(from_status(s)),
+        Err(e) => Err(e),
     }
 }
 

@@ -16,14 +16,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use strata_api::containerd::services::images::v1 as ipb;
 use strata_api::strata::gateway::v1 as pb;
 use strata_api::strata::gateway::v1::blob_push_progress::State;
 use strata_core::content::futures_like::ChunkStream as _;
 use strata_core::content::{ContentStore, read_all};
 use strata_core::descriptor::Descriptor;
 use strata_core::{Digest, Error, Kind, Result};
-use strata_grpc::convert::descriptors;
 use strata_grpc::remote::RemoteContentStore;
 use strata_registry::{
     BlobPushed, BlobSource, ByteStream, Client, ImageIndex, ImageManifest, MAX_INDEX_SIZE,
@@ -62,19 +60,8 @@ pub async fn tag(b: &Backends, ns: &str, source: &str, target: &str) -> Result<p
         )));
     }
     let name = reference.to_string();
-    let root = img
-        .target
-        .clone()
-        .ok_or_else(|| Error::failed_precondition(format!("image {:?} has no target", img.name)))?;
-    let digest = root.digest.clone();
-    let record = ipb::Image {
-        name: name.clone(),
-        labels: img.labels.clone(),
-        target: Some(root),
-        created_at: None,
-        updated_at: None,
-    };
-    put_image(b, ns, record).await?;
+    let digest = img.target.digest.to_string();
+    put_image(b, ns, &name, img.target, img.labels).await?;
     Ok(pb::TagResponse { name, digest })
 }
 
@@ -396,9 +383,7 @@ async fn push_blob(
 pub async fn push(b: &Backends, ns: &str, req: &pb::PushRequest, events: PushEvents) -> Result<()> {
     let img = find_image(b, ns, &req.reference).await?;
     let target = Reference::parse(&img.name)?;
-    let root = descriptors::from_pb(img.target.clone().ok_or_else(|| {
-        Error::failed_precondition(format!("image {:?} has no target", img.name))
-    })?)?;
+    let root = img.target.clone();
     let mut planner = Planner {
         b,
         ns,

@@ -37,16 +37,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use strata_api::containerd::services::containers::v1 as cpb;
-use strata_api::containerd::services::images::v1 as ipb;
-use strata_api::containerd::services::leases::v1 as lpb;
 use strata_api::strata::gateway::v1 as pb;
+use strata_core::containers::Container;
+use strata_core::images::{DeleteOptions, Image, ImageStore};
+use strata_core::leases::LeaseStore;
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Digest, Error, Kind, Result};
 use strata_dockerfile::{Command, CopySpec, Dockerfile, Instruction, Kind as Ins, Stage};
-use strata_grpc::convert::descriptors;
 use strata_grpc::from_status;
-use strata_grpc::metadata::with_namespace;
 use strata_registry::{Platform, media_types};
 use tokio::sync::mpsc;
 
@@ -157,9 +155,8 @@ impl Cleanup {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(id) = lease
-            && let Ok(req) = with_namespace(ns, lpb::DeleteRequest { id, sync: false })
-            && let Err(e) = b.leases.clone().delete(req).await
-            && e.code() != tonic::Code::NotFound
+            && let Err(e) = b.leases.delete(ns, &id, false).await
+            && e.kind() != Kind::NotFound
         {
             tracing::warn!(error = %e.message(), "dropping a cancelled build's lease");
         }
@@ -492,18 +489,8 @@ impl Builder<'_> {
         let mut names = Vec::new();
         if self.opts.tags.is_empty() {
             let name = d.config_digest.to_string();
-            crate::pull::put_image(
-                self.b,
-                &self.ns,
-                ipb::Image {
-                    name: name.clone(),
-                    labels: HashMap::new(),
-                    target: img.target.clone(),
-                    created_at: None,
-                    updated_at: None,
-                },
-            )
-            .await?;
+            crate::pull::put_image(self.b, &self.ns, &name, img.target.clone(), HashMap::new())
+                .await?;
             names.push(name);
         }
         for t in &self.opts.tags {
@@ -518,26 +505,12 @@ impl Builder<'_> {
         })
     }
 
-    async fn image(&self, name: &str) -> Result<ipb::Image> {
-        let got = self
-            .b
-            .images
-            .clone()
-            .get(with_namespace(
-                &self.ns,
-                ipb::GetImageRequest {
-                    name: name.to_owned(),
-                },
-            )?)
-            .await
-            .map_err(from_status)?;
-        got.into_inner()
-            .image
-            .ok_or_else(|| Error::not_found(format!("image {name:?}: not found")))
+    async fn image(&self, name: &str) -> Result<Image> {
+        self.b.images.get(&self.ns, name).await
     }
 
     /// The state an image record holds.
-    async fn load(&self, img: ipb::Image, key: String) -> Result<State> {
+    async fn load(&self, img: Image, key: String) -> Result<State> {
         let record = img.name.clone();
         let d = details(self.b, &self.ns, img).await?;
         // Read (and verified) once by `details`: from the gateway's metadata cache.
@@ -715,12 +688,7 @@ impl Builder<'_> {
                 find_image(self.b, &self.ns, base).await?
             }
         };
-        let target = img
-            .target
-            .clone()
-            .map(descriptors::from_pb)
-            .transpose()?
-            .ok_or_else(|| Error::failed_precondition(format!("image {base:?} has no target")))?;
+        let target = img.target.clone();
         let key = hash(&["FROM", &target.digest.to_string()]);
         self.load(img, key).await
     }
@@ -942,7 +910,7 @@ impl Builder<'_> {
 
     /// With the step's task gone (its root unmounted), removes from the container's layer
     /// the mount points its runtime made there.
-    async fn remove_stubs(&self, c: &cpb::Container) -> Result<()> {
+    async fn remove_stubs(&self, c: &Container) -> Result<()> {
         crate::run::delete_task(self.b, &self.ns, &c.id).await?;
         let spec = crate::run::spec_of(c)?;
         let destinations: Vec<String> = spec["mounts"]
@@ -1623,22 +1591,14 @@ pub async fn prune(b: &Backends, ns: &str) -> Result<usize> {
         if !img.name.starts_with(CACHE_PREFIX) {
             continue;
         }
-        let r = b
-            .images
-            .clone()
-            .delete(with_namespace(
-                ns,
-                ipb::DeleteImageRequest {
-                    name: img.name.clone(),
-                    sync: true,
-                    target: None,
-                },
-            )?)
-            .await;
-        match r {
-            Ok(_) => n += 1,
-            Err(s) if s.code() == tonic::Code::NotFound => {}
-            Err(s) => return Err(from_status(s)),
+        let opts = DeleteOptions {
+            sync: true,
+            target: None,
+        };
+        match b.images.delete(ns, &img.name, opts).await {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(n)

@@ -4,18 +4,15 @@
 use super::attachments::Attached;
 use super::{get_container, key};
 use crate::Backends;
+use crate::tasks::{LogsOptions, Output};
 use std::sync::Arc;
-use strata_api::containerd::services::tasks::v1 as tpb;
 use strata_api::strata::gateway::v1 as pb;
-use strata_api::strata::tasks::v1 as iopb;
 use strata_core::{Error, Result};
-use strata_grpc::from_status;
-use strata_grpc::metadata::with_namespace;
 use tokio::net::unix::pipe;
 
 /// What an attach needs once it has begun: the output stream and the stdin pipe.
 pub struct Attach {
-    pub output: tonic::Streaming<iopb::LogsEvent>,
+    pub output: Output,
     pub stdin: Option<Arc<tokio::sync::Mutex<Option<pipe::Sender>>>>,
     pub guard: Attached,
 }
@@ -40,22 +37,12 @@ pub async fn attach(b: &Arc<Backends>, ns: &str, start: &pb::AttachStart) -> Res
         None
     };
     let guard = b.attachments.enter(&k);
-    let output =
-        b.io.clone()
-            .logs(with_namespace(
-                ns,
-                iopb::LogsRequest {
-                    container_id: id.clone(),
-                    exec_id: start.exec_id.clone(),
-                    follow: true,
-                    new_only: !start.logs,
-                    tail: 0,
-                    this_run: start.logs,
-                },
-            )?)
-            .await
-            .map_err(from_status)?
-            .into_inner();
+    let opts = LogsOptions {
+        follow: true,
+        new_only: !start.logs,
+        this_run: start.logs,
+    };
+    let output = b.tasks.logs(ns, id, &start.exec_id, opts).await?;
     Ok(Attach {
         output,
         stdin,
@@ -64,18 +51,5 @@ pub async fn attach(b: &Arc<Backends>, ns: &str, start: &pb::AttachStart) -> Res
 }
 
 pub async fn resize(b: &Backends, ns: &str, id: &str, exec_id: &str, r: pb::Resize) -> Result<()> {
-    b.tasks
-        .clone()
-        .resize_pty(with_namespace(
-            ns,
-            tpb::ResizePtyRequest {
-                container_id: id.to_owned(),
-                exec_id: exec_id.to_owned(),
-                width: r.width,
-                height: r.height,
-            },
-        )?)
-        .await
-        .map_err(from_status)?;
-    Ok(())
+    b.tasks.resize_pty(ns, id, exec_id, r.width, r.height).await
 }

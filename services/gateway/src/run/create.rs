@@ -8,16 +8,13 @@ use crate::Backends;
 use crate::api::find_image;
 use crate::image::details;
 use crate::spec::{self, SPEC_TYPE, User};
-use prost_types::Any;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use strata_api::containerd::services::containers::v1 as cpb;
 use strata_api::strata::gateway::v1 as pb;
+use strata_core::containers::{Any, Container, ContainerStore};
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Error, Kind, Result};
-use strata_grpc::from_status;
-use strata_grpc::metadata::with_namespace;
 
 /// Whether container `id`'s record is all that is left of it: it names a snapshot that does not
 /// exist and has no task. A creation cut short between the record and the snapshot (the
@@ -233,52 +230,34 @@ async fn create_recorded(
     let in_use = || Error::already_exists(format!("container {id:?}: the name is in use"));
     let value = serde_json::to_vec(spec)
         .map_err(|e| Error::internal(format!("container {id:?}: spec: {e}")))?;
-    let record = cpb::CreateContainerRequest {
-        container: Some(cpb::Container {
-            id: id.clone(),
-            labels,
-            image: image.to_owned(),
-            runtime: Some(cpb::container::Runtime {
-                name: if req.runtime.is_empty() {
-                    "io.containerd.runc.v2".to_owned()
-                } else {
-                    req.runtime.clone()
-                },
-                options: None,
-            }),
-            spec: Some(Any {
-                type_url: SPEC_TYPE.to_owned(),
-                value,
-            }),
-            snapshotter: snapshotter.to_owned(),
-            snapshot_key: id.clone(),
-            ..Default::default()
-        }),
+    let runtime = if req.runtime.is_empty() {
+        "io.containerd.runc.v2"
+    } else {
+        req.runtime.as_str()
     };
+    let mut record = Container::new(id.clone(), runtime);
+    record.labels = labels;
+    record.image = image.to_owned();
+    record.spec = Some(Any {
+        type_url: SPEC_TYPE.to_owned(),
+        value,
+    });
+    record.snapshotter = snapshotter.to_owned();
+    record.snapshot_key = id.clone();
     // The record first: as a root of garbage collection it holds its snapshot's key before the
     // snapshot exists, so the snapshot is never unreferenced and no lease is needed.
-    let mut containers = b.containers.clone();
-    let created = containers
-        .create(with_namespace(ns, record.clone())?)
-        .await
-        .map_err(from_status);
+    let containers = &b.containers;
+    let created = containers.create(ns, record.clone()).await;
     match created {
         Ok(_) => {}
         // What a crash left of an earlier creation or removal of this name is replaced.
         Err(e) if e.kind() == Kind::AlreadyExists && record_only(b, ns, &id).await? => {
             tracing::info!(container = %id, "replacing a record left without its snapshot");
-            let gone = containers
-                .delete(with_namespace(
-                    ns,
-                    cpb::DeleteContainerRequest { id: id.clone() },
-                )?)
-                .await
-                .map_err(from_status);
-            ignore_missing(gone.map(drop))?;
-            match containers.create(with_namespace(ns, record)?).await {
+            ignore_missing(containers.delete(ns, &id).await)?;
+            match containers.create(ns, record).await {
                 Ok(_) => {}
-                Err(s) if s.code() == tonic::Code::AlreadyExists => return Err(in_use()),
-                Err(s) => return Err(from_status(s)),
+                Err(e) if e.kind() == Kind::AlreadyExists => return Err(in_use()),
+                Err(e) => return Err(e),
             }
         }
         Err(e) if e.kind() == Kind::AlreadyExists => return Err(in_use()),
@@ -290,9 +269,7 @@ async fn create_recorded(
         .prepare(snapshotter, ns, &id, parent, HashMap::new())
         .await
     {
-        if let Ok(req) = with_namespace(ns, cpb::DeleteContainerRequest { id: id.clone() }) {
-            let _ = b.containers.clone().delete(req).await;
-        }
+        let _ = b.containers.delete(ns, &id).await;
         return Err(e);
     }
     Ok(())

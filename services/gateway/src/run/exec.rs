@@ -6,16 +6,12 @@ use super::lifecycle::{start_process, wait};
 use super::stdin::{close_stdin, open_stdin};
 use super::{get_container, get_task, ignore_missing, key, lock, random_id, spec_of, status_of};
 use crate::Backends;
-use crate::spec::{self, PROCESS_TYPE};
-use prost_types::Any;
+use crate::spec;
+use crate::tasks::{ExecProcess, Status as TaskStatus};
 use std::sync::Arc;
-use strata_api::containerd::services::tasks::v1 as tpb;
-use strata_api::containerd::v1::types::Status as TaskStatus;
 use strata_api::strata::gateway::v1 as pb;
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Error, Result};
-use strata_grpc::from_status;
-use strata_grpc::metadata::with_namespace;
 
 /// Starts a process in the running container `req.container_id`; returns its exec ID and pid.
 pub async fn exec(b: &Arc<Backends>, ns: &str, req: pb::ExecRequest) -> Result<(String, u32)> {
@@ -56,25 +52,12 @@ pub async fn exec(b: &Arc<Backends>, ns: &str, req: pb::ExecRequest) -> Result<(
     };
     let value = serde_json::to_vec(&process)
         .map_err(|e| Error::internal(format!("exec {exec_id:?}: process: {e}")))?;
-    let mut tasks = b.tasks.clone();
-    let created = tasks
-        .exec(with_namespace(
-            ns,
-            tpb::ExecProcessRequest {
-                container_id: id.clone(),
-                stdin,
-                stdout: String::new(),
-                stderr: String::new(),
-                terminal: req.tty,
-                spec: Some(Any {
-                    type_url: PROCESS_TYPE.to_owned(),
-                    value,
-                }),
-                exec_id: exec_id.clone(),
-            },
-        )?)
-        .await
-        .map_err(from_status);
+    let process = ExecProcess {
+        stdin,
+        terminal: req.tty,
+        process: value,
+    };
+    let created = b.tasks.exec(ns, &id, &exec_id, process).await;
     if let Err(e) = created {
         close_stdin(b, ns, &id, &exec_id);
         return Err(e);
@@ -105,17 +88,5 @@ pub async fn exec(b: &Arc<Backends>, ns: &str, req: pb::ExecRequest) -> Result<(
 
 async fn delete_process(b: &Backends, ns: &str, id: &str, exec_id: &str) -> Result<()> {
     close_stdin(b, ns, id, exec_id);
-    let r = b
-        .tasks
-        .clone()
-        .delete_process(with_namespace(
-            ns,
-            tpb::DeleteProcessRequest {
-                container_id: id.to_owned(),
-                exec_id: exec_id.to_owned(),
-            },
-        )?)
-        .await
-        .map_err(from_status);
-    ignore_missing(r.map(|_| ()))
+    ignore_missing(b.tasks.delete_process(ns, id, exec_id).await)
 }

@@ -7,15 +7,12 @@ use super::{
     spec_of, status_of,
 };
 use crate::Backends;
+use crate::tasks::{CreateTask, Status as TaskStatus};
 use std::sync::Arc;
 use std::time::Duration;
-use strata_api::containerd::services::containers::v1 as cpb;
-use strata_api::containerd::services::tasks::v1 as tpb;
-use strata_api::containerd::v1::types::Status as TaskStatus;
+use strata_core::containers::{Container, ContainerStore};
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Error, Kind, Result};
-use strata_grpc::from_status;
-use strata_grpc::metadata::with_namespace;
 
 /// Starts the task of container `id` (a new one if its last has exited); returns its pid.
 pub async fn start(b: &Arc<Backends>, ns: &str, id: &str, attach: bool) -> Result<u32> {
@@ -29,7 +26,7 @@ pub async fn start(b: &Arc<Backends>, ns: &str, id: &str, attach: bool) -> Resul
     started
 }
 
-fn auto_remove(c: &cpb::Container) -> bool {
+fn auto_remove(c: &Container) -> bool {
     c.labels.get(LABEL_AUTO_REMOVE).is_some_and(|v| v == "true")
 }
 
@@ -70,16 +67,10 @@ fn remove_in_background(b: &Arc<Backends>, ns: &str, id: &str, force: bool) {
     });
 }
 
-async fn start_container(
-    b: &Arc<Backends>,
-    ns: &str,
-    c: &cpb::Container,
-    attach: bool,
-) -> Result<u32> {
+async fn start_container(b: &Arc<Backends>, ns: &str, c: &Container, attach: bool) -> Result<u32> {
     let id = c.id.as_str();
     let c = c.clone();
     let spec = spec_of(&c)?;
-    let mut tasks = b.tasks.clone();
     if let Some(t) = get_task(b, ns, id, "").await? {
         match status_of(&t) {
             TaskStatus::Running | TaskStatus::Paused | TaskStatus::Pausing => return Ok(t.pid),
@@ -97,18 +88,7 @@ async fn start_container(
         String::new()
     };
     let terminal = spec["process"]["terminal"].as_bool().unwrap_or(false);
-    let created = tasks
-        .create(with_namespace(
-            ns,
-            tpb::CreateTaskRequest {
-                container_id: id.to_owned(),
-                stdin,
-                terminal,
-                ..Default::default()
-            },
-        )?)
-        .await
-        .map_err(from_status);
+    let created = b.tasks.create(ns, id, CreateTask { stdin, terminal }).await;
     if let Err(e) = created {
         close_stdin(b, ns, id, "");
         return Err(e);
@@ -120,39 +100,15 @@ async fn start_container(
 
 /// Starts a created task (empty `exec_id`) or exec'd process; returns its pid.
 pub(super) async fn start_process(b: &Backends, ns: &str, id: &str, exec_id: &str) -> Result<u32> {
-    Ok(b.tasks
-        .clone()
-        .start(with_namespace(
-            ns,
-            tpb::StartRequest {
-                container_id: id.to_owned(),
-                exec_id: exec_id.to_owned(),
-            },
-        )?)
-        .await
-        .map_err(from_status)?
-        .into_inner()
-        .pid)
+    b.tasks.start(ns, id, exec_id).await
 }
 
 pub(super) async fn wait(b: &Backends, ns: &str, id: &str, exec_id: &str) -> Result<u32> {
-    Ok(b.tasks
-        .clone()
-        .wait(with_namespace(
-            ns,
-            tpb::WaitRequest {
-                container_id: id.to_owned(),
-                exec_id: exec_id.to_owned(),
-            },
-        )?)
-        .await
-        .map_err(from_status)?
-        .into_inner()
-        .exit_status)
+    b.tasks.wait(ns, id, exec_id).await
 }
 
 /// For `--rm`: once the task exits and attached clients have seen it, remove the container.
-fn watch_auto_remove(b: &Arc<Backends>, ns: &str, c: &cpb::Container, attach: bool) {
+fn watch_auto_remove(b: &Arc<Backends>, ns: &str, c: &Container, attach: bool) {
     if c.labels.get(LABEL_AUTO_REMOVE).is_none_or(|v| v != "true") {
         return;
     }
@@ -187,22 +143,9 @@ pub async fn rearm_auto_remove(b: Arc<Backends>, namespaces: Vec<String>) {
     crate::pull::drop_stale_leases(&b, &namespaces).await;
     for ns in namespaces {
         let filter = format!("labels.\"{LABEL_AUTO_REMOVE}\"==true");
+        let filters = [filter];
         let listed = retrying("auto-remove: listing containers", &ns, || {
-            let req = with_namespace(
-                &ns,
-                cpb::ListContainersRequest {
-                    filters: vec![filter.clone()],
-                },
-            );
-            let mut containers = b.containers.clone();
-            async move {
-                Ok(containers
-                    .list(req?)
-                    .await
-                    .map_err(from_status)?
-                    .into_inner()
-                    .containers)
-            }
+            b.containers.list(&ns, &filters)
         })
         .await;
         let list = match listed {
@@ -258,17 +201,7 @@ pub async fn remove(b: &Backends, ns: &str, id: &str, force: bool) -> Result<()>
 }
 
 pub(crate) async fn delete_task(b: &Backends, ns: &str, id: &str) -> Result<()> {
-    b.tasks
-        .clone()
-        .delete(with_namespace(
-            ns,
-            tpb::DeleteTaskRequest {
-                container_id: id.to_owned(),
-            },
-        )?)
-        .await
-        .map(drop)
-        .map_err(from_status)
+    b.tasks.delete(ns, id).await
 }
 
 async fn remove_locked(b: &Backends, ns: &str, id: &str, force: bool) -> Result<()> {
@@ -277,7 +210,6 @@ async fn remove_locked(b: &Backends, ns: &str, id: &str, force: bool) -> Result<
     // refused (FailedPrecondition) and then stopped first, with force.
     let (c, first) = tokio::join!(get_container(b, ns, id), delete_task(b, ns, id));
     let c = c?;
-    let mut tasks = b.tasks.clone();
     let unended = match first {
         Ok(()) => None,
         Err(e) if e.kind() == Kind::NotFound => None,
@@ -292,28 +224,9 @@ async fn remove_locked(b: &Backends, ns: &str, id: &str, force: bool) -> Result<
                     "container {id:?} is running: stop it first or remove it with force"
                 )));
             }
-            let killed = tasks
-                .kill(with_namespace(
-                    ns,
-                    tpb::KillRequest {
-                        container_id: id.to_owned(),
-                        exec_id: String::new(),
-                        signal: 9,
-                        all: true,
-                    },
-                )?)
-                .await
-                .map_err(from_status);
-            ignore_missing(killed.map(|_| ()))?;
+            ignore_missing(b.tasks.kill(ns, id, 9, true).await)?;
             if status == TaskStatus::Paused {
-                let _ = tasks
-                    .resume(with_namespace(
-                        ns,
-                        tpb::ResumeTaskRequest {
-                            container_id: id.to_owned(),
-                        },
-                    )?)
-                    .await;
+                let _ = b.tasks.resume(ns, id).await;
             }
             ignore_missing(wait(b, ns, id, "").await.map(|_| ()))?;
         }
@@ -323,21 +236,16 @@ async fn remove_locked(b: &Backends, ns: &str, id: &str, force: bool) -> Result<
     // task is deleted the snapshot is unmounted, and should one of the two fail, a second `rm`
     // finishes the other (a snapshot left without its record is also garbage to the collector).
     strata_core::crashpoint::hit("gateway.rm.task-deleted");
-    let record = with_namespace(ns, cpb::DeleteContainerRequest { id: id.to_owned() })?;
-    let mut containers = b.containers.clone();
-    let (deleted, snapshot) = tokio::join!(
-        async { containers.delete(record).await.map_err(from_status) },
-        async {
-            if c.snapshot_key.is_empty() {
-                Ok(())
-            } else {
-                b.snapshots
-                    .remove(&c.snapshotter, ns, &c.snapshot_key)
-                    .await
-            }
+    let (deleted, snapshot) = tokio::join!(b.containers.delete(ns, id), async {
+        if c.snapshot_key.is_empty() {
+            Ok(())
+        } else {
+            b.snapshots
+                .remove(&c.snapshotter, ns, &c.snapshot_key)
+                .await
         }
-    );
-    ignore_missing(deleted.map(|_| ()))?;
+    });
+    ignore_missing(deleted)?;
     ignore_missing(snapshot)?;
     // The network goes with the record (the network service also detaches, later, what a
     // crash here leaves of a container that no longer exists).

@@ -18,15 +18,12 @@ mod lifecycle;
 mod stdin;
 
 use crate::Backends;
+use crate::tasks::{Process, Status as TaskStatus};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
-use strata_api::containerd::services::containers::v1 as cpb;
-use strata_api::containerd::services::tasks::v1 as tpb;
-use strata_api::containerd::v1::types::Status as TaskStatus;
+use strata_core::containers::{Container, ContainerStore};
 use strata_core::{Error, Kind, Result};
-use strata_grpc::from_status;
-use strata_grpc::metadata::with_namespace;
 
 pub use attach::{Attach, attach, resize};
 pub use attachments::{Attached, Attachments};
@@ -62,25 +59,15 @@ fn io_dir(b: &Backends, ns: &str, id: &str) -> PathBuf {
     b.root.join("io").join(ns).join(id)
 }
 
-fn status_of(p: &strata_api::containerd::v1::types::Process) -> TaskStatus {
-    TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown)
+fn status_of(p: &Process) -> TaskStatus {
+    p.status
 }
 
-async fn get_container(b: &Backends, ns: &str, id: &str) -> Result<cpb::Container> {
-    b.containers
-        .clone()
-        .get(with_namespace(
-            ns,
-            cpb::GetContainerRequest { id: id.to_owned() },
-        )?)
-        .await
-        .map_err(from_status)?
-        .into_inner()
-        .container
-        .ok_or_else(|| Error::not_found(format!("container {id:?}")))
+async fn get_container(b: &Backends, ns: &str, id: &str) -> Result<Container> {
+    b.containers.get(ns, id).await
 }
 
-pub(crate) fn spec_of(c: &cpb::Container) -> Result<Value> {
+pub(crate) fn spec_of(c: &Container) -> Result<Value> {
     let any = c
         .spec
         .as_ref()
@@ -100,28 +87,8 @@ pub(crate) async fn running_pid(b: &Backends, ns: &str, id: &str) -> Result<u32>
     }
 }
 
-async fn get_task(
-    b: &Backends,
-    ns: &str,
-    id: &str,
-    exec_id: &str,
-) -> Result<Option<strata_api::containerd::v1::types::Process>> {
-    match b
-        .tasks
-        .clone()
-        .get(with_namespace(
-            ns,
-            tpb::GetRequest {
-                container_id: id.to_owned(),
-                exec_id: exec_id.to_owned(),
-            },
-        )?)
-        .await
-    {
-        Ok(r) => Ok(r.into_inner().process),
-        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-        Err(s) => Err(from_status(s)),
-    }
+async fn get_task(b: &Backends, ns: &str, id: &str, exec_id: &str) -> Result<Option<Process>> {
+    b.tasks.get(ns, id, exec_id).await
 }
 
 fn ignore_missing(r: Result<()>) -> Result<()> {

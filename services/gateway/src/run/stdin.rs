@@ -5,10 +5,7 @@ use super::{io_dir, key, lock};
 use crate::Backends;
 use std::path::PathBuf;
 use std::sync::Arc;
-use strata_api::containerd::services::tasks::v1 as tpb;
 use strata_core::{Error, Result};
-use strata_grpc::from_status;
-use strata_grpc::metadata::with_namespace;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 
@@ -78,18 +75,7 @@ pub async fn end_stdin(b: &Backends, ns: &str, id: &str, exec_id: &str) {
     lock(&b.attachments.stdin).remove(&k);
     // The supervisor holds the process's end open until told: what the pipe held is delivered,
     // then the process reads end of file.
-    let closed = match with_namespace(
-        ns,
-        tpb::CloseIoRequest {
-            container_id: id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            stdin: true,
-        },
-    ) {
-        Ok(req) => b.tasks.clone().close_io(req).await.map_err(from_status),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = closed {
+    if let Err(e) = b.tasks.close_stdin(ns, id, exec_id).await {
         tracing::debug!(container = %id, exec = %exec_id, error = %e, "closing stdin");
     }
 }
