@@ -23,8 +23,8 @@ use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, LinuxSeccomp, Process, Spec};
 use serde::{Deserialize, Serialize};
+use strata_cgroup::Cgroup;
 
-use crate::cgroups::Cgroup;
 use crate::child;
 use crate::error::{Error, Result};
 
@@ -506,7 +506,7 @@ impl Container {
             Ok(c) => c,
             Err(e) => {
                 let _ = fs::remove_dir_all(&state_dir);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let result = Self::create_inner(
@@ -622,7 +622,7 @@ impl Container {
         };
         // The child sets itself up meanwhile and waits for this byte before its process runs.
         // If it failed already, the status pipe says why (rather than the attach or the write).
-        let released = cgroup.add(pid).and_then(|()| {
+        let released = cgroup.add(pid).map_err(Error::from).and_then(|()| {
             nix::unistd::write(&go_w, &[1])
                 .map(drop)
                 .map_err(|e| Error::sys("write", "sync pipe", e))
@@ -799,7 +799,7 @@ impl Container {
         if !matches!(status, Status::Running | Status::Created) {
             return Err(self.bad_state("pause", status));
         }
-        self.cgroup.set_frozen(true)
+        Ok(self.cgroup.set_frozen(true)?)
     }
 
     /// Thaws a paused container.
@@ -808,7 +808,7 @@ impl Container {
         if status != Status::Paused {
             return Err(self.bad_state("resume", status));
         }
-        self.cgroup.set_frozen(false)
+        Ok(self.cgroup.set_frozen(false)?)
     }
 
     /// Runs another process in the container: joins its namespaces and cgroup. The process is
@@ -869,7 +869,7 @@ impl Container {
             let _ = nix::sys::wait::waitpid(child, None);
             e
         };
-        self.cgroup.add(child).map_err(fail)?;
+        self.cgroup.add(child).map_err(|e| fail(e.into()))?;
         nix::unistd::write(&go_w, &[1]).map_err(|e| fail(Error::sys("write", "sync pipe", e)))?;
         drop(go_w);
         match read_status(st_r) {
@@ -890,12 +890,12 @@ impl Container {
 
     /// Host pids of every process in the container.
     pub fn pids(&self) -> Result<Vec<Pid>> {
-        self.cgroup.pids()
+        Ok(self.cgroup.pids()?)
     }
 
     /// Applies new resource limits to the container's cgroup.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
-        self.cgroup.apply(resources)
+        Ok(self.cgroup.apply(resources)?)
     }
 
     /// Removes the cgroup and the state. A container that is not stopped is refused unless

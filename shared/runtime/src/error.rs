@@ -67,6 +67,10 @@ pub enum Error {
         /// The container's status at the time.
         status: String,
     },
+    /// Reading or writing the container's cgroup failed (its messages name the file and the
+    /// operation, as this crate's own do).
+    #[error(transparent)]
+    Cgroup(#[from] strata_cgroup::Error),
     /// The container's init process reported a failure while setting up.
     #[error("container {id:?}: init failed: {message}")]
     Init {
@@ -89,6 +93,7 @@ impl Error {
             Error::Unsupported(_) => Kind::FailedPrecondition,
             Error::BadState { .. } => Kind::FailedPrecondition,
             Error::Io { .. } | Error::Sys { .. } | Error::Init { .. } => Kind::Internal,
+            Error::Cgroup(e) => e.kind(),
         }
     }
 

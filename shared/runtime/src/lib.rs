@@ -12,7 +12,7 @@
 //! additional gids/umask, capabilities, `noNewPrivileges`, rlimits, oom_score_adj, a pty for
 //! `process.terminal`, and cgroup limits (memory and swap, cpu shares/quota/period, cpuset,
 //! pids, device rules: the v1 controller's files, or an eBPF cgroup device program on v2) on
-//! cgroup v1 or v2, and any seccomp profile (compiled to BPF by `strata-seccomp` at create,
+//! cgroup v1 or v2 (through `strata-cgroup`), and any seccomp profile (compiled to BPF by `strata-seccomp` at create,
 //! installed last before `execve` in the init and every exec'd process). Every path below the
 //! root is resolved inside it by file descriptor (`openat2` with `RESOLVE_IN_ROOT`), so an
 //! image's links cannot point the set-up at the host. Refused with [`Error::Unsupported`]
@@ -23,10 +23,8 @@
 #![warn(missing_docs)]
 
 mod caps;
-mod cgroups;
 mod child;
 mod container;
-mod devices_bpf;
 mod error;
 mod inroot;
 mod net;

@@ -413,7 +413,7 @@ fn mount_cgroup(root: &Root, dest: &Path, opts: &Options, cgroup_paths: &[PathBu
     let shown = root.show(dest);
     let target = root.mkdir_all(dest)?;
     let flags = opts.flags & !MsFlags::MS_RDONLY;
-    if crate::cgroups::host_is_v2() {
+    if strata_cgroup::host_is_v2() {
         return mount_fd(
             Some(Path::new("cgroup2")),
             target.as_fd(),
@@ -431,7 +431,7 @@ fn mount_cgroup(root: &Root, dest: &Path, opts: &Options, cgroup_paths: &[PathBu
         flags,
         Some("mode=755"),
     )?;
-    for (mountpoint, _) in crate::cgroups::v1_mounts()? {
+    for (mountpoint, _) in strata_cgroup::v1_mounts()? {
         let Some(name) = mountpoint.file_name() else {
             continue;
         };
