@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod conformance;
 pub mod fifo;
 pub mod net;
 pub mod registry;
