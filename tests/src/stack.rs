@@ -31,17 +31,24 @@ impl Stack {
     /// network service: containers get a private loopback (`--net none`) unless they ask for
     /// the host's.
     pub fn start_in(dir: tempfile::TempDir) -> Self {
-        Self::start_in_with(dir, false)
+        Self::start_in_with(dir, false, 0)
     }
 
     /// As [`Stack::start`], with a network service (`strata-network`) whose default network
     /// has a bridge and a subnet of the stack's own: containers get the default bridge network,
     /// as in a real installation.
     pub fn start_with_network() -> Self {
-        Self::start_in_with(tempdir(), true)
+        Self::start_in_with(tempdir(), true, 0)
     }
 
-    fn start_in_with(dir: tempfile::TempDir, with_network: bool) -> Self {
+    /// As [`Stack::start`], the collector keeping unreferenced objects for `grace_seconds`
+    /// (the images service's default is 10): for tests that check what a young object still
+    /// holds, such as the conformance suites.
+    pub fn start_with_gc_grace(grace_seconds: u64) -> Self {
+        Self::start_in_with(tempdir(), false, grace_seconds)
+    }
+
+    fn start_in_with(dir: tempfile::TempDir, with_network: bool, grace_seconds: u64) -> Self {
         let d = dir.path();
         // The storage services publish their events to the tasks service's exchange (started
         // after them: delivery is best effort and connects when it is there).
@@ -73,7 +80,11 @@ impl Stack {
             "the tasks socket the storage services publish to"
         );
         let images_config = d.join("images.toml");
-        std::fs::write(&images_config, "gc_grace_seconds = 0\n").unwrap();
+        std::fs::write(
+            &images_config,
+            format!("gc_grace_seconds = {grace_seconds}\n"),
+        )
+        .unwrap();
         let images_config = images_config.display().to_string();
         let images = Service::start(
             sibling_bin("strata-images"),
