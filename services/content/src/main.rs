@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use std::sync::Arc;
 use strata_content::LocalContentStore;
-use strata_content::grpc::ContentService;
+use strata_content::grpc::{ContentService, names};
 use strata_grpc::remote::event_queue::{self, default_events};
 use strata_grpc::server::{self, CommonArgs};
 
@@ -42,12 +42,6 @@ async fn main() -> anyhow::Result<()> {
         event_queue::sink_for(&events).with_context(|| format!("events address {events}"))?;
     let service = ContentService::new(Arc::new(store)).with_events(sink);
     let routes = tonic::service::Routes::new(service.into_server());
-    server::serve(
-        &settings.address,
-        routes,
-        &[strata_api::service_names::CONTENT],
-        &[],
-    )
-    .await?;
+    server::serve(&settings.address, routes, names::ALL, &[]).await?;
     Ok(())
 }

@@ -162,6 +162,6 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let routes = tonic::service::Routes::new(NetworkService::new(manager).into_server());
-    server::serve(&settings.address, routes, &[names::NETWORKS], &[]).await?;
+    server::serve(&settings.address, routes, names::ALL, &[]).await?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use strata_grpc::remote::RemoteContentStore;
 use strata_grpc::remote::event_queue::{self, default_events};
 use strata_grpc::server::{self, CommonArgs};
 use strata_snapshotter::diff::Differ;
-use strata_snapshotter::grpc::{DiffService, SnapshotsService};
+use strata_snapshotter::grpc::{DiffService, SnapshotsService, names};
 use strata_snapshotter::{Backend, LocalSnapshots, store};
 
 /// strata's snapshotter service: overlayfs and native snapshots, layer apply and diff.
@@ -114,15 +114,6 @@ async fn main() -> anyhow::Result<()> {
     let snapshots = SnapshotsService::new(Arc::new(store), default).with_events(sink);
     let routes = tonic::service::Routes::new(snapshots.into_server())
         .add_service(DiffService::new(differ).into_server());
-    server::serve(
-        &settings.address,
-        routes,
-        &[
-            "containerd.services.snapshots.v1.Snapshots",
-            "containerd.services.diff.v1.Diff",
-        ],
-        &[],
-    )
-    .await?;
+    server::serve(&settings.address, routes, names::ALL, &[]).await?;
     Ok(())
 }

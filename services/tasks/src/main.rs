@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use strata_grpc::server::{self, CommonArgs};
-use strata_tasks::grpc::io::{self as io_grpc, IoService};
+use strata_tasks::grpc::io::IoService;
 use strata_tasks::grpc::tasks::TasksService;
 use strata_tasks::grpc::{ContainersService, EventsService, names};
 use strata_tasks::tasks::{self as tasks_core, Tasks};
@@ -143,9 +143,6 @@ async fn main() -> anyhow::Result<()> {
         .add_service(EventsService::new(exchange).into_server())
         .add_service(TasksService::new(tasks.clone()).into_server())
         .add_service(IoService::new(tasks).into_server());
-    let mut served = names::ALL.to_vec();
-    served.push("containerd.services.tasks.v1.Tasks");
-    served.push(io_grpc::NAME);
-    server::serve(&settings.address, routes, &served, &[]).await?;
+    server::serve(&settings.address, routes, names::ALL, &[]).await?;
     Ok(())
 }

@@ -15,12 +15,11 @@ pub use images::ImagesService;
 pub use leases::LeasesService;
 pub use namespaces::NamespacesService;
 
-/// Full names of the services this crate serves, for health and reflection.
+/// Full names of the services this crate serves, for health and reflection (from the one list
+/// in [`strata_api::service_names`]).
 pub mod names {
-    pub const IMAGES: &str = "containerd.services.images.v1.Images";
-    pub const LEASES: &str = "containerd.services.leases.v1.Leases";
-    pub const NAMESPACES: &str = "containerd.services.namespaces.v1.Namespaces";
-    pub const GARBAGE_COLLECTOR: &str = "strata.images.v1.GarbageCollector";
+    pub use strata_api::service_names::{GARBAGE_COLLECTOR, IMAGES, LEASES, NAMESPACES};
+    /// Every service strata-images serves.
     pub const ALL: &[&str] = &[IMAGES, LEASES, NAMESPACES, GARBAGE_COLLECTOR];
 }
 

@@ -6,8 +6,10 @@ pub mod networks;
 
 pub use networks::NetworkService;
 
-/// Full names of the services this crate serves, for health and reflection.
+/// Full names of the services this crate serves, for health and reflection (from the one list
+/// in [`strata_api::service_names`]).
 pub mod names {
-    /// `strata.network.v1.Networks`.
-    pub const NETWORKS: &str = "strata.network.v1.Networks";
+    pub use strata_api::service_names::NETWORKS;
+    /// Every service strata-network serves.
+    pub const ALL: &[&str] = &[NETWORKS];
 }

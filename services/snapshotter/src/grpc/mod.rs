@@ -8,3 +8,11 @@ pub mod snapshots;
 
 pub use diff::DiffService;
 pub use snapshots::SnapshotsService;
+
+/// Full names of the services this crate serves, for health and reflection (from the one list
+/// in [`strata_api::service_names`]).
+pub mod names {
+    pub use strata_api::service_names::{DIFF, SNAPSHOTS};
+    /// Every service strata-snapshotter serves.
+    pub const ALL: &[&str] = &[SNAPSHOTS, DIFF];
+}

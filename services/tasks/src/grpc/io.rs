@@ -16,9 +16,6 @@ use strata_grpc::metadata::namespace;
 use strata_grpc::to_status;
 use tonic::{Request, Response, Status};
 
-/// The service's full name, for health and reflection.
-pub const NAME: &str = "strata.tasks.v1.Io";
-
 pub struct IoService<C, S> {
     tasks: Arc<Tasks<C, S>>,
 }

@@ -16,11 +16,12 @@ use futures_util::stream::Stream;
 use std::pin::Pin;
 use tonic::Status;
 
-/// Full names of the services this crate serves, for health and reflection.
+/// Full names of the services this crate serves, for health and reflection (from the one list
+/// in [`strata_api::service_names`]).
 pub mod names {
-    pub const CONTAINERS: &str = "containerd.services.containers.v1.Containers";
-    pub const EVENTS: &str = "containerd.services.events.v1.Events";
-    pub const ALL: &[&str] = &[CONTAINERS, EVENTS];
+    pub use strata_api::service_names::{CONTAINERS, EVENTS, IO, TASKS};
+    /// Every service strata-tasks serves.
+    pub const ALL: &[&str] = &[CONTAINERS, EVENTS, TASKS, IO];
 }
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
