@@ -4,14 +4,14 @@
 use sha2::Digest as _;
 use std::collections::HashMap;
 use std::sync::Arc;
-use strata_core::content::read_all;
+use strata_core::content::{ContentStore, read_all};
 use strata_core::descriptor::Descriptor;
 use strata_core::images::Image;
-use strata_core::{Digest, Error, Result};
-use strata_registry::{ImageConfig, ImageIndex, ImageManifest, media_types};
-use strata_registry::{Platform, select as select_platform};
+use strata_core::{Digest, Result};
+use strata_registry::{ImageConfig, ImageManifest, Platform};
 
 use crate::Backends;
+use crate::resolve::{Blob, Source, resolve};
 
 /// The chain IDs of a stack of layers (diff IDs bottom first), as the OCI spec defines them:
 /// the snapshot of layer n is keyed by a digest of everything beneath it.
@@ -69,11 +69,11 @@ impl MetadataCache {
         self.blobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Blob `digest` of namespace `ns`, from the cache or the content service (verified
-    /// before it is kept).
-    pub(crate) async fn read(
+    /// Blob `digest` of namespace `ns`, from the cache or `content` (verified before it is
+    /// kept).
+    pub(crate) async fn read<C: ContentStore>(
         &self,
-        b: &Backends,
+        content: &C,
         ns: &str,
         digest: &Digest,
     ) -> Result<Arc<Vec<u8>>> {
@@ -81,7 +81,7 @@ impl MetadataCache {
         if let Some(hit) = self.lock().get(&key) {
             return Ok(hit.clone());
         }
-        let bytes = Arc::new(read_all(&b.content, ns, digest).await?);
+        let bytes = Arc::new(read_all(content, ns, digest).await?);
         if bytes.len() <= CACHE_MAX_BLOB && Digest::of(&bytes) == *digest {
             let mut blobs = self.lock();
             if blobs.len() >= CACHE_ENTRIES {
@@ -93,37 +93,40 @@ impl MetadataCache {
     }
 }
 
+/// An image's blobs as stored: read from the content store through the metadata cache.
+pub struct Stored<'a, C> {
+    /// The content store.
+    pub content: &'a C,
+    /// Blobs already read.
+    pub cache: &'a MetadataCache,
+    /// The namespace the image is in.
+    pub ns: &'a str,
+}
+
+impl<C: ContentStore> Source for Stored<'_, C> {
+    async fn read(&self, _what: Blob, desc: &Descriptor) -> Result<Arc<Vec<u8>>> {
+        self.cache.read(self.content, self.ns, &desc.digest).await
+    }
+}
+
 /// Reads the manifest for this host (through an index if need be) and the config of `image`.
 pub async fn details(b: &Backends, ns: &str, image: Image) -> Result<ImageDetails> {
-    let target = image.target;
-    let mut manifest_digest = target.digest.clone();
-    if media_types::is_index(&target.media_type) {
-        let bytes = b.metadata.read(b, ns, &target.digest).await?;
-        let index = ImageIndex::from_slice(&bytes)?;
-        let host = Platform::host();
-        let m = select_platform(&index, &host).ok_or_else(|| {
-            Error::not_found(format!(
-                "image {:?} has no manifest for this platform ({host})",
-                image.name
-            ))
-        })?;
-        manifest_digest = m.digest.clone();
-    }
-    let bytes = b.metadata.read(b, ns, &manifest_digest).await?;
-    let manifest = ImageManifest::from_slice(&bytes)?;
-    let config_digest = manifest.config.digest.clone();
-    let bytes = b.metadata.read(b, ns, &config_digest).await?;
-    let config = ImageConfig::from_slice(&bytes)?;
+    let stored = Stored {
+        content: &b.content,
+        cache: &b.metadata,
+        ns,
+    };
+    let r = resolve(&stored, &image.name, image.target, &Platform::host()).await?;
     Ok(ImageDetails {
-        chain_ids: chain_ids(&config.rootfs.diff_ids),
+        chain_ids: r.chain_ids,
         name: image.name,
         labels: image.labels,
         created_at: image.created_at,
-        target,
-        manifest_digest,
-        manifest,
-        config_digest,
-        config,
+        target: r.root,
+        manifest_digest: r.manifest_desc.digest,
+        manifest: r.manifest,
+        config_digest: r.config_desc.digest,
+        config: r.config,
     })
 }
 

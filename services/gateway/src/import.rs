@@ -7,18 +7,18 @@
 //! images they name are unpacked and recorded, exactly as a pull would.
 
 use crate::Backends;
-use crate::image::chain_ids;
+use crate::image::Stored;
 use crate::pull::{Events, Pull};
+use crate::resolve::resolve;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::io::Read;
 use strata_api::strata::gateway::v1 as pb;
 use strata_api::strata::gateway::v1::layer_progress::State;
-use strata_core::content::{CommitOptions, ContentStore, ContentWriter, WriterOptions, read_all};
+use strata_core::content::{CommitOptions, ContentStore, ContentWriter, WriterOptions};
 use strata_core::descriptor::{Descriptor, UNCOMPRESSED_LABEL};
 use strata_core::{Digest, Error, Kind, Result};
-use strata_registry::{ImageConfig, ImageIndex, ImageManifest, media_types};
-use strata_registry::{Platform, select as select_platform};
+use strata_registry::{ImageIndex, Platform, media_types};
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
@@ -360,36 +360,14 @@ async fn docker_save_manifest(
 
 /// Unpacks an imported image whose blobs are all in the content store, then records it.
 async fn unpack_image(p: &Pull<'_>, name: &str, root: Descriptor) -> Result<()> {
-    let ns = p.ns.clone();
-    let root_bytes = read_all(&p.b.content, &ns, &root.digest).await?;
-    let mut index = None;
-    let (manifest_desc, manifest_bytes) = if media_types::is_index(&root.media_type) {
-        let idx = ImageIndex::from_slice(&root_bytes)?;
-        let host = Platform::host();
-        let chosen = select_platform(&idx, &host)
-            .ok_or_else(|| Error::not_found(format!("{name} has no image for platform {host}")))?
-            .to_core();
-        let bytes = read_all(&p.b.content, &ns, &chosen.digest).await?;
-        index = Some(idx);
-        (chosen, bytes)
-    } else {
-        (root.clone(), root_bytes.clone())
+    let stored = Stored {
+        content: &p.b.content,
+        cache: &p.b.metadata,
+        ns: &p.ns,
     };
-    let manifest = ImageManifest::from_slice(&manifest_bytes)?;
-    let config_desc = manifest.config.to_core();
-    let config_bytes = read_all(&p.b.content, &ns, &config_desc.digest).await?;
-    let config = ImageConfig::from_slice(&config_bytes)?;
-    let diff_ids = &config.rootfs.diff_ids;
-    let layers: Vec<Descriptor> = manifest.layers.iter().map(|l| l.to_core()).collect();
-    if diff_ids.len() != layers.len() {
-        return Err(Error::failed_precondition(format!(
-            "{name}: the manifest lists {} layers, the config {} diff IDs",
-            layers.len(),
-            diff_ids.len()
-        )));
-    }
-    let chains = chain_ids(diff_ids);
-    p.resolved_event(name, &root, &layers).await;
+    let r = resolve(&stored, name, root, &Platform::host()).await?;
+    let (layers, diff_ids, chains) = (&r.layers, r.diff_ids(), &r.chain_ids);
+    p.resolved_event(name, &r.root, layers).await;
     for (i, l) in layers.iter().enumerate() {
         p.add_labels(
             &l.digest,
@@ -404,13 +382,5 @@ async fn unpack_image(p: &Pull<'_>, name: &str, root: Descriptor) -> Result<()> 
         p.unpack(l, &diff_ids[i], &chains[i], &parent).await?;
         p.layer_event(&l.digest, State::Done, l.size, l.size).await;
     }
-    p.finish(
-        name,
-        &root,
-        index.as_ref().map(|idx| (root_bytes.as_slice(), idx)),
-        (&manifest_desc, &manifest_bytes, &manifest),
-        (&config_desc, &config_bytes),
-        &chains,
-    )
-    .await
+    p.finish_resolved(name, &r).await
 }

@@ -17,6 +17,7 @@ pub mod introspection;
 pub mod net;
 pub mod pull;
 pub mod push;
+pub mod resolve;
 pub mod router;
 pub mod run;
 pub mod save;

@@ -11,7 +11,7 @@
 //!   collection never races the pull; resources are added to the lease before they are written.
 
 use crate::Backends;
-use crate::image::chain_ids;
+use crate::resolve::{Blob, Resolved, Source, resolve};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,9 +27,9 @@ use strata_core::leases::{LeaseStore, Resource};
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Digest, Error, Kind, Result};
 use strata_grpc::remote::content::open_writer;
+use strata_registry::Platform;
 use strata_registry::{Client, ClientConfig, Reference};
-use strata_registry::{ImageConfig, ImageIndex, ImageManifest, media_types};
-use strata_registry::{Platform, select as select_platform};
+use strata_registry::{ImageIndex, ImageManifest};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 /// Layers downloaded at the same time by one pull.
@@ -734,6 +734,19 @@ impl<'a> Pull<'a> {
         Ok(())
     }
 
+    /// [`Pull::finish`] for an image pulled or imported whole: the blobs `r` names.
+    pub(crate) async fn finish_resolved(&self, name: &str, r: &Resolved) -> Result<()> {
+        self.finish(
+            name,
+            &r.root,
+            r.index.as_ref().map(|(b, i)| (b.as_slice(), i)),
+            (&r.manifest_desc, &r.manifest_bytes, &r.manifest),
+            (&r.config_desc, &r.config_bytes),
+            &r.chain_ids,
+        )
+        .await
+    }
+
     pub(crate) async fn resolved_event(
         &self,
         name: &str,
@@ -801,36 +814,14 @@ async fn run(
         size: resolved.size,
         annotations: HashMap::new(),
     };
-    let mut index: Option<(Descriptor, Vec<u8>, ImageIndex)> = None;
-    let (manifest_desc, manifest_bytes) = if media_types::is_index(&resolved.media_type) {
-        let idx = ImageIndex::from_slice(&resolved.bytes)?;
-        let chosen = select_platform(&idx, platform).ok_or_else(|| {
-            Error::not_found(format!("{name} has no image for platform {platform}"))
-        })?;
-        let desc = chosen.to_core();
-        let (client, source) = p.source()?;
-        let bytes = client.fetch_manifest(source, &desc.digest).await?;
-        index = Some((root.clone(), resolved.bytes.clone(), idx));
-        (desc, bytes)
-    } else {
-        (root.clone(), resolved.bytes.clone())
+    let source = Registry {
+        pull: p,
+        root: Arc::new(resolved.bytes),
     };
-    let manifest = ImageManifest::from_slice(&manifest_bytes)?;
-    let config_desc = manifest.config.to_core();
-    let config_bytes = p.small_blob(&config_desc.digest, config_desc.size).await?;
-    let config = ImageConfig::from_slice(&config_bytes)?;
-    let diff_ids = config.rootfs.diff_ids.clone();
-    let layers: Vec<Descriptor> = manifest.layers.iter().map(|l| l.to_core()).collect();
-    if diff_ids.len() != layers.len() {
-        return Err(Error::failed_precondition(format!(
-            "{name}: the manifest lists {} layers, the config {} diff IDs",
-            layers.len(),
-            diff_ids.len()
-        )));
-    }
-    let chains = chain_ids(&diff_ids);
+    let r = resolve(&source, name, root, platform).await?;
+    let (root, layers, diff_ids, chains) = (&r.root, &r.layers, r.diff_ids(), &r.chain_ids);
 
-    p.resolved_event(name, &root, &layers).await;
+    p.resolved_event(name, root, layers).await;
 
     // Fetch layers in parallel (bounded); unpack each in order as soon as it is in.
     let sem = Arc::new(Semaphore::new(PARALLEL_DOWNLOADS));
@@ -902,15 +893,26 @@ async fn run(
     let ((), unpacked) = tokio::join!(fetches, unpacks);
     unpacked?;
 
-    p.finish(
-        name,
-        &root,
-        index
-            .as_ref()
-            .map(|(_, bytes, idx)| (bytes.as_slice(), idx)),
-        (&manifest_desc, &manifest_bytes, &manifest),
-        (&config_desc, &config_bytes),
-        &chains,
-    )
-    .await
+    p.finish_resolved(name, &r).await
+}
+
+/// A pull's blobs: the root as the registry resolved it, the rest fetched from the registry.
+struct Registry<'a, 'b> {
+    pull: &'a Pull<'b>,
+    root: Arc<Vec<u8>>,
+}
+
+impl Source for Registry<'_, '_> {
+    async fn read(&self, what: Blob, desc: &Descriptor) -> Result<Arc<Vec<u8>>> {
+        match what {
+            Blob::Root => Ok(self.root.clone()),
+            Blob::Manifest => {
+                let (client, source) = self.pull.source()?;
+                Ok(Arc::new(client.fetch_manifest(source, &desc.digest).await?))
+            }
+            Blob::Config => Ok(Arc::new(
+                self.pull.small_blob(&desc.digest, desc.size).await?,
+            )),
+        }
+    }
 }

@@ -517,7 +517,7 @@ impl Builder<'_> {
         let bytes = self
             .b
             .metadata
-            .read(self.b, &self.ns, &d.config_digest)
+            .read(&self.b.content, &self.ns, &d.config_digest)
             .await?;
         let mut config: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
             Error::failed_precondition(format!("image config {}: {e}", d.config_digest))
