@@ -406,24 +406,16 @@ impl Drop for RawMode {
 
 /// The size of the terminal on stdout (or stdin), if there is one.
 fn terminal_size() -> Option<pb::Resize> {
-    for fd in [libc::STDOUT_FILENO, libc::STDIN_FILENO] {
-        let mut ws = libc::winsize {
-            ws_row: 0,
-            ws_col: 0,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass, which lives for the
-        // duration of the call; a descriptor that is not a terminal makes it fail harmlessly.
-        let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
-        if rc == 0 && ws.ws_col > 0 {
-            return Some(pb::Resize {
-                width: u32::from(ws.ws_col),
-                height: u32::from(ws.ws_row),
-            });
-        }
-    }
-    None
+    let stdout = std::io::stdout();
+    let stdin = std::io::stdin();
+    [stdout.as_fd(), stdin.as_fd()]
+        .into_iter()
+        .filter_map(|fd| strata_core::tty::size(fd).ok())
+        .find(|size| size.width > 0)
+        .map(|size| pb::Resize {
+            width: size.width,
+            height: size.height,
+        })
 }
 
 /// What an attach is for.

@@ -549,23 +549,6 @@ fn serve_console(
     Ok(master)
 }
 
-/// Sets a terminal's size (TIOCSWINSZ on its master).
-fn resize(master: &File, width: u32, height: u32) -> std::io::Result<()> {
-    let ws = libc::winsize {
-        ws_row: u16::try_from(height).unwrap_or(u16::MAX),
-        ws_col: u16::try_from(width).unwrap_or(u16::MAX),
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize through the pointer, which points at a live local;
-    // the descriptor is an open pty master.
-    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn status_of(s: &Shared) -> Status {
     if s.init.finished.get().is_some() {
         Status::Stopped
@@ -912,7 +895,7 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
                     false,
                 );
             };
-            match resize(console, width, height) {
+            match strata_core::tty::set_size(console, strata_core::tty::Size { width, height }) {
                 Ok(()) => (ok(), false),
                 Err(e) => (
                     Reply::fail(

@@ -302,21 +302,14 @@ fn make_console(p: &Process, sock: &OwnedFd, is_init: bool) -> Result<OwnedFd> {
     )
     .map_err(|e| Error::sys("open", name.clone(), e))?;
     if let Some(b) = p.console_size() {
-        let ws = libc::winsize {
-            ws_row: u16::try_from(b.height()).unwrap_or(u16::MAX),
-            ws_col: u16::try_from(b.width()).unwrap_or(u16::MAX),
-            ws_xpixel: 0,
-            ws_ypixel: 0,
+        let size = strata_core::tty::Size {
+            width: u32::try_from(b.width()).unwrap_or(u32::MAX),
+            height: u32::try_from(b.height()).unwrap_or(u32::MAX),
         };
-        // SAFETY: TIOCSWINSZ reads one winsize through the pointer, a live local; slave is an
-        // open pty.
-        if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
-            return Err(Error::sys(
-                "ioctl TIOCSWINSZ",
-                name,
-                nix::errno::Errno::last(),
-            ));
-        }
+        strata_core::tty::set_size(&slave, size).map_err(|e| {
+            let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+            Error::sys("ioctl TIOCSWINSZ", name.clone(), errno)
+        })?;
     }
     if is_init {
         // Best effort: a read-only /dev or one without a console leaves the terminal as is.
