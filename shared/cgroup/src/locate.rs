@@ -1,86 +1,19 @@
 //! Finding a process's cgroup: which cgroup it is in per hierarchy (`/proc/<pid>/cgroup`) and
 //! where each hierarchy is mounted (`/proc/self/mountinfo`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::cgroup::Cgroup;
 use crate::error::{Error, Result};
+use crate::hierarchy::{CgroupMount, cgroup_mounts};
 
 /// The v1 controllers read. A task sitting in a hierarchy's root was not placed there by its
 /// runtime (the root's numbers are the whole host's), so that controller is left out.
 const V1_CONTROLLERS: &[&str] = &["pids", "cpu", "cpuacct", "memory", "blkio", "hugetlb"];
 
-/// One cgroup mount of `/proc/self/mountinfo`.
-struct CgroupMount {
-    /// The directory of the hierarchy shown at the mount point (`/` unless bind-mounted).
-    root: String,
-    point: PathBuf,
-    /// v1: the super options (controllers among them); empty for cgroup2.
-    options: Vec<String>,
-    v2: bool,
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, …).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(digits) = field.get(i + 1..i + 4)
-            && digits.bytes().all(|d| (b'0'..=b'7').contains(&d))
-            && let Ok(b) = u8::from_str_radix(digits, 8)
-        {
-            out.push(b);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
-    let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        let (Some(root), Some(point), Some(fstype)) = (pre.get(3), pre.get(4), post.first()) else {
-            continue;
-        };
-        let v2 = match *fstype {
-            "cgroup2" => true,
-            "cgroup" => false,
-            _ => continue,
-        };
-        out.push(CgroupMount {
-            root: unescape(root),
-            point: PathBuf::from(unescape(point)),
-            options: post
-                .get(2)
-                .map(|o| o.split(',').map(str::to_owned).collect())
-                .unwrap_or_default(),
-            v2,
-        });
-    }
-    out
-}
-
 /// The directory of cgroup `path` under `mount`, if the mount shows it.
 fn dir_under(mount: &CgroupMount, path: &str) -> Option<PathBuf> {
-    let rel = if mount.root == "/" {
-        path.strip_prefix('/')?
-    } else {
-        let rest = path.strip_prefix(mount.root.as_str())?;
-        if !rest.is_empty() && !rest.starts_with('/') {
-            return None;
-        }
-        rest.trim_start_matches('/')
-    };
+    let rel = below(path, &mount.root)?;
     Some(if rel.is_empty() {
         mount.point.clone()
     } else {
@@ -158,19 +91,7 @@ pub fn own_procs() -> Option<PathBuf> {
 /// `cgroups` is `/proc/self/cgroup` (`id:controllers:path` lines), `mountinfo` is
 /// `/proc/self/mountinfo`.
 fn find_own_procs(cgroups: &str, mountinfo: &str) -> Option<PathBuf> {
-    // (type, mount root, mount point, super options) of every cgroup mount.
-    let mounts: Vec<(&str, &str, &str, &str)> = mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let pre: Vec<&str> = pre.split(' ').collect();
-            let mut post = post.split(' ');
-            let typ = post.next()?;
-            let opts = post.nth(1).unwrap_or("");
-            let (root, point) = (*pre.get(3)?, *pre.get(4)?);
-            (typ == "cgroup" || typ == "cgroup2").then_some((typ, root, point, opts))
-        })
-        .collect();
+    let mounts = cgroup_mounts(mountinfo);
     let mut v1 = None;
     for line in cgroups.lines() {
         let mut parts = line.splitn(3, ':');
@@ -179,23 +100,23 @@ fn find_own_procs(cgroups: &str, mountinfo: &str) -> Option<PathBuf> {
             continue;
         };
         let found = if id == "0" && controllers.is_empty() {
-            mounts.iter().find(|m| m.0 == "cgroup2")
+            mounts.iter().find(|m| m.v2)
         } else {
             let wanted: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
             mounts.iter().find(|m| {
-                m.0 == "cgroup"
+                !m.v2
                     && !wanted.is_empty()
-                    && wanted.iter().all(|c| m.3.split(',').any(|o| o == *c))
+                    && wanted.iter().all(|c| m.options.iter().any(|o| o == c))
             })
         };
-        let Some((typ, root, point, _)) = found else {
+        let Some(mount) = found else {
             continue;
         };
-        let Some(rel) = below(path, root) else {
+        let Some(dir) = dir_under(mount, path) else {
             continue;
         };
-        let procs = Path::new(point).join(rel).join("cgroup.procs");
-        if *typ == "cgroup2" {
+        let procs = dir.join("cgroup.procs");
+        if mount.v2 {
             return Some(procs);
         }
         v1.get_or_insert(procs);
@@ -267,12 +188,6 @@ mod tests {
             Some(Cgroup::V2("/sys/fs/cgroup/strata/ns/c1".into()))
         );
         assert_eq!(locate("0::/strata/ns/c1\n", ""), None);
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape("/a\\040b\\011c"), "/a b\tc");
-        assert_eq!(unescape("/plain\\"), "/plain\\");
     }
 
     const HYBRID_MOUNTS: &str = "\
