@@ -712,6 +712,8 @@ impl Drop for Stack {
                 }
                 let _ = Self::shim_call(&dir, &json!({"op": "wait"}));
                 let _ = Self::shim_call(&dir, &json!({"op": "delete"}));
+                // A supervisor the test killed never removes the task's cgroups.
+                remove_cgroups(&rel);
             }
         }
         self.tasks.kill9();
@@ -727,6 +729,25 @@ impl Drop for Stack {
             for t in targets {
                 let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
             }
+        }
+    }
+}
+
+/// Removes cgroup `rel` (`strata/<namespace>/<id>`) from every hierarchy that has it, waiting a
+/// little for processes killed just before to leave it (rmdir fails while one is left).
+fn remove_cgroups(rel: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs: Vec<PathBuf> = hierarchies.flatten().map(|e| e.path().join(rel)).collect();
+    dirs.push(Path::new("/sys/fs/cgroup").join(rel));
+    for dir in dirs {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Err(e) = std::fs::remove_dir(&dir) {
+            if e.kind() == std::io::ErrorKind::NotFound || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
