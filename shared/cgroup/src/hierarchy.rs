@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 /// Where the host mounts its cgroup file systems.
 pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// v1 controllers the container joins when the host has them mounted.
-const V1_CONTROLLERS: &[&str] = &[
+const JOINED_CONTROLLERS: &[&str] = &[
     "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices",
 ];
 
@@ -67,7 +67,7 @@ fn v1_hierarchies(mountinfo: &str) -> Vec<(PathBuf, Vec<String>)> {
             let controllers = m
                 .options
                 .into_iter()
-                .filter(|o| V1_CONTROLLERS.contains(&o.as_str()))
+                .filter(|o| JOINED_CONTROLLERS.contains(&o.as_str()))
                 .collect::<Vec<_>>();
             (!controllers.is_empty()).then_some((m.point, controllers))
         })

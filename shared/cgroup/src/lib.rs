@@ -3,7 +3,8 @@
 //! `/sys/fs/cgroup/unified`), in the manner of youki's `libcgroups`.
 //!
 //! - [`host_is_v2`], [`v1_mounts`]: which layout the host runs, where the v1 controllers are
-//!   mounted.
+//!   mounted. Containers get v2 cgroups on a v2 host, v1 ones otherwise, or v2 ones in the
+//!   cgroup2 mount `STRATA_CGROUP2_ROOT` names (a hybrid host's `/sys/fs/cgroup/unified`).
 //! - [`Cgroup`]: a container's cgroup, opened from `linux.cgroupsPath`; created, joined,
 //!   limited ([`Cgroup::apply`]: memory, swap, cpu, cpuset, pids, device rules), frozen,
 //!   listed and removed. Device rules on v2 are an eBPF program attached to the cgroup (the

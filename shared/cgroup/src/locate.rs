@@ -7,9 +7,10 @@ use crate::cgroup::Cgroup;
 use crate::error::{Error, Result};
 use crate::hierarchy::{CgroupMount, cgroup_mounts};
 
-/// The v1 controllers read. A task sitting in a hierarchy's root was not placed there by its
-/// runtime (the root's numbers are the whole host's), so that controller is left out.
-const V1_CONTROLLERS: &[&str] = &["pids", "cpu", "cpuacct", "memory", "blkio", "hugetlb"];
+/// The v1 controllers whose statistics are read. A task sitting in a hierarchy's root was not
+/// placed there by its runtime (the root's numbers are the whole host's), so that controller is
+/// left out.
+const READ_CONTROLLERS: &[&str] = &["pids", "cpu", "cpuacct", "memory", "blkio", "hugetlb"];
 
 /// The directory of cgroup `path` under `mount`, if the mount shows it.
 fn dir_under(mount: &CgroupMount, path: &str) -> Option<PathBuf> {
@@ -41,7 +42,7 @@ pub fn locate(membership: &str, mountinfo: &str) -> Option<Cgroup> {
             continue;
         }
         for c in controllers.split(',') {
-            if !V1_CONTROLLERS.contains(&c) {
+            if !READ_CONTROLLERS.contains(&c) {
                 continue;
             }
             let found = mounts
