@@ -1,16 +1,13 @@
 //! `strata.gateway.v1.Gateway`: converts requests, calls the gateway's composition code.
 
 use crate::Backends;
-use crate::image::{ImageDetails, details};
-use crate::run;
-use std::collections::HashMap;
+use crate::catalog;
+use crate::{import, pull, run};
 use std::sync::Arc;
 use strata_api::strata::gateway::v1 as pb;
 use strata_api::strata::gateway::v1::gateway_server::{Gateway, GatewayServer};
 use strata_api::strata::tasks::v1 as iopb;
-use strata_core::images::{DeleteOptions, Image, ImageStore};
-use strata_core::snapshots::SnapshotStore;
-use strata_core::{Error, Kind, Result};
+use strata_core::{Error, Result};
 use strata_grpc::metadata::namespace;
 use strata_grpc::{from_status, to_status};
 use tokio::sync::mpsc;
@@ -33,141 +30,118 @@ impl GatewayService {
     }
 }
 
-pub(crate) async fn list_images(
-    b: &Backends,
-    ns: &str,
-    filters: Vec<String>,
-) -> Result<Vec<Image>> {
-    b.images.list(ns, &filters).await
-}
-
-/// Finds an image by name (as given, or normalized like `busybox` → docker.io/library/busybox:latest)
-/// or by a prefix of its ID (the config digest).
-pub async fn find_image(b: &Backends, ns: &str, name: &str) -> Result<Image> {
-    let mut candidates = vec![name.to_owned()];
-    if let Ok(r) = strata_registry::Reference::parse(name) {
-        candidates.push(r.to_string());
-    }
-    for c in &candidates {
-        match b.images.get(ns, c).await {
-            Ok(img) => return Ok(img),
-            Err(e) if e.kind() == Kind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let prefix = name.strip_prefix("sha256:").unwrap_or(name);
-    if prefix.len() >= 4 && prefix.bytes().all(|c| c.is_ascii_hexdigit()) {
-        for img in list_images(b, ns, Vec::new()).await? {
-            let Ok(d) = details(b, ns, img.clone()).await else {
-                continue;
-            };
-            if d.config_digest.hex().starts_with(prefix) {
-                return Ok(img);
-            }
-        }
-    }
-    Err(Error::not_found(format!("image {name:?}: not found")))
-}
-
-/// Unpacked size of each chain ID (a committed snapshot's own layer).
-async fn layer_sizes(
-    b: &Backends,
-    ns: &str,
-    images: &[ImageDetails],
-) -> Result<HashMap<String, u64>> {
-    let mut sizes = HashMap::new();
-    for img in images {
-        for c in &img.chain_ids {
-            let key = c.to_string();
-            if sizes.contains_key(&key) {
-                continue;
-            }
-            let size = match b.snapshots.usage(&b.snapshotter, ns, &key).await {
-                Ok(u) => u.size,
-                Err(e) if e.is(strata_core::Kind::NotFound) => 0,
-                Err(e) => return Err(e),
-            };
-            sizes.insert(key, size);
-        }
-    }
-    Ok(sizes)
-}
-
-async fn all_details(b: &Backends, ns: &str, images: Vec<Image>) -> Vec<ImageDetails> {
-    let mut out = Vec::new();
-    for img in images {
-        let name = img.name.clone();
-        match details(b, ns, img).await {
-            Ok(d) => out.push(d),
-            Err(e) => {
-                tracing::warn!(image = %name, error = %e, "skipping an image whose content is incomplete")
-            }
-        }
-    }
-    out
-}
-
-fn created(d: &ImageDetails) -> Option<prost_types::Timestamp> {
-    d.config
-        .created
-        .as_deref()
-        .and_then(parse_time)
-        .or(Some(strata_grpc::convert::timestamp(d.created_at)))
-}
-
-/// Parses an RFC 3339 timestamp (`2024-01-02T03:04:05.123Z` or with an offset) to seconds.
-fn parse_time(s: &str) -> Option<prost_types::Timestamp> {
-    s.parse::<prost_types::Timestamp>().ok()
-}
-
-fn usage_counts(images: &[ImageDetails]) -> HashMap<String, u64> {
-    let mut counts = HashMap::new();
-    for img in images {
-        for c in &img.chain_ids {
-            *counts.entry(c.to_string()).or_insert(0u64) += 1;
-        }
-    }
-    counts
-}
-
 fn wire(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn inspect_json(d: &ImageDetails, size: u64) -> Result<String> {
-    let repo = d.name.split('@').next().unwrap_or(&d.name);
-    let repo = match repo.rfind(':') {
-        Some(i) if !repo[i..].contains('/') => &repo[..i],
-        _ => repo,
+/// The sender of a pull's or import's progress stream.
+type Progress = mpsc::Sender<Result<pb::PullProgress, Status>>;
+
+/// Runs `work` with an event channel whose events go on to `out` as `PullProgress` messages,
+/// in order; answers how `work` ended.
+async fn with_progress<F, Fut>(out: &Progress, work: F) -> Result<()>
+where
+    F: FnOnce(pull::Events) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let (events, mut rx) = mpsc::channel(64);
+    let forward = async {
+        while let Some(e) = rx.recv().await {
+            // A client gone does not stop the work: its events are dropped.
+            let _ = out.send(Ok(pull_progress(e))).await;
+        }
     };
-    let doc = serde_json::json!({
-        "Id": d.config_digest.to_string(),
-        "RepoTags": [d.name],
-        "RepoDigests": [format!("{repo}@{}", d.target.digest)],
-        "Created": d.config.created,
-        "Author": d.config.author,
-        "Architecture": d.config.architecture,
-        "Variant": d.config.variant,
-        "Os": d.config.os,
-        "Config": d.config.config,
-        "RootFS": {
-            "Type": "layers",
-            "Layers": d.diff_ids().iter().map(ToString::to_string).collect::<Vec<_>>(),
-        },
-        "Size": size,
-        "Manifest": {
-            "Digest": d.manifest_digest.to_string(),
-            "MediaType": d.target.media_type,
-            "Layers": d.manifest.layers.iter().map(|l| serde_json::json!({
-                "Digest": l.digest.to_string(),
-                "MediaType": l.media_type,
-                "Size": l.size,
-            })).collect::<Vec<_>>(),
-        },
-        "ChainIDs": d.chain_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "Labels": d.labels,
+    let (r, ()) = tokio::join!(work(events), forward);
+    r
+}
+
+/// An import's request stream: the first message names the image and snapshotter, every
+/// message carries archive bytes, handed to the import as they arrive.
+async fn import_stream(
+    b: &Backends,
+    ns: &str,
+    mut stream: Streaming<pb::ImportRequest>,
+    out: &Progress,
+) -> Result<()> {
+    let first = stream
+        .message()
+        .await
+        .map_err(from_status)?
+        .ok_or_else(|| Error::invalid_argument("import stream closed before any data"))?;
+    let req = import::Request {
+        name: first.name,
+        snapshotter: first.snapshotter,
+    };
+    let (data_tx, data_rx) = mpsc::channel::<bytes::Bytes>(8);
+    let feeder = tokio::spawn(async move {
+        if !first.data.is_empty() && data_tx.send(first.data).await.is_err() {
+            return;
+        }
+        while let Ok(Some(msg)) = stream.message().await {
+            if data_tx.send(msg.data).await.is_err() {
+                return;
+            }
+        }
     });
-    serde_json::to_string_pretty(&[doc]).map_err(|e| Error::internal(format!("inspect: {e}")))
+    let r = with_progress(out, |events| import::import(b, ns, req, data_rx, events)).await;
+    feeder.abort();
+    r
+}
+
+/// A pull's or import's event as the wire has it.
+fn pull_progress(e: pull::Event) -> pb::PullProgress {
+    use pb::pull_progress::Event as E;
+    let event = match e {
+        pull::Event::Resolved {
+            name,
+            digest,
+            layers,
+        } => E::Resolved(pb::Resolved {
+            name,
+            digest: digest.to_string(),
+            layers: layers
+                .into_iter()
+                .map(|l| pb::LayerInfo {
+                    digest: l.digest.to_string(),
+                    size: wire(l.size),
+                    media_type: l.media_type,
+                })
+                .collect(),
+        }),
+        pull::Event::Layer {
+            digest,
+            state,
+            current,
+            total,
+        } => E::Layer(pb::LayerProgress {
+            digest: digest.to_string(),
+            state: layer_state(state).into(),
+            current: wire(current),
+            total: wire(total),
+        }),
+        pull::Event::Done(d) => E::Done(pb::PullDone {
+            name: d.name,
+            digest: d.digest.to_string(),
+            fetched_bytes: wire(d.fetched_bytes),
+            reused_bytes: wire(d.reused_bytes),
+            layers_fetched: wire(d.layers_fetched),
+            layers_reused: wire(d.layers_reused),
+            layers_unpacked: wire(d.layers_unpacked),
+        }),
+    };
+    pb::PullProgress { event: Some(event) }
+}
+
+fn layer_state(s: pull::LayerState) -> pb::layer_progress::State {
+    use pb::layer_progress::State;
+    match s {
+        pull::LayerState::Waiting => State::Waiting,
+        pull::LayerState::Exists => State::Exists,
+        pull::LayerState::Downloading => State::Downloading,
+        pull::LayerState::Shared => State::Shared,
+        pull::LayerState::Extracting => State::Extracting,
+        pull::LayerState::Done => State::Done,
+    }
 }
 
 #[tonic::async_trait]
@@ -179,11 +153,18 @@ impl Gateway for GatewayService {
         request: Request<pb::PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
         let ns = namespace(&request)?;
-        let req = request.into_inner();
+        let r = request.into_inner();
+        let req = pull::Request {
+            reference: r.reference,
+            platform: r.platform,
+            plain_http: r.plain_http,
+            snapshotter: r.snapshotter,
+        };
         let (tx, rx) = mpsc::channel(64);
         let b = self.b.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::pull::pull(&b, &ns, &req, tx.clone()).await {
+            let r = with_progress(&tx, |events| pull::pull(&b, &ns, &req, events)).await;
+            if let Err(e) = r {
                 let _ = tx.send(Err(to_status(e))).await;
             }
         });
@@ -201,7 +182,7 @@ impl Gateway for GatewayService {
         let (tx, rx) = mpsc::channel(64);
         let b = self.b.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::import::import(&b, &ns, stream, tx.clone()).await {
+            if let Err(e) = import_stream(&b, &ns, stream, &tx).await {
                 let _ = tx.send(Err(to_status(e))).await;
             }
         });
@@ -215,48 +196,19 @@ impl Gateway for GatewayService {
         let ns = namespace(&request)?;
         let b = &self.b;
         let filters = request.into_inner().filters;
-        let cache = |i: &Image| i.name.starts_with(crate::build::CACHE_PREFIX);
-        let mut records = list_images(b, &ns, filters).await.map_err(to_status)?;
-        records.retain(|i| !cache(i));
-        // Sharing counts over every image of the namespace, not only the listed ones; the
-        // build cache's records are not images a user made.
-        let mut every = list_images(b, &ns, Vec::new()).await.map_err(to_status)?;
-        every.retain(|i| !cache(i));
-        let all = all_details(b, &ns, every).await;
-        let counts = usage_counts(&all);
-        let sizes = layer_sizes(b, &ns, &all).await.map_err(to_status)?;
-        let by_name: HashMap<&str, &ImageDetails> =
-            all.iter().map(|d| (d.name.as_str(), d)).collect();
-        let mut out = Vec::new();
-        for r in records {
-            let Some(d) = by_name.get(r.name.as_str()) else {
-                continue;
-            };
-            let (mut size, mut shared) = (0, 0);
-            for c in &d.chain_ids {
-                let s = sizes.get(&c.to_string()).copied().unwrap_or(0);
-                size += s;
-                if counts.get(&c.to_string()).copied().unwrap_or(0) > 1 {
-                    shared += s;
-                }
-            }
-            out.push(pb::ImageSummary {
-                name: d.name.clone(),
-                digest: d.target.digest.to_string(),
-                config_digest: d.config_digest.to_string(),
-                created: created(d),
-                size: wire(size),
-                shared_size: wire(shared),
-                labels: d.labels.clone(),
-            });
-        }
-        out.sort_by(|a, b| {
-            b.created
-                .as_ref()
-                .map(|t| t.seconds)
-                .cmp(&a.created.as_ref().map(|t| t.seconds))
-                .then(a.name.cmp(&b.name))
-        });
+        let images = catalog::list(b, &ns, filters).await.map_err(to_status)?;
+        let out = images
+            .into_iter()
+            .map(|s| pb::ImageSummary {
+                name: s.name,
+                digest: s.digest,
+                config_digest: s.config_digest,
+                created: s.created,
+                size: wire(s.size),
+                shared_size: wire(s.shared_size),
+                labels: s.labels,
+            })
+            .collect();
         Ok(Response::new(pb::ListImagesResponse { images: out }))
     }
 
@@ -267,12 +219,7 @@ impl Gateway for GatewayService {
         let ns = namespace(&request)?;
         let name = request.into_inner().name;
         let b = &self.b;
-        let img = find_image(b, &ns, &name).await.map_err(to_status)?;
-        let d = details(b, &ns, img).await.map_err(to_status)?;
-        let sizes = layer_sizes(b, &ns, std::slice::from_ref(&d))
-            .await
-            .map_err(to_status)?;
-        let json = inspect_json(&d, sizes.values().sum()).map_err(to_status)?;
+        let json = catalog::inspect(b, &ns, &name).await.map_err(to_status)?;
         Ok(Response::new(pb::InspectImageResponse { json }))
     }
 
@@ -283,51 +230,18 @@ impl Gateway for GatewayService {
         let ns = namespace(&request)?;
         let name = request.into_inner().name;
         let b = &self.b;
-        let img = find_image(b, &ns, &name).await.map_err(to_status)?;
-        let d = details(b, &ns, img).await.map_err(to_status)?;
-        let sizes = layer_sizes(b, &ns, std::slice::from_ref(&d))
+        let entries = catalog::history(b, &ns, &name)
             .await
-            .map_err(to_status)?;
-        let mut layer = 0usize;
-        let mut entries = Vec::new();
-        for h in &d.config.history {
-            let empty = h.empty_layer;
-            let size = if empty {
-                0
-            } else {
-                let s = d
-                    .chain_ids
-                    .get(layer)
-                    .and_then(|c| sizes.get(&c.to_string()))
-                    .copied()
-                    .unwrap_or(0);
-                layer += 1;
-                s
-            };
-            entries.push(pb::HistoryEntry {
-                created: h.created.as_deref().and_then(parse_time),
-                created_by: h.created_by.clone().unwrap_or_default(),
-                size: wire(size),
-                empty_layer: empty,
-                comment: h.comment.clone().unwrap_or_default(),
-            });
-        }
-        // Layers the history does not describe still count.
-        while layer < d.chain_ids.len() {
-            let s = sizes
-                .get(&d.chain_ids[layer].to_string())
-                .copied()
-                .unwrap_or(0);
-            entries.push(pb::HistoryEntry {
-                created: None,
-                created_by: String::new(),
-                size: wire(s),
-                empty_layer: false,
-                comment: format!("layer {}", d.diff_ids()[layer]),
-            });
-            layer += 1;
-        }
-        entries.reverse();
+            .map_err(to_status)?
+            .into_iter()
+            .map(|h| pb::HistoryEntry {
+                created: h.created,
+                created_by: h.created_by,
+                size: wire(h.size),
+                empty_layer: h.empty_layer,
+                comment: h.comment,
+            })
+            .collect();
         Ok(Response::new(pb::ImageHistoryResponse { entries }))
     }
 
@@ -338,14 +252,7 @@ impl Gateway for GatewayService {
         let ns = namespace(&request)?;
         let req = request.into_inner();
         let b = &self.b;
-        let img = find_image(b, &ns, &req.name).await.map_err(to_status)?;
-        let digest = img.target.digest.to_string();
-        let opts = DeleteOptions {
-            sync: req.sync,
-            target: None,
-        };
-        b.images
-            .delete(&ns, &img.name, opts)
+        let digest = catalog::remove(b, &ns, &req.name, req.sync)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RemoveImageResponse { digest }))
@@ -355,41 +262,26 @@ impl Gateway for GatewayService {
         &self,
         request: Request<pb::DiskUsageRequest>,
     ) -> Result<Response<pb::DiskUsageResponse>, Status> {
-        use strata_core::content::ContentStore;
         let ns = namespace(&request)?;
-        let b = &self.b;
-        let all = all_details(
-            b,
-            &ns,
-            list_images(b, &ns, Vec::new()).await.map_err(to_status)?,
-        )
-        .await;
-        let counts = usage_counts(&all);
-        let sizes = layer_sizes(b, &ns, &all).await.map_err(to_status)?;
-        let mut resp = pb::DiskUsageResponse {
-            images: wire(all.len() as u64),
-            layers: wire(counts.len() as u64),
-            ..Default::default()
+        let u = catalog::disk_usage(&self.b, &ns).await.map_err(to_status)?;
+        let resp = pb::DiskUsageResponse {
+            images: wire(u.images),
+            layers: wire(u.layers),
+            shared_layers: wire(u.shared_layers),
+            unique_bytes: wire(u.unique_bytes),
+            shared_bytes: wire(u.shared_bytes),
+            total_bytes: wire(u.total_bytes),
+            content_bytes: wire(u.content_bytes),
+            layer_usage: u
+                .layer_usage
+                .into_iter()
+                .map(|l| pb::LayerUsage {
+                    chain_id: l.chain_id,
+                    size: wire(l.size),
+                    images: wire(l.images),
+                })
+                .collect(),
         };
-        let mut layers: Vec<_> = counts.iter().collect();
-        layers.sort();
-        for (chain, n) in layers {
-            let size = sizes.get(chain).copied().unwrap_or(0);
-            if *n > 1 {
-                resp.shared_layers += 1;
-                resp.shared_bytes += wire(size);
-            } else {
-                resp.unique_bytes += wire(size);
-            }
-            resp.total_bytes += wire(size);
-            resp.layer_usage.push(pb::LayerUsage {
-                chain_id: chain.clone(),
-                size: wire(size),
-                images: wire(*n),
-            });
-        }
-        let content = b.content.list(&ns, &[]).await.map_err(to_status)?;
-        resp.content_bytes = wire(content.iter().map(|i| i.size).sum());
         Ok(Response::new(resp))
     }
 
@@ -732,7 +624,7 @@ async fn build_call(
                     cached: s.cached,
                 }),
                 crate::build::Event::Output(d) => E::Output(d),
-                crate::build::Event::Pull(p) => E::Pull(p),
+                crate::build::Event::Pull(p) => E::Pull(pull_progress(p)),
             };
             if out
                 .send(Ok(pb::BuildProgress { event: Some(event) }))

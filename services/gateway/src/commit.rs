@@ -17,7 +17,7 @@
 //! empty layer, nothing wants it) the label goes.
 
 use crate::Backends;
-use crate::api::find_image;
+use crate::catalog::find_image;
 use crate::image::{chain_ids, details};
 use crate::pull::Pull;
 use crate::tasks::Status as TaskStatus;

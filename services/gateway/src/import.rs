@@ -8,19 +8,16 @@
 
 use crate::Backends;
 use crate::image::Stored;
-use crate::pull::{Events, Pull};
+use crate::pull::{Events, LayerState, Pull};
 use crate::resolve::resolve;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::io::Read;
-use strata_api::strata::gateway::v1 as pb;
-use strata_api::strata::gateway::v1::layer_progress::State;
 use strata_core::content::{CommitOptions, ContentStore, ContentWriter, WriterOptions};
 use strata_core::descriptor::{Descriptor, UNCOMPRESSED_LABEL};
 use strata_core::{Digest, Error, Kind, Result};
 use strata_registry::{ImageIndex, Platform, media_types};
 use tokio::sync::mpsc;
-use tonic::Streaming;
 
 /// Files kept in memory (index files), up to this size.
 const SMALL_FILE: u64 = 4 << 20;
@@ -100,47 +97,37 @@ struct DockerSaveEntry {
     layers: Vec<String>,
 }
 
+/// What to import.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The name of the image of a one-image archive (or of one that names none).
+    pub name: String,
+    /// The snapshotter to unpack into; empty for the gateway's default.
+    pub snapshotter: String,
+}
+
+/// Imports the archive whose bytes arrive on `data` into namespace `ns`, reporting progress
+/// on `events`.
 pub async fn import(
     b: &Backends,
     ns: &str,
-    mut stream: Streaming<pb::ImportRequest>,
+    req: Request,
+    data: mpsc::Receiver<Bytes>,
     events: Events,
 ) -> Result<()> {
-    let first = stream
-        .message()
-        .await
-        .map_err(strata_grpc::from_status)?
-        .ok_or_else(|| Error::invalid_argument("import stream closed before any data"))?;
-    let given_name = first.name.clone();
-    let snapshotter = if first.snapshotter.is_empty() {
+    let snapshotter = if req.snapshotter.is_empty() {
         b.snapshotter.clone()
     } else {
-        first.snapshotter.clone()
+        req.snapshotter.clone()
     };
     let p = Pull::start(b, ns, None, snapshotter, events).await?;
-    let result = run(&p, first, stream, &given_name).await;
+    let result = run(&p, data, &req.name).await;
     p.end().await;
     result
 }
 
-async fn run(
-    p: &Pull<'_>,
-    first: pb::ImportRequest,
-    mut stream: Streaming<pb::ImportRequest>,
-    given_name: &str,
-) -> Result<()> {
-    let (data_tx, data_rx) = mpsc::channel::<Bytes>(8);
+async fn run(p: &Pull<'_>, data_rx: mpsc::Receiver<Bytes>, given_name: &str) -> Result<()> {
     let (item_tx, mut item_rx) = mpsc::channel::<Item>(8);
-    let feeder = tokio::spawn(async move {
-        if !first.data.is_empty() && data_tx.send(first.data).await.is_err() {
-            return;
-        }
-        while let Ok(Some(msg)) = stream.message().await {
-            if data_tx.send(msg.data).await.is_err() {
-                return;
-            }
-        }
-    });
     let parser = tokio::task::spawn_blocking(move || {
         parse_tar(
             StreamReader {
@@ -240,7 +227,6 @@ async fn run(
     parser
         .await
         .map_err(|e| Error::internal(format!("reading the archive: {e}")))??;
-    feeder.abort();
 
     let mut roots: Vec<(String, Descriptor)> = Vec::new();
     if let Some(index) = small.get("index.json") {
@@ -380,7 +366,8 @@ async fn unpack_image(p: &Pull<'_>, name: &str, root: Descriptor) -> Result<()> 
             chains[i - 1].to_string()
         };
         p.unpack(l, &diff_ids[i], &chains[i], &parent).await?;
-        p.layer_event(&l.digest, State::Done, l.size, l.size).await;
+        p.layer_event(&l.digest, LayerState::Done, l.size, l.size)
+            .await;
     }
     p.finish_resolved(name, &r).await
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod build;
+pub mod catalog;
 pub mod changes;
 pub mod commit;
 pub mod confine;

@@ -17,8 +17,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use strata_api::strata::gateway::v1 as pb;
-use strata_api::strata::gateway::v1::layer_progress::State;
 use strata_core::content::{CommitOptions, ContentStore, ContentWriter, WriterOptions};
 use strata_core::descriptor::{Descriptor, UNCOMPRESSED_LABEL};
 use strata_core::diff::{ApplyOptions, Diff};
@@ -39,7 +37,84 @@ const LEASE_TTL: Duration = Duration::from_secs(3600);
 /// At most one progress event per layer this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
-pub type Events = mpsc::Sender<std::result::Result<pb::PullProgress, tonic::Status>>;
+/// What to pull.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The image reference (`busybox`, `registry:5000/app:v1`, `…@sha256:…`).
+    pub reference: String,
+    /// The platform to pull from an index (`linux/arm64`); empty for this host's.
+    pub platform: String,
+    /// Speak plain HTTP to the registry.
+    pub plain_http: bool,
+    /// The snapshotter to unpack into; empty for the gateway's default.
+    pub snapshotter: String,
+}
+
+/// What a layer of a pull or import is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerState {
+    /// Waiting for a download slot.
+    Waiting,
+    /// Already in the content store: not fetched again.
+    Exists,
+    /// Being fetched (`current` of `total` bytes).
+    Downloading,
+    /// Fetched by another pull running at the same time.
+    Shared,
+    /// Being unpacked.
+    Extracting,
+    /// Unpacked.
+    Done,
+}
+
+/// How a pull or import ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    /// The image record's name.
+    pub name: String,
+    /// The digest of its target.
+    pub digest: Digest,
+    /// Bytes fetched from the registry.
+    pub fetched_bytes: u64,
+    /// Bytes of layers already there.
+    pub reused_bytes: u64,
+    /// Layers fetched.
+    pub layers_fetched: u64,
+    /// Layers already there.
+    pub layers_reused: u64,
+    /// Layers unpacked.
+    pub layers_unpacked: u64,
+}
+
+/// What a pull or import reports as it goes; the adapter turns each into a `PullProgress`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The image is resolved: its target and its layers, bottom first.
+    Resolved {
+        /// The image record's name.
+        name: String,
+        /// The target's digest.
+        digest: Digest,
+        /// The layers.
+        layers: Vec<Descriptor>,
+    },
+    /// A layer's progress.
+    Layer {
+        /// The layer's digest.
+        digest: Digest,
+        /// What it is doing.
+        state: LayerState,
+        /// Bytes done.
+        current: u64,
+        /// Bytes in all.
+        total: u64,
+    },
+    /// The image is recorded.
+    Done(Done),
+}
+
+/// Where a pull or import reports its [`Event`]s.
+pub type Events = mpsc::Sender<Event>;
 
 /// Work in flight in this gateway, shared by concurrent pulls: a blob (or an unpack) is done
 /// by the first pull that needs it; the others wait for its outcome.
@@ -131,14 +206,6 @@ pub(crate) struct Pull<'a> {
     layers_unpacked: AtomicU64,
 }
 
-fn event(e: pb::pull_progress::Event) -> std::result::Result<pb::PullProgress, tonic::Status> {
-    Ok(pb::PullProgress { event: Some(e) })
-}
-
-fn wire(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// The label naming the gateway process that took a lease: a lease of another (an earlier
 /// process, killed in the middle of a pull or an import) is dropped at start-up, see
 /// [`drop_stale_leases`].
@@ -215,18 +282,18 @@ impl Pull<'_> {
     pub(crate) async fn layer_event(
         &self,
         digest: &Digest,
-        state: State,
+        state: LayerState,
         current: u64,
         total: u64,
     ) {
         let _ = self
             .events
-            .send(event(pb::pull_progress::Event::Layer(pb::LayerProgress {
-                digest: digest.to_string(),
-                state: state.into(),
-                current: wire(current),
-                total: wire(total),
-            })))
+            .send(Event::Layer {
+                digest: digest.clone(),
+                state,
+                current,
+                total,
+            })
             .await;
     }
 
@@ -295,7 +362,7 @@ impl Pull<'_> {
         match self.b.flights.join(key) {
             Flight::Follow(rx) => {
                 if report {
-                    self.layer_event(&desc.digest, State::Shared, 0, desc.size)
+                    self.layer_event(&desc.digest, LayerState::Shared, 0, desc.size)
                         .await;
                 }
                 // If the other pull failed, try on our own.
@@ -393,7 +460,7 @@ impl Pull<'_> {
                 offset = w.write(offset, chunk).await?;
                 if report && last.elapsed() >= PROGRESS_EVERY {
                     last = Instant::now();
-                    self.layer_event(&desc.digest, State::Downloading, offset, desc.size)
+                    self.layer_event(&desc.digest, LayerState::Downloading, offset, desc.size)
                         .await;
                 }
             }
@@ -480,7 +547,7 @@ impl Pull<'_> {
             Err(e) if e.is(Kind::AlreadyExists) => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.layer_event(&desc.digest, State::Extracting, 0, desc.size)
+        self.layer_event(&desc.digest, LayerState::Extracting, 0, desc.size)
             .await;
         let mut apply_desc = desc.clone();
         apply_desc
@@ -584,7 +651,7 @@ pub(crate) async fn registry_client(
 }
 
 /// Pulls `req.reference` into namespace `ns`, reporting progress on `events`.
-pub async fn pull(b: &Backends, ns: &str, req: &pb::PullRequest, events: Events) -> Result<()> {
+pub async fn pull(b: &Backends, ns: &str, req: &Request, events: Events) -> Result<()> {
     let reference = Reference::parse(&req.reference)?;
     let client = registry_client(b, &reference, req.plain_http).await?;
     let platform = if req.platform.is_empty() {
@@ -721,15 +788,15 @@ impl<'a> Pull<'a> {
         create_image(self, name, root).await?;
         let _ = self
             .events
-            .send(event(pb::pull_progress::Event::Done(pb::PullDone {
+            .send(Event::Done(Done {
                 name: name.to_owned(),
-                digest: root.digest.to_string(),
-                fetched_bytes: wire(self.fetched.load(Ordering::Relaxed)),
-                reused_bytes: wire(self.reused.load(Ordering::Relaxed)),
-                layers_fetched: wire(self.layers_fetched.load(Ordering::Relaxed)),
-                layers_reused: wire(self.layers_reused.load(Ordering::Relaxed)),
-                layers_unpacked: wire(self.layers_unpacked.load(Ordering::Relaxed)),
-            })))
+                digest: root.digest.clone(),
+                fetched_bytes: self.fetched.load(Ordering::Relaxed),
+                reused_bytes: self.reused.load(Ordering::Relaxed),
+                layers_fetched: self.layers_fetched.load(Ordering::Relaxed),
+                layers_reused: self.layers_reused.load(Ordering::Relaxed),
+                layers_unpacked: self.layers_unpacked.load(Ordering::Relaxed),
+            }))
             .await;
         Ok(())
     }
@@ -755,18 +822,11 @@ impl<'a> Pull<'a> {
     ) {
         let _ = self
             .events
-            .send(event(pb::pull_progress::Event::Resolved(pb::Resolved {
+            .send(Event::Resolved {
                 name: name.to_owned(),
-                digest: root.digest.to_string(),
-                layers: layers
-                    .iter()
-                    .map(|l| pb::LayerInfo {
-                        digest: l.digest.to_string(),
-                        size: wire(l.size),
-                        media_type: l.media_type.clone(),
-                    })
-                    .collect(),
-            })))
+                digest: root.digest.clone(),
+                layers: layers.to_vec(),
+            })
             .await;
     }
 }
@@ -838,7 +898,7 @@ async fn run(
                         .acquire()
                         .await
                         .map_err(|_| Error::internal("download limiter closed"))?;
-                    p.layer_event(&l.digest, State::Waiting, 0, l.size).await;
+                    p.layer_event(&l.digest, LayerState::Waiting, 0, l.size).await;
                     let fetched = p.ensure_blob(l, labels, true).await?;
                     if let Err(e) = p.mark_source(&l.digest).await {
                         tracing::warn!(digest = %l.digest, error = %e, "recording where a layer came from");
@@ -848,7 +908,7 @@ async fn run(
                     } else {
                         p.layers_reused.fetch_add(1, Ordering::Relaxed);
                         p.reused.fetch_add(l.size, Ordering::Relaxed);
-                        p.layer_event(&l.digest, State::Exists, l.size, l.size)
+                        p.layer_event(&l.digest, LayerState::Exists, l.size, l.size)
                             .await;
                     }
                     Ok(())
@@ -880,7 +940,7 @@ async fn run(
                 strata_core::crashpoint::hit("gateway.pull.layer-unpacked");
                 p.layer_event(
                     &layers[next].digest,
-                    State::Done,
+                    LayerState::Done,
                     layers[next].size,
                     layers[next].size,
                 )

@@ -10,7 +10,7 @@
 //! memory.
 
 use crate::Backends;
-use crate::api::find_image;
+use crate::catalog::find_image;
 use crate::pull::{put_image, registry_client};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -11,7 +11,7 @@
 //! here, blobs read from the content service in chunks, so nothing is held whole in memory.
 
 use crate::Backends;
-use crate::api::find_image;
+use crate::catalog::find_image;
 use crate::image::{ImageDetails, details};
 use std::collections::HashSet;
 use strata_api::strata::gateway::v1 as pb;

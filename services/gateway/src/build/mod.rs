@@ -26,7 +26,7 @@
 pub mod files;
 
 use crate::Backends;
-use crate::api::find_image;
+use crate::catalog::find_image;
 use crate::commit::{Entry, NewLayer, Top, append, layer_of, store};
 use crate::image::{chain_ids, details};
 use crate::pull::Pull;
@@ -92,7 +92,7 @@ pub enum Event {
     /// A RUN step's output.
     Output(bytes::Bytes),
     /// A base image's pull.
-    Pull(pb::PullProgress),
+    Pull(crate::pull::Event),
 }
 
 /// What a build made.
@@ -698,12 +698,10 @@ impl Builder<'_> {
         let events = self.events.clone();
         let forward = tokio::spawn(async move {
             while let Some(e) = rx.recv().await {
-                if let Ok(p) = e {
-                    let _ = events.send(Event::Pull(p)).await;
-                }
+                let _ = events.send(Event::Pull(e)).await;
             }
         });
-        let req = pb::PullRequest {
+        let req = crate::pull::Request {
             reference: reference.to_owned(),
             platform: String::new(),
             plain_http: false,
@@ -1585,7 +1583,7 @@ fn config_change(
 
 /// Removes every build cache record; answers how many.
 pub async fn prune(b: &Backends, ns: &str) -> Result<usize> {
-    let images = crate::api::list_images(b, ns, Vec::new()).await?;
+    let images = crate::catalog::list_images(b, ns, Vec::new()).await?;
     let mut n = 0;
     for img in images {
         if !img.name.starts_with(CACHE_PREFIX) {

@@ -5,7 +5,7 @@ use super::{
     LABEL_AUTO_REMOVE, LABEL_STDIN, get_container, get_task, ignore_missing, key, random_id,
 };
 use crate::Backends;
-use crate::api::find_image;
+use crate::catalog::find_image;
 use crate::image::details;
 use crate::spec::{self, SPEC_TYPE, User};
 use serde_json::Value;
