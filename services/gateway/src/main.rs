@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use std::sync::Arc;
+use strata_api::service_names;
 use strata_gateway::hooks::Hooks;
 use strata_gateway::introspection::{Backend, IntrospectionService, VersionService};
 use strata_gateway::router::{self, Forward, ServiceName as _};
@@ -203,9 +204,9 @@ async fn main() -> anyhow::Result<()> {
         None => routes,
     };
     let mut names = vec![
-        "strata.gateway.v1.Gateway",
-        "containerd.services.introspection.v1.Introspection",
-        "containerd.services.version.v1.Version",
+        service_names::GATEWAY,
+        service_names::INTROSPECTION,
+        service_names::VERSION,
         router::Content::NAME,
         router::Snapshots::NAME,
         router::Diff::NAME,

@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use strata_api::service_names;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::transport::Channel;
@@ -20,7 +21,7 @@ pub trait ServiceName: Send + Sync + 'static {
 }
 
 macro_rules! names {
-    ($($ty:ident = $name:literal),* $(,)?) => {$(
+    ($($ty:ident = $name:path),* $(,)?) => {$(
         #[derive(Debug, Clone, Copy)]
         pub struct $ty;
         impl ServiceName for $ty {
@@ -29,19 +30,21 @@ macro_rules! names {
     )*};
 }
 
+// The names are the generated servers' own (`strata_api::service_names`), so a route can
+// only name a service of the contract.
 names!(
-    Content = "containerd.services.content.v1.Content",
-    Snapshots = "containerd.services.snapshots.v1.Snapshots",
-    Diff = "containerd.services.diff.v1.Diff",
-    Images = "containerd.services.images.v1.Images",
-    Leases = "containerd.services.leases.v1.Leases",
-    Namespaces = "containerd.services.namespaces.v1.Namespaces",
-    GarbageCollector = "strata.images.v1.GarbageCollector",
-    Containers = "containerd.services.containers.v1.Containers",
-    Events = "containerd.services.events.v1.Events",
-    Tasks = "containerd.services.tasks.v1.Tasks",
-    Io = "strata.tasks.v1.Io",
-    Networks = "strata.network.v1.Networks",
+    Content = service_names::CONTENT,
+    Snapshots = service_names::SNAPSHOTS,
+    Diff = service_names::DIFF,
+    Images = service_names::IMAGES,
+    Leases = service_names::LEASES,
+    Namespaces = service_names::NAMESPACES,
+    GarbageCollector = service_names::GARBAGE_COLLECTOR,
+    Containers = service_names::CONTAINERS,
+    Events = service_names::EVENTS,
+    Tasks = service_names::TASKS,
+    Io = service_names::IO,
+    Networks = service_names::NETWORKS,
 );
 
 /// Forwards every call of service `N` to `channel`.
