@@ -473,17 +473,33 @@ pub fn shipped_config(name: &str, dir: &Path) -> PathBuf {
     path
 }
 
-/// Starts `bin` with its shipped config (see [`shipped_config`]) as systemd would, checks that
-/// it listens on `<dir>/run/<socket>.sock`, stops it and returns its JSON logs.
+/// Starts `bin` with its shipped config `deploy/config/<name>.toml` written into `dir` (see
+/// [`shipped_config`]) as systemd would (see [`start_notified`]), and returns once it listens on
+/// `<dir>/run/<socket>.sock`; its root is `<dir>/lib/<name>`.
+pub fn start_shipped(bin: &str, name: &str, socket: &str, dir: &Path) -> Child {
+    let config = shipped_config(name, dir);
+    let sock = dir.join("run").join(format!("{socket}.sock"));
+    start_notified(Command::new(bin).arg("--config").arg(&config), dir, &sock)
+}
+
+/// Starts `bin` with its shipped config (see [`start_shipped`]), stops it and returns its JSON
+/// logs.
 pub fn assert_shipped_config_loads(bin: &str, name: &str, socket: &str) -> String {
     let dir = tempdir();
-    let config = shipped_config(name, dir.path());
-    let sock = dir.path().join("run").join(format!("{socket}.sock"));
-    let child = start_notified(
-        Command::new(bin).arg("--config").arg(&config),
-        dir.path(),
-        &sock,
-    );
+    let child = start_shipped(bin, name, socket, dir.path());
     sigterm(&child);
     stop_json_logs(child)
+}
+
+/// Checks that a unit (its text, as [`verify_unit`] returns it) has `After=` and `Wants=` lines
+/// naming each of `deps` (`strata-tasks.service`): it starts them, and starts after them.
+pub fn assert_unit_after_and_wants(unit: &str, deps: &[&str]) {
+    for dep in deps {
+        for key in ["After=", "Wants="] {
+            assert!(
+                unit.lines().any(|l| l.starts_with(key) && l.contains(dep)),
+                "no {key}{dep}"
+            );
+        }
+    }
 }

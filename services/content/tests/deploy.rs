@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
-use strata_testkit::run;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata-content");
 
@@ -56,11 +55,5 @@ fn shipped_config_loads_and_an_unknown_key_is_refused() {
 
 #[test]
 fn bad_config_is_a_clear_error() {
-    let dir = strata_testkit::tempdir();
-    let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "address = [").unwrap();
-    let out = run(Command::new(BIN).arg("--config").arg(&config), None);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml"), "{err}");
+    strata_testkit::assert_bad_configs(BIN, &[("address = [", "bad.toml")]);
 }

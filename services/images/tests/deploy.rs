@@ -4,57 +4,29 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 const BIN: &str = common::IMAGES_BIN;
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
 
 #[test]
 fn systemd_unit_verifies() {
     let unit = strata_testkit::verify_unit("strata-images", BIN);
-    for dep in [
-        "strata-content.service",
-        "strata-snapshotter.service",
-        "strata-tasks.service",
-    ] {
-        for key in ["After=", "Wants="] {
-            assert!(
-                unit.lines().any(|l| l.starts_with(key) && l.contains(dep)),
-                "no {key}{dep}"
-            );
-        }
-    }
+    strata_testkit::assert_unit_after_and_wants(
+        &unit,
+        &[
+            "strata-content.service",
+            "strata-snapshotter.service",
+            "strata-tasks.service",
+        ],
+    );
 }
 
 #[test]
 fn notifies_ready_and_reads_the_shipped_config() {
     let dir = strata_testkit::tempdir();
     // The shipped config with this test's paths.
-    let shipped = std::fs::read_to_string(repo().join("deploy/config/images.toml")).unwrap();
-    assert!(shipped.contains("gc_grace_seconds = 10"), "{shipped}");
-    let sock = dir.path().join("images.sock");
-    let config = dir.path().join("images.toml");
-    std::fs::write(
-        &config,
-        shipped
-            .replace("/run/strata/images.sock", sock.to_str().unwrap())
-            .replace(
-                "/var/lib/strata/images",
-                dir.path().join("root").to_str().unwrap(),
-            )
-            .replace("log_format = \"text\"", "log_format = \"json\""),
-    )
-    .unwrap();
-    let child = strata_testkit::start_notified(
-        Command::new(BIN).arg("--config").arg(&config),
-        dir.path(),
-        &sock,
-    );
-    assert!(dir.path().join("root/metadata.redb").exists());
+    let child = strata_testkit::start_shipped(BIN, "images", "images", dir.path());
+    let config = std::fs::read_to_string(dir.path().join("images.toml")).unwrap();
+    assert!(config.contains("gc_grace_seconds = 10"), "{config}");
+    assert!(dir.path().join("lib/images/metadata.redb").exists());
     strata_testkit::sigterm(&child);
     let logs = strata_testkit::stop_json_logs(child);
     assert!(

@@ -11,13 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_strata-network");
 #[test]
 fn systemd_unit_verifies() {
     let unit = strata_testkit::verify_unit("strata-network", BIN);
-    for key in ["After=", "Wants="] {
-        assert!(
-            unit.lines()
-                .any(|l| l.starts_with(key) && l.contains("strata-tasks.service")),
-            "no {key}strata-tasks.service"
-        );
-    }
+    strata_testkit::assert_unit_after_and_wants(&unit, &["strata-tasks.service"]);
     let gateway = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/systemd/strata-gateway.service"

@@ -5,14 +5,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 const BIN: &str = common::TASKS_BIN;
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
 
 #[test]
 fn systemd_unit_verifies() {
@@ -20,41 +13,18 @@ fn systemd_unit_verifies() {
     for line in ["Delegate=yes", "KillMode=process"] {
         assert!(unit.lines().any(|l| l == line), "no {line}");
     }
-    let dep = "strata-snapshotter.service";
-    for key in ["After=", "Wants="] {
-        assert!(
-            unit.lines().any(|l| l.starts_with(key) && l.contains(dep)),
-            "no {key}{dep}"
-        );
-    }
+    strata_testkit::assert_unit_after_and_wants(&unit, &["strata-snapshotter.service"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifies_ready_reads_the_shipped_config_and_stops_with_subscribers() {
     let dir = strata_testkit::tempdir();
-    let shipped = std::fs::read_to_string(repo().join("deploy/config/tasks.toml")).unwrap();
-    assert!(shipped.contains("event_buffer = 1024"), "{shipped}");
-    let sock = dir.path().join("tasks.sock");
+    let child = strata_testkit::start_shipped(BIN, "tasks", "tasks", dir.path());
+    let config = std::fs::read_to_string(dir.path().join("tasks.toml")).unwrap();
+    assert!(config.contains("event_buffer = 1024"), "{config}");
+    let sock = dir.path().join("run/tasks.sock");
     let state = dir.path().join("run/tasks");
-    let config = dir.path().join("tasks.toml");
-    std::fs::write(
-        &config,
-        shipped
-            .replace("/run/strata/tasks.sock", sock.to_str().unwrap())
-            .replace("/run/strata/tasks", state.to_str().unwrap())
-            .replace(
-                "/var/lib/strata/tasks",
-                dir.path().join("root").to_str().unwrap(),
-            )
-            .replace("log_format = \"text\"", "log_format = \"json\""),
-    )
-    .unwrap();
-    let child = strata_testkit::start_notified(
-        Command::new(BIN).arg("--config").arg(&config),
-        dir.path(),
-        &sock,
-    );
-    assert!(dir.path().join("root/metadata.redb").exists());
+    assert!(dir.path().join("lib/tasks/metadata.redb").exists());
     assert!(state.is_dir(), "state directory not created");
 
     // An open subscription does not hold the server up at SIGTERM: its stream ends.
