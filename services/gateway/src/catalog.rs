@@ -127,8 +127,19 @@ pub async fn list(b: &Backends, ns: &str, filters: Vec<String>) -> Result<Vec<Su
     let mut every = list_images(b, ns, Vec::new()).await?;
     every.retain(|i| !cache(i));
     let all = all_details(b, ns, every).await;
-    let counts = usage_counts(&all);
     let sizes = layer_sizes(b, ns, &all).await?;
+    Ok(summaries(&records, &all, &sizes))
+}
+
+/// The listing of `records`, newest first, from the details of every image of the namespace
+/// (`all`, which sharing is counted over) and each chain ID's unpacked size; a record whose
+/// details could not be read is left out.
+fn summaries(
+    records: &[Image],
+    all: &[ImageDetails],
+    sizes: &HashMap<String, u64>,
+) -> Vec<Summary> {
+    let counts = usage_counts(all);
     let by_name: HashMap<&str, &ImageDetails> = all.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut out = Vec::new();
     for r in records {
@@ -160,7 +171,7 @@ pub async fn list(b: &Backends, ns: &str, filters: Vec<String>) -> Result<Vec<Su
             .cmp(&a.created.as_ref().map(|t| t.seconds))
             .then(a.name.cmp(&b.name))
     });
-    Ok(out)
+    out
 }
 
 /// `strata inspect`: the image `name` (a name or ID prefix) as a JSON document.
@@ -177,6 +188,12 @@ pub async fn history(b: &Backends, ns: &str, name: &str) -> Result<Vec<HistoryEn
     let img = find_image(b, ns, name).await?;
     let d = details(b, ns, img).await?;
     let sizes = layer_sizes(b, ns, std::slice::from_ref(&d)).await?;
+    Ok(history_of(&d, &sizes))
+}
+
+/// The history of image `d`, newest first, given each chain ID's unpacked size: one entry per
+/// step of its config's history, then one per layer the history does not describe.
+fn history_of(d: &ImageDetails, sizes: &HashMap<String, u64>) -> Vec<HistoryEntry> {
     let mut layer = 0usize;
     let mut entries = Vec::new();
     for h in &d.config.history {
@@ -217,7 +234,7 @@ pub async fn history(b: &Backends, ns: &str, name: &str) -> Result<Vec<HistoryEn
         layer += 1;
     }
     entries.reverse();
-    Ok(entries)
+    entries
 }
 
 /// `strata rmi`: removes the record of image `name` (a name or ID prefix); answers the digest
@@ -234,8 +251,17 @@ pub async fn remove(b: &Backends, ns: &str, name: &str, sync: bool) -> Result<St
 /// content store holds.
 pub async fn disk_usage(b: &Backends, ns: &str) -> Result<DiskUsage> {
     let all = all_details(b, ns, list_images(b, ns, Vec::new()).await?).await;
-    let counts = usage_counts(&all);
     let sizes = layer_sizes(b, ns, &all).await?;
+    let mut usage = usage_of(&all, &sizes);
+    let content = b.content.list(ns, &[]).await?;
+    usage.content_bytes = content.iter().map(|i| i.size).sum();
+    Ok(usage)
+}
+
+/// What the images `all` take, layer by layer (by chain ID), given each chain ID's unpacked
+/// size; the content store's bytes are left at 0.
+fn usage_of(all: &[ImageDetails], sizes: &HashMap<String, u64>) -> DiskUsage {
+    let counts = usage_counts(all);
     let mut usage = DiskUsage {
         images: all.len() as u64,
         layers: counts.len() as u64,
@@ -258,9 +284,7 @@ pub async fn disk_usage(b: &Backends, ns: &str) -> Result<DiskUsage> {
             images: *n,
         });
     }
-    let content = b.content.list(ns, &[]).await?;
-    usage.content_bytes = content.iter().map(|i| i.size).sum();
-    Ok(usage)
+    usage
 }
 
 /// Unpacked size of each chain ID (a committed snapshot's own layer).
@@ -358,4 +382,157 @@ fn inspect_json(d: &ImageDetails, size: u64) -> Result<String> {
         "Labels": d.labels,
     });
     serde_json::to_string_pretty(&[doc]).map_err(|e| Error::internal(format!("inspect: {e}")))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::chain_ids;
+    use serde_json::json;
+    use std::time::{Duration, SystemTime};
+    use strata_core::Digest;
+    use strata_core::descriptor::Descriptor;
+    use strata_registry::{ImageConfig, ImageManifest};
+
+    /// The details of image `name` whose layers have these diff IDs (named by text), with the
+    /// config's `created` and `history`.
+    fn details(
+        name: &str,
+        layers: &[&str],
+        created: Option<&str>,
+        history: &[serde_json::Value],
+    ) -> ImageDetails {
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| Digest::of(l.as_bytes())).collect();
+        let config = json!({
+            "architecture": "amd64", "os": "linux", "created": created,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>()},
+            "history": history,
+        });
+        let config = ImageConfig::from_slice(&serde_json::to_vec(&config).unwrap()).unwrap();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::of(name.as_bytes()).to_string(), "size": 1},
+            "layers": [],
+        });
+        let manifest = ImageManifest::from_slice(&serde_json::to_vec(&manifest).unwrap()).unwrap();
+        ImageDetails {
+            name: name.to_owned(),
+            labels: HashMap::new(),
+            created_at: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+            target: Descriptor {
+                media_type: "application/vnd.oci.image.manifest.v1+json".to_owned(),
+                digest: Digest::of(format!("manifest of {name}").as_bytes()),
+                size: 1,
+                annotations: HashMap::new(),
+            },
+            manifest_digest: Digest::of(format!("manifest of {name}").as_bytes()),
+            manifest,
+            config_digest: Digest::of(name.as_bytes()),
+            chain_ids: chain_ids(&diff_ids),
+            config,
+        }
+    }
+
+    fn record(name: &str) -> Image {
+        Image {
+            name: name.to_owned(),
+            labels: HashMap::new(),
+            target: Descriptor {
+                media_type: String::new(),
+                digest: Digest::of(b""),
+                size: 0,
+                annotations: HashMap::new(),
+            },
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// Each chain ID of `images` sized by its position: 10, 20, 30 bytes…
+    fn sizes(images: &[ImageDetails]) -> HashMap<String, u64> {
+        let mut sizes = HashMap::new();
+        for d in images {
+            for (i, c) in d.chain_ids.iter().enumerate() {
+                sizes.insert(c.to_string(), 10 * (i as u64 + 1));
+            }
+        }
+        sizes
+    }
+
+    #[test]
+    fn history_sizes_layers_and_lists_the_undescribed_ones() {
+        let d = details(
+            "app",
+            &["base", "app", "extra"],
+            None,
+            &[
+                json!({"created": "2024-01-02T03:04:05Z", "created_by": "ADD rootfs", "comment": "base"}),
+                json!({"created_by": "ENV A=1", "empty_layer": true}),
+                json!({"created_by": "COPY app"}),
+            ],
+        );
+        let h = history_of(&d, &sizes(std::slice::from_ref(&d)));
+        let by: Vec<(&str, u64, bool)> = h
+            .iter()
+            .map(|e| (e.created_by.as_str(), e.size, e.empty_layer))
+            .collect();
+        // Newest first; the third layer has no step of its own.
+        assert_eq!(
+            by,
+            [
+                ("", 30, false),
+                ("COPY app", 20, false),
+                ("ENV A=1", 0, true),
+                ("ADD rootfs", 10, false)
+            ]
+        );
+        assert_eq!(h[0].comment, format!("layer {}", Digest::of(b"extra")));
+        assert_eq!(h[3].comment, "base");
+        assert_eq!(
+            h[3].created.as_ref().map(|t| t.seconds),
+            Some(1_704_164_645)
+        );
+    }
+
+    #[test]
+    fn listing_counts_shared_layers_and_sorts_newest_first() {
+        let all = [
+            details("base", &["os"], Some("2024-01-01T00:00:00Z"), &[]),
+            details("app", &["os", "app"], Some("2024-06-01T00:00:00Z"), &[]),
+            details("undated", &["other"], None, &[]),
+        ];
+        let sizes = sizes(&all);
+        let records = [
+            record("base"),
+            record("app"),
+            record("undated"),
+            record("broken"),
+        ];
+        let list = summaries(&records, &all, &sizes);
+        let by: Vec<(&str, u64, u64)> = list
+            .iter()
+            .map(|s| (s.name.as_str(), s.size, s.shared_size))
+            .collect();
+        // A record without details is left out; one without a date in its config has its
+        // record's (1970).
+        assert_eq!(by, [("app", 30, 10), ("base", 10, 10), ("undated", 10, 0)]);
+        assert_eq!(list[2].created.as_ref().map(|t| t.seconds), Some(100));
+    }
+
+    #[test]
+    fn disk_usage_counts_each_layer_once() {
+        let all = [
+            details("base", &["os"], None, &[]),
+            details("app", &["os", "app"], None, &[]),
+        ];
+        let u = usage_of(&all, &sizes(&all));
+        assert_eq!((u.images, u.layers, u.shared_layers), (2, 2, 1));
+        assert_eq!(
+            (u.shared_bytes, u.unique_bytes, u.total_bytes),
+            (10, 20, 30)
+        );
+        assert_eq!(u.layer_usage.iter().map(|l| l.images).sum::<u64>(), 3);
+        assert_eq!(u.content_bytes, 0);
+    }
 }
