@@ -270,6 +270,54 @@ fn a_published_port_answers_from_the_host_another_host_and_a_container() {
 }
 
 #[test]
+fn publish_all_publishes_every_exposed_port_on_a_free_host_port() {
+    let w = world();
+    // An image that exposes 80/tcp and 5353/udp, made with strata build from the test image.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}\nEXPOSE 80 5353/udp\n", w.image),
+    )
+    .unwrap();
+    w.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "exposed:1",
+        ctx.path().to_str().unwrap(),
+    ]);
+    let id = w
+        .ok(&[
+            "run",
+            "-d",
+            "-P",
+            "exposed:1",
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ])
+        .trim()
+        .to_owned();
+    let ports = w.ok(&["port", &id]);
+    assert!(ports.contains("80/tcp -> 0.0.0.0:"), "{ports}");
+    assert!(ports.contains("5353/udp -> 0.0.0.0:"), "{ports}");
+    let port = w.host_port(&id);
+    assert!(wait_for_http((Ipv4Addr::LOCALHOST, port).into()).contains("hello from strata"));
+    // Without -P, exposing publishes nothing.
+    let quiet = w
+        .ok(&["run", "-d", "exposed:1", "/bin/busybox", "sleep", "60"])
+        .trim()
+        .to_owned();
+    assert_eq!(w.ok(&["port", &quiet]).trim(), "");
+    w.ok(&["rm", "-f", &id, &quiet]);
+    w.nothing_left();
+}
+
+#[test]
 fn a_taken_host_port_is_refused_at_create_and_nothing_is_left() {
     let w = world();
     let id = w.web(&["-p", "80"]);
