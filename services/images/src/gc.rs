@@ -152,7 +152,83 @@ fn newest(created: SystemTime, updated: SystemTime) -> SystemTime {
     created.max(updated)
 }
 
+/// A namespace's inventory with what the listings alone make roots and young objects.
+struct Taken {
+    inv: Inventory,
+    /// Objects kept by a root label, an image or a lease.
+    roots: Vec<Root>,
+    /// Objects in the grace period, with its end.
+    young: Vec<(Object, SystemTime)>,
+}
+
 impl Inventory {
+    /// Builds the inventory of a namespace from its listings; `now` and `grace` say which
+    /// objects are still in the grace period.
+    fn take(
+        content: Vec<content::Info>,
+        snapshot_lists: &[(String, Vec<snapshots::Info>)],
+        images: Vec<ImageRef>,
+        holds: Vec<LeaseHold>,
+        now: SystemTime,
+        grace: Duration,
+    ) -> Taken {
+        // When an object written at `t` leaves the grace period, if it is still in it.
+        let grace_ends = |t: SystemTime| match now.duration_since(t) {
+            Ok(age) if age >= grace => None,
+            Ok(_) => Some(t + grace),
+            // From the future (a clock step): keep it, and look again within the grace period.
+            Err(_) => Some(now + grace),
+        };
+        let mut roots = Vec::new();
+        let mut young: Vec<(Object, SystemTime)> = Vec::new();
+        let mut inv = Inventory {
+            content: HashMap::new(),
+            snapshots: HashMap::new(),
+            images: HashMap::new(),
+            brefs: HashMap::new(),
+        };
+        for info in content {
+            let obj = Object::Content(info.digest.clone());
+            if info.labels.contains_key(labels::ROOT) {
+                roots.push(Root::new(obj.clone()));
+            } else if let Some(end) = grace_ends(newest(info.created_at, info.updated_at)) {
+                young.push((obj.clone(), end));
+            }
+            inv.add_brefs(obj, &info.labels);
+            inv.content.insert(info.digest.clone(), info);
+        }
+        for (sn, list) in snapshot_lists {
+            for info in list {
+                let obj = Object::Snapshot {
+                    snapshotter: sn.clone(),
+                    key: info.name.clone(),
+                };
+                if info.labels.contains_key(labels::ROOT) {
+                    roots.push(Root::new(obj.clone()));
+                } else if let Some(end) = grace_ends(newest(info.created_at, info.updated_at)) {
+                    young.push((obj.clone(), end));
+                }
+                inv.add_brefs(obj, &info.labels);
+                inv.snapshots
+                    .insert((sn.clone(), info.name.clone()), info.clone());
+            }
+        }
+        for image in images {
+            roots.push(Root::new(Object::Image(image.name.clone())));
+            inv.images.insert(image.name.clone(), image);
+        }
+        for hold in holds {
+            for r in hold.resources {
+                let Some(object) = object_of(r) else { continue };
+                roots.push(Root {
+                    object,
+                    flat: hold.flat,
+                });
+            }
+        }
+        Taken { inv, roots, young }
+    }
+
     /// Whether `obj` was listed.
     fn contains(&self, obj: &Object) -> bool {
         match obj {
@@ -535,61 +611,18 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
             .map_err(|e| e.context("listing content"))?;
         let snapshot_lists = self.list_snapshots(ns).await?;
 
-        // When an object written at `t` leaves the grace period, if it is still in it.
-        let grace_ends = |t: SystemTime| match now.duration_since(t) {
-            Ok(age) if age >= self.config.grace => None,
-            Ok(_) => Some(t + self.config.grace),
-            // From the future (a clock step): keep it, and look again within the grace period.
-            Err(_) => Some(now + self.config.grace),
-        };
-        let mut roots = Vec::new();
-        // Objects in the grace period, with its end.
-        let mut young: Vec<(Object, SystemTime)> = Vec::new();
-        let mut inv = Inventory {
-            content: HashMap::new(),
-            snapshots: HashMap::new(),
-            images: HashMap::new(),
-            brefs: HashMap::new(),
-        };
-        for info in content {
-            let obj = Object::Content(info.digest.clone());
-            if info.labels.contains_key(labels::ROOT) {
-                roots.push(Root::new(obj.clone()));
-            } else if let Some(end) = grace_ends(newest(info.created_at, info.updated_at)) {
-                young.push((obj.clone(), end));
-            }
-            inv.add_brefs(obj, &info.labels);
-            inv.content.insert(info.digest.clone(), info);
-        }
-        for (sn, list) in &snapshot_lists {
-            for info in list {
-                let obj = Object::Snapshot {
-                    snapshotter: sn.clone(),
-                    key: info.name.clone(),
-                };
-                if info.labels.contains_key(labels::ROOT) {
-                    roots.push(Root::new(obj.clone()));
-                } else if let Some(end) = grace_ends(newest(info.created_at, info.updated_at)) {
-                    young.push((obj.clone(), end));
-                }
-                inv.add_brefs(obj, &info.labels);
-                inv.snapshots
-                    .insert((sn.clone(), info.name.clone()), info.clone());
-            }
-        }
-        for image in images {
-            roots.push(Root::new(Object::Image(image.name.clone())));
-            inv.images.insert(image.name.clone(), image);
-        }
-        for hold in holds {
-            for r in hold.resources {
-                let Some(object) = object_of(r) else { continue };
-                roots.push(Root {
-                    object,
-                    flat: hold.flat,
-                });
-            }
-        }
+        let Taken {
+            inv,
+            mut roots,
+            young,
+        } = Inventory::take(
+            content,
+            &snapshot_lists,
+            images,
+            holds,
+            now,
+            self.config.grace,
+        );
         // Asked after the listings above: an object listed there that a provider's record holds
         // was recorded there first (a container's record is created before its snapshot), so the
         // provider's answer covers it.
@@ -619,14 +652,57 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
         ));
 
         let mut first_error: Option<Error> = None;
+        // What this collection removed (or found removed).
+        let mut gone: HashSet<Object> = HashSet::new();
+        self.sweep_content(ns, &inv, &marked, stats, &mut gone, &mut first_error)
+            .await;
+        self.sweep_snapshots(
+            ns,
+            &snapshot_lists,
+            &marked,
+            stats,
+            &mut gone,
+            &mut first_error,
+        )
+        .await;
+        // Claims are kept only for objects that exist: forget those of objects removed now or
+        // absent from the listings (claims recorded since the collection began are not among
+        // the ones read, so they stay).
+        let stale: Vec<Leased> = claims
+            .into_iter()
+            .filter(|o| gone.contains(o) || !inv.contains(o))
+            .filter_map(leased_of)
+            .collect();
+        if !stale.is_empty() {
+            let owned = ns.to_owned();
+            self.meta
+                .blocking(move |m| Ok(m.drop_claims(&owned, &stale)?))
+                .await
+                .map_err(|e| e.context("forgetting claims"))?;
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(due),
+        }
+    }
+
+    /// Deletes the content of `ns` that `marked` does not hold, in digest order; what it
+    /// removed (or found removed) goes into `gone`, the first failure into `first_error`.
+    async fn sweep_content(
+        &self,
+        ns: &str,
+        inv: &Inventory,
+        marked: &HashSet<Object>,
+        stats: &mut CollectStats,
+        gone: &mut HashSet<Object>,
+        first_error: &mut Option<Error>,
+    ) {
         let mut doomed: Vec<&content::Info> = inv
             .content
             .values()
             .filter(|i| !marked.contains(&Object::Content(i.digest.clone())))
             .collect();
         doomed.sort_by(|a, b| a.digest.cmp(&b.digest));
-        // What this collection removed (or found removed).
-        let mut gone: HashSet<Object> = HashSet::new();
         for info in doomed {
             match self.content.delete(ns, &info.digest).await {
                 Ok(()) => {
@@ -645,8 +721,21 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                 }
             }
         }
+    }
 
-        for (sn, list) in &snapshot_lists {
+    /// Removes the snapshots of `ns` that `marked` does not hold, children before parents;
+    /// what it removed (or found removed) goes into `gone`, the first failure into
+    /// `first_error`.
+    async fn sweep_snapshots(
+        &self,
+        ns: &str,
+        snapshot_lists: &[(String, Vec<snapshots::Info>)],
+        marked: &HashSet<Object>,
+        stats: &mut CollectStats,
+        gone: &mut HashSet<Object>,
+        first_error: &mut Option<Error>,
+    ) {
+        for (sn, list) in snapshot_lists {
             let parent_of: HashMap<String, String> = list
                 .iter()
                 .map(|i| (i.name.clone(), i.parent.clone()))
@@ -699,25 +788,6 @@ impl<C: ContentStore, S: SnapshotStore> Collector<C, S> {
                     }
                 }
             }
-        }
-        // Claims are kept only for objects that exist: forget those of objects removed now or
-        // absent from the listings (claims recorded since the collection began are not among
-        // the ones read, so they stay).
-        let stale: Vec<Leased> = claims
-            .into_iter()
-            .filter(|o| gone.contains(o) || !inv.contains(o))
-            .filter_map(leased_of)
-            .collect();
-        if !stale.is_empty() {
-            let owned = ns.to_owned();
-            self.meta
-                .blocking(move |m| Ok(m.drop_claims(&owned, &stale)?))
-                .await
-                .map_err(|e| e.context("forgetting claims"))?;
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(due),
         }
     }
 

@@ -276,24 +276,7 @@ impl Inner {
             check_parent(self.get(b, ns, parent)?)?;
         }
 
-        // Build the directory under a temporary name.
-        let snaps = self.snapshots_dir(b);
-        let tmp = tempfile::Builder::new()
-            .prefix("new-")
-            .tempdir_in(&snaps)
-            .map_err(io_err(&snaps))?;
-        let fs_dir = tmp.path().join("fs");
-        fs::create_dir(&fs_dir).map_err(io_err(&fs_dir))?;
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755)).map_err(io_err(&fs_dir))?;
-        if b == Backend::Overlay {
-            let work = tmp.path().join("work");
-            fs::create_dir(&work).map_err(io_err(&work))?;
-        } else if !parent.is_empty() {
-            let pid = self.must_get(b, ns, parent)?.id;
-            let src = self.fs_dir(b, pid);
-            fsutil::copy_tree(&src, &fs_dir).map_err(io_err(&src))?;
-        }
+        let tmp = self.build_dir(b, ns, parent)?;
 
         let now = nanos(SystemTime::now());
         let _dirs = self
@@ -346,6 +329,29 @@ impl Inner {
         }
         let parents = self.chain(b, ns, parent)?;
         Ok(self.mounts_for(b, kind, id, &parents))
+    }
+
+    /// Builds a new snapshot's directory under a temporary name: `fs` (a copy of the
+    /// parent's for the native backend) and, for overlay, `work`.
+    fn build_dir(&self, b: Backend, ns: &str, parent: &str) -> Result<tempfile::TempDir> {
+        let snaps = self.snapshots_dir(b);
+        let tmp = tempfile::Builder::new()
+            .prefix("new-")
+            .tempdir_in(&snaps)
+            .map_err(io_err(&snaps))?;
+        let fs_dir = tmp.path().join("fs");
+        fs::create_dir(&fs_dir).map_err(io_err(&fs_dir))?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755)).map_err(io_err(&fs_dir))?;
+        if b == Backend::Overlay {
+            let work = tmp.path().join("work");
+            fs::create_dir(&work).map_err(io_err(&work))?;
+        } else if !parent.is_empty() {
+            let pid = self.must_get(b, ns, parent)?.id;
+            let src = self.fs_dir(b, pid);
+            fsutil::copy_tree(&src, &fs_dir).map_err(io_err(&src))?;
+        }
+        Ok(tmp)
     }
 
     fn mounts(&self, b: Backend, ns: &str, key: &str) -> Result<Vec<Mount>> {
