@@ -11,6 +11,7 @@
 //! overlayfs upper directory.
 
 #![warn(missing_docs)]
+#![warn(clippy::too_many_lines)]
 
 mod apply;
 mod bounds;

@@ -120,35 +120,7 @@ pub(crate) async fn run(
         Some(serde_json::from_slice::<Value>(&stdout))
     };
     if !status.success() {
-        // The CNI error object: {"code": N, "msg": "...", "details": "..."}.
-        let (code, msg, details) = match parsed {
-            Some(Ok(v)) => (
-                v["code"]
-                    .as_u64()
-                    .and_then(|c| u32::try_from(c).ok())
-                    .unwrap_or(0),
-                v["msg"].as_str().unwrap_or("").to_owned(),
-                v["details"].as_str().unwrap_or("").to_owned(),
-            ),
-            _ => (0, String::new(), String::new()),
-        };
-        let msg = if msg.is_empty() {
-            let text = String::from_utf8_lossy(&stderr).trim().to_owned();
-            if text.is_empty() {
-                format!("exited with {status}")
-            } else {
-                text
-            }
-        } else {
-            msg
-        };
-        return Err(Error::Plugin {
-            plugin: typ.to_owned(),
-            command: command.to_owned(),
-            code,
-            msg,
-            details,
-        });
+        return Err(plugin_error(typ, command, parsed, &stderr, status));
     }
     match parsed {
         None => Ok(None),
@@ -157,5 +129,45 @@ pub(crate) async fn run(
             plugin: typ.to_owned(),
             message: format!("not JSON: {e}"),
         }),
+    }
+}
+
+/// The error of a plugin that failed: the CNI error object it printed (`parsed`), else its
+/// stderr, else its exit status.
+fn plugin_error(
+    typ: &str,
+    command: &str,
+    parsed: Option<serde_json::Result<Value>>,
+    stderr: &[u8],
+    status: std::process::ExitStatus,
+) -> Error {
+    // The CNI error object: {"code": N, "msg": "...", "details": "..."}.
+    let (code, msg, details) = match parsed {
+        Some(Ok(v)) => (
+            v["code"]
+                .as_u64()
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(0),
+            v["msg"].as_str().unwrap_or("").to_owned(),
+            v["details"].as_str().unwrap_or("").to_owned(),
+        ),
+        _ => (0, String::new(), String::new()),
+    };
+    let msg = if msg.is_empty() {
+        let text = String::from_utf8_lossy(stderr).trim().to_owned();
+        if text.is_empty() {
+            format!("exited with {status}")
+        } else {
+            text
+        }
+    } else {
+        msg
+    };
+    Error::Plugin {
+        plugin: typ.to_owned(),
+        command: command.to_owned(),
+        code,
+        msg,
+        details,
     }
 }

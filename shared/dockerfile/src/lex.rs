@@ -365,119 +365,130 @@ impl<'a> Lexer<'a> {
             Some(_) => {}
         }
         let name = self.process_name();
-        let Some(mut ch) = self.next() else {
+        let Some(ch) = self.next() else {
             return Err("syntax error: missing '}'".into());
         };
-        let mut chs = ch.to_string();
+        let chs = ch.to_string();
         match ch {
             '}' => match self.get_env(&name) {
                 Some(v) => Ok(v),
                 None if self.opts.skip_unset_env => Ok(format!("${{{name}}}")),
                 None => Ok(String::new()),
             },
-            ':' | '+' | '-' | '?' | '#' | '%' => {
-                let null_is_unset = ch == ':';
-                if null_is_unset {
-                    let Some(c) = self.next() else {
-                        return Err("syntax error: missing '}'".into());
-                    };
-                    ch = c;
-                    chs.push(c);
-                }
-                let raw = ch == '#' || ch == '%';
-                if null_is_unset && raw {
-                    return Err(format!("unsupported modifier ({chs}) in substitution"));
-                }
-                let mut word = self.stop_on_brace(raw)?;
-                let value = self.get_env(&name);
-                if self.opts.skip_unset_env && value.is_none() {
-                    return Ok(format!("${{{name}{chs}{word}}}"));
-                }
-                let unset = match &value {
-                    None => true,
-                    Some(v) => null_is_unset && v.is_empty(),
-                };
-                match ch {
-                    '-' => Ok(if unset {
-                        word
+            ':' | '+' | '-' | '?' | '#' | '%' => self.process_modifier(&name, ch, chs),
+            '/' => self.process_replace(&name),
+            _ => Err(format!("unsupported modifier ({chs}) in substitution")),
+        }
+    }
+
+    /// `${name:-word}` and the other modifiers (`ch`, the first character after the name,
+    /// and `chs`, what was read of the modifier so far): the value of `name` as modified.
+    fn process_modifier(
+        &mut self,
+        name: &str,
+        mut ch: char,
+        mut chs: String,
+    ) -> Result<String, String> {
+        let null_is_unset = ch == ':';
+        if null_is_unset {
+            let Some(c) = self.next() else {
+                return Err("syntax error: missing '}'".into());
+            };
+            ch = c;
+            chs.push(c);
+        }
+        let raw = ch == '#' || ch == '%';
+        if null_is_unset && raw {
+            return Err(format!("unsupported modifier ({chs}) in substitution"));
+        }
+        let mut word = self.stop_on_brace(raw)?;
+        let value = self.get_env(name);
+        if self.opts.skip_unset_env && value.is_none() {
+            return Ok(format!("${{{name}{chs}{word}}}"));
+        }
+        let unset = match &value {
+            None => true,
+            Some(v) => null_is_unset && v.is_empty(),
+        };
+        match ch {
+            '-' => Ok(if unset {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
+            '+' => Ok(if unset { String::new() } else { word }),
+            '?' => match value {
+                None => Err(format!(
+                    "{name}: {}",
+                    if word.is_empty() {
+                        "is not allowed to be unset"
                     } else {
-                        value.unwrap_or_default()
-                    }),
-                    '+' => Ok(if unset { String::new() } else { word }),
-                    '?' => match value {
-                        None => Err(format!(
-                            "{name}: {}",
-                            if word.is_empty() {
-                                "is not allowed to be unset"
-                            } else {
-                                &word
-                            }
-                        )),
-                        Some(v) if null_is_unset && v.is_empty() => Err(format!(
-                            "{name}: {}",
-                            if word.is_empty() {
-                                "is not allowed to be empty"
-                            } else {
-                                &word
-                            }
-                        )),
-                        Some(v) => Ok(v),
-                    },
-                    '#' | '%' => {
-                        let mut greedy = false;
-                        if word.starts_with(ch) {
-                            greedy = true;
-                            word.remove(0);
-                        }
-                        let value = value.unwrap_or_default();
-                        let pat = ShellPattern::parse(&word).map_err(|e| {
-                            format!("invalid pattern ({word}) in substitution: {e}")
-                        })?;
-                        let v: Vec<char> = value.chars().collect();
-                        if ch == '#' {
-                            Ok(match pat.prefix_end(&v, greedy) {
-                                Some(end) => v[end..].iter().collect(),
-                                None => value,
-                            })
-                        } else {
-                            Ok(match pat.suffix_start(&v, greedy) {
-                                Some(start) => v[..start].iter().collect(),
-                                None => value,
-                            })
-                        }
+                        &word
                     }
-                    _ => Err(format!("unsupported modifier ({chs}) in substitution")),
+                )),
+                Some(v) if null_is_unset && v.is_empty() => Err(format!(
+                    "{name}: {}",
+                    if word.is_empty() {
+                        "is not allowed to be empty"
+                    } else {
+                        &word
+                    }
+                )),
+                Some(v) => Ok(v),
+            },
+            '#' | '%' => {
+                let mut greedy = false;
+                if word.starts_with(ch) {
+                    greedy = true;
+                    word.remove(0);
                 }
-            }
-            '/' => {
-                let replace_all = self.peek() == Some('/');
-                if replace_all {
-                    self.next();
+                let value = value.unwrap_or_default();
+                let pat = ShellPattern::parse(&word)
+                    .map_err(|e| format!("invalid pattern ({word}) in substitution: {e}"))?;
+                let v: Vec<char> = value.chars().collect();
+                if ch == '#' {
+                    Ok(match pat.prefix_end(&v, greedy) {
+                        Some(end) => v[end..].iter().collect(),
+                        None => value,
+                    })
+                } else {
+                    Ok(match pat.suffix_start(&v, greedy) {
+                        Some(start) => v[..start].iter().collect(),
+                        None => value,
+                    })
                 }
-                let pattern = match self.process_stop_on(Some('/'), true) {
-                    Ok((p, _)) => p,
-                    Err(e) => {
-                        return Err(if self.peek().is_none() {
-                            "syntax error: missing '/' in ${}".into()
-                        } else {
-                            e
-                        });
-                    }
-                };
-                let replacement = self.stop_on_brace(true)?;
-                let value = self.get_env(&name);
-                let Some(value) = value else {
-                    if self.opts.skip_unset_env {
-                        return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
-                    }
-                    return Ok(String::new());
-                };
-                let pat = ShellPattern::parse(&pattern)
-                    .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))?;
-                Ok(pat.replace(&value, &replacement, replace_all))
             }
             _ => Err(format!("unsupported modifier ({chs}) in substitution")),
         }
+    }
+
+    /// `${name/pattern/replacement}` and `${name//pattern/replacement}` (after the first `/`).
+    fn process_replace(&mut self, name: &str) -> Result<String, String> {
+        let replace_all = self.peek() == Some('/');
+        if replace_all {
+            self.next();
+        }
+        let pattern = match self.process_stop_on(Some('/'), true) {
+            Ok((p, _)) => p,
+            Err(e) => {
+                return Err(if self.peek().is_none() {
+                    "syntax error: missing '/' in ${}".into()
+                } else {
+                    e
+                });
+            }
+        };
+        let replacement = self.stop_on_brace(true)?;
+        let value = self.get_env(name);
+        let Some(value) = value else {
+            if self.opts.skip_unset_env {
+                return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
+            }
+            return Ok(String::new());
+        };
+        let pat = ShellPattern::parse(&pattern)
+            .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))?;
+        Ok(pat.replace(&value, &replacement, replace_all))
     }
 }
 

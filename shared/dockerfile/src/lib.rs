@@ -13,6 +13,7 @@
 //! - [`Ignore`] reads `.dockerignore` files.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 mod ast;
 mod error;

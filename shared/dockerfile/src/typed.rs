@@ -504,27 +504,7 @@ fn parse_instruction(node: &Node) -> Result<Instruction, Error> {
     let no_flags = || Flags::parse(node, &[]).map(|_| ());
     let args = &node.args;
     let kind = match kw {
-        "env" | "label" => {
-            no_flags()?;
-            if args.is_empty() {
-                return Err(err("requires at least one argument"));
-            }
-            let mut pairs = Vec::new();
-            for t in args.chunks(3) {
-                let [k, v, _] = t else {
-                    return Err(err("too many arguments"));
-                };
-                if k.is_empty() {
-                    return Err(err("names can not be blank"));
-                }
-                pairs.push((k.clone(), v.clone()));
-            }
-            if kw == "env" {
-                Kind::Env(pairs)
-            } else {
-                Kind::Label(pairs)
-            }
-        }
+        "env" | "label" => parse_env_or_label(node)?,
         "maintainer" => {
             let [m] = args.as_slice() else {
                 return Err(err("requires exactly one argument"));
@@ -532,81 +512,8 @@ fn parse_instruction(node: &Node) -> Result<Instruction, Error> {
             no_flags()?;
             Kind::Maintainer(m.clone())
         }
-        "add" | "copy" => {
-            if args.len() < 2 {
-                return Err(err("requires at least two arguments"));
-            }
-            let spec: &[(&str, FlagType)] = if kw == "add" {
-                &[
-                    ("chown", FlagType::String),
-                    ("chmod", FlagType::String),
-                    ("link", FlagType::Bool),
-                    ("keep-git-dir", FlagType::Bool),
-                    ("checksum", FlagType::String),
-                    ("unpack", FlagType::Bool),
-                    ("exclude", FlagType::Strings),
-                ]
-            } else {
-                &[
-                    ("chown", FlagType::String),
-                    ("from", FlagType::String),
-                    ("chmod", FlagType::String),
-                    ("link", FlagType::Bool),
-                    ("exclude", FlagType::Strings),
-                    ("parents", FlagType::Bool),
-                ]
-            };
-            let flags = Flags::parse(node, spec)?;
-            let (dest, sources) = match args.split_last() {
-                Some((d, s)) => (d.clone(), s.to_vec()),
-                None => return Err(err("requires at least two arguments")),
-            };
-            if ast::parse_heredoc(&dest).ok().flatten().is_some() {
-                return Err(err("cannot accept a heredoc as a destination"));
-            }
-            let spec = CopySpec {
-                sources,
-                dest,
-                from: flags.string("from").filter(|s| !s.is_empty()),
-                chown: flags.string("chown").filter(|s| !s.is_empty()),
-                chmod: flags.string("chmod").filter(|s| !s.is_empty()),
-                link: flags.bool("link"),
-            };
-            if kw == "add" {
-                Kind::Add(spec)
-            } else {
-                Kind::Copy(spec)
-            }
-        }
-        "onbuild" => {
-            let Some(trigger) = args.first() else {
-                return Err(err("requires at least one argument"));
-            };
-            no_flags()?;
-            let trigger_kw = trigger
-                .split(char::is_whitespace)
-                .next()
-                .unwrap_or_default()
-                .to_uppercase();
-            match trigger_kw.as_str() {
-                "ONBUILD" => {
-                    return Err(err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"));
-                }
-                "MAINTAINER" | "FROM" => {
-                    return Err(err(&format!(
-                        "{trigger_kw} isn't allowed as an ONBUILD trigger"
-                    )));
-                }
-                _ => {}
-            }
-            let full = original_with_heredocs(node);
-            let t = full.trim_start();
-            let t = match t.get(..7) {
-                Some(p) if p.eq_ignore_ascii_case("onbuild") => &t[7..],
-                _ => t,
-            };
-            Kind::Onbuild(t.trim_start().to_string())
-        }
+        "add" | "copy" => parse_add_or_copy(node)?,
+        "onbuild" => parse_onbuild(node)?,
         "workdir" => {
             let [p] = args.as_slice() else {
                 return Err(err("requires exactly one argument"));
@@ -614,37 +521,7 @@ fn parse_instruction(node: &Node) -> Result<Instruction, Error> {
             no_flags()?;
             Kind::Workdir(p.clone())
         }
-        "run" => {
-            let flags = Flags::parse(
-                node,
-                &[
-                    ("mount", FlagType::Strings),
-                    ("network", FlagType::String),
-                    ("security", FlagType::String),
-                    ("device", FlagType::Strings),
-                ],
-            )?;
-            let network = flags.string("network");
-            if let Some(n) = &network
-                && !matches!(n.as_str(), "default" | "none" | "host")
-            {
-                return Err(err(&format!("unsupported network mode {n:?}")));
-            }
-            if let Some(s) = flags.string("security")
-                && !matches!(s.as_str(), "sandbox" | "insecure")
-            {
-                return Err(err(&format!("unsupported security mode {s:?}")));
-            }
-            if args.is_empty() || (!node.json && args.iter().all(|a| a.trim().is_empty())) {
-                return Err(err("requires at least one argument"));
-            }
-            let command = if node.json {
-                Command::Exec(args.clone())
-            } else {
-                run_shell_command(node)
-            };
-            Kind::Run { command, network }
-        }
+        "run" => parse_run(node)?,
         "cmd" => {
             no_flags()?;
             Kind::Cmd(command_of(node))
@@ -668,21 +545,7 @@ fn parse_instruction(node: &Node) -> Result<Instruction, Error> {
             no_flags()?;
             Kind::User(u.clone())
         }
-        "volume" => {
-            if args.is_empty() {
-                return Err(err("requires at least one argument"));
-            }
-            no_flags()?;
-            let mut v = Vec::new();
-            for a in args {
-                let a = a.trim();
-                if a.is_empty() {
-                    return Err(err("VOLUME specified can not be an empty string"));
-                }
-                v.push(a.to_string());
-            }
-            Kind::Volume(v)
-        }
+        "volume" => parse_volume(node)?,
         "stopsignal" => {
             let [s] = args.as_slice() else {
                 return Err(err("requires exactly one argument"));
@@ -690,21 +553,7 @@ fn parse_instruction(node: &Node) -> Result<Instruction, Error> {
             no_flags()?;
             Kind::StopSignal(s.clone())
         }
-        "arg" => {
-            if args.is_empty() {
-                return Err(err("requires at least one argument"));
-            }
-            no_flags()?;
-            let mut pairs = Vec::new();
-            for a in args {
-                match a.split_once('=') {
-                    Some(("", _)) => return Err(err("names can not be blank")),
-                    Some((k, v)) => pairs.push((k.to_string(), Some(v.to_string()))),
-                    None => pairs.push((a.clone(), None)),
-                }
-            }
-            Kind::Arg(pairs)
-        }
+        "arg" => parse_arg(node)?,
         "shell" => {
             no_flags()?;
             if args.is_empty() {
@@ -727,6 +576,186 @@ fn parse_instruction(node: &Node) -> Result<Instruction, Error> {
         original: original_with_heredocs(node),
         kind,
     })
+}
+
+/// ENV or LABEL: `key value` pairs (the parser gives them as triples).
+fn parse_env_or_label(node: &Node) -> Result<Kind, Error> {
+    let kw = node.keyword.as_str();
+    let err = |m: &str| Error::instruction(node.start_line, kw, m);
+    let args = &node.args;
+    Flags::parse(node, &[])?;
+    if args.is_empty() {
+        return Err(err("requires at least one argument"));
+    }
+    let mut pairs = Vec::new();
+    for t in args.chunks(3) {
+        let [k, v, _] = t else {
+            return Err(err("too many arguments"));
+        };
+        if k.is_empty() {
+            return Err(err("names can not be blank"));
+        }
+        pairs.push((k.clone(), v.clone()));
+    }
+    Ok(if kw == "env" {
+        Kind::Env(pairs)
+    } else {
+        Kind::Label(pairs)
+    })
+}
+
+/// ADD or COPY: sources, a destination and each one's flags.
+fn parse_add_or_copy(node: &Node) -> Result<Kind, Error> {
+    let kw = node.keyword.as_str();
+    let err = |m: &str| Error::instruction(node.start_line, kw, m);
+    let args = &node.args;
+    if args.len() < 2 {
+        return Err(err("requires at least two arguments"));
+    }
+    let spec: &[(&str, FlagType)] = if kw == "add" {
+        &[
+            ("chown", FlagType::String),
+            ("chmod", FlagType::String),
+            ("link", FlagType::Bool),
+            ("keep-git-dir", FlagType::Bool),
+            ("checksum", FlagType::String),
+            ("unpack", FlagType::Bool),
+            ("exclude", FlagType::Strings),
+        ]
+    } else {
+        &[
+            ("chown", FlagType::String),
+            ("from", FlagType::String),
+            ("chmod", FlagType::String),
+            ("link", FlagType::Bool),
+            ("exclude", FlagType::Strings),
+            ("parents", FlagType::Bool),
+        ]
+    };
+    let flags = Flags::parse(node, spec)?;
+    let (dest, sources) = match args.split_last() {
+        Some((d, s)) => (d.clone(), s.to_vec()),
+        None => return Err(err("requires at least two arguments")),
+    };
+    if ast::parse_heredoc(&dest).ok().flatten().is_some() {
+        return Err(err("cannot accept a heredoc as a destination"));
+    }
+    let spec = CopySpec {
+        sources,
+        dest,
+        from: flags.string("from").filter(|s| !s.is_empty()),
+        chown: flags.string("chown").filter(|s| !s.is_empty()),
+        chmod: flags.string("chmod").filter(|s| !s.is_empty()),
+        link: flags.bool("link"),
+    };
+    Ok(if kw == "add" {
+        Kind::Add(spec)
+    } else {
+        Kind::Copy(spec)
+    })
+}
+
+/// ONBUILD: the trigger, kept as written (heredocs included).
+fn parse_onbuild(node: &Node) -> Result<Kind, Error> {
+    let err = |m: &str| Error::instruction(node.start_line, &node.keyword, m);
+    let Some(trigger) = node.args.first() else {
+        return Err(err("requires at least one argument"));
+    };
+    Flags::parse(node, &[])?;
+    let trigger_kw = trigger
+        .split(char::is_whitespace)
+        .next()
+        .unwrap_or_default()
+        .to_uppercase();
+    match trigger_kw.as_str() {
+        "ONBUILD" => {
+            return Err(err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"));
+        }
+        "MAINTAINER" | "FROM" => {
+            return Err(err(&format!(
+                "{trigger_kw} isn't allowed as an ONBUILD trigger"
+            )));
+        }
+        _ => {}
+    }
+    let full = original_with_heredocs(node);
+    let t = full.trim_start();
+    let t = match t.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("onbuild") => &t[7..],
+        _ => t,
+    };
+    Ok(Kind::Onbuild(t.trim_start().to_string()))
+}
+
+/// RUN: its command and network mode (`--mount`, `--security` and `--device` are accepted).
+fn parse_run(node: &Node) -> Result<Kind, Error> {
+    let err = |m: &str| Error::instruction(node.start_line, &node.keyword, m);
+    let args = &node.args;
+    let flags = Flags::parse(
+        node,
+        &[
+            ("mount", FlagType::Strings),
+            ("network", FlagType::String),
+            ("security", FlagType::String),
+            ("device", FlagType::Strings),
+        ],
+    )?;
+    let network = flags.string("network");
+    if let Some(n) = &network
+        && !matches!(n.as_str(), "default" | "none" | "host")
+    {
+        return Err(err(&format!("unsupported network mode {n:?}")));
+    }
+    if let Some(s) = flags.string("security")
+        && !matches!(s.as_str(), "sandbox" | "insecure")
+    {
+        return Err(err(&format!("unsupported security mode {s:?}")));
+    }
+    if args.is_empty() || (!node.json && args.iter().all(|a| a.trim().is_empty())) {
+        return Err(err("requires at least one argument"));
+    }
+    let command = if node.json {
+        Command::Exec(args.clone())
+    } else {
+        run_shell_command(node)
+    };
+    Ok(Kind::Run { command, network })
+}
+
+/// VOLUME: the paths, trimmed.
+fn parse_volume(node: &Node) -> Result<Kind, Error> {
+    let err = |m: &str| Error::instruction(node.start_line, &node.keyword, m);
+    if node.args.is_empty() {
+        return Err(err("requires at least one argument"));
+    }
+    Flags::parse(node, &[])?;
+    let mut v = Vec::new();
+    for a in &node.args {
+        let a = a.trim();
+        if a.is_empty() {
+            return Err(err("VOLUME specified can not be an empty string"));
+        }
+        v.push(a.to_string());
+    }
+    Ok(Kind::Volume(v))
+}
+
+/// ARG: names, each with its default value if it has one.
+fn parse_arg(node: &Node) -> Result<Kind, Error> {
+    let err = |m: &str| Error::instruction(node.start_line, &node.keyword, m);
+    if node.args.is_empty() {
+        return Err(err("requires at least one argument"));
+    }
+    Flags::parse(node, &[])?;
+    let mut pairs = Vec::new();
+    for a in &node.args {
+        match a.split_once('=') {
+            Some(("", _)) => return Err(err("names can not be blank")),
+            Some((k, v)) => pairs.push((k.to_string(), Some(v.to_string()))),
+            None => pairs.push((a.clone(), None)),
+        }
+    }
+    Ok(Kind::Arg(pairs))
 }
 
 fn parse_healthcheck(node: &Node) -> Result<Healthcheck, Error> {

@@ -240,7 +240,7 @@ impl Client {
             StatusCode::ACCEPTED => {}
             _ => return Err(status_error(resp, what).await),
         }
-        let mut location = upload_location(&resp, &url, what)?;
+        let location = upload_location(&resp, &url, what)?;
         drain(resp).await;
         let threshold = self.config().chunked_upload_threshold;
         if size <= threshold {
@@ -260,6 +260,43 @@ impl Client {
             drain(resp).await;
             return Ok(BlobPushed::Uploaded);
         }
+        let location = self
+            .send_chunks(reference, location, size, source, sent, what)
+            .await?;
+        let mut put = location;
+        put.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let resp = self
+            .request(
+                reference,
+                &scope,
+                &Method::PUT,
+                put,
+                &headers,
+                Some(&empty),
+                what,
+            )
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(status_error(resp, what).await);
+        }
+        drain(resp).await;
+        Ok(BlobPushed::Uploaded)
+    }
+
+    /// Sends the `size` bytes of `source` to the upload session at `location` as PATCH chunks,
+    /// checking the range the registry acknowledges; the session's location for the closing PUT.
+    async fn send_chunks<S: BlobSource>(
+        &self,
+        reference: &Reference,
+        mut location: Url,
+        size: u64,
+        source: &S,
+        sent: &Arc<AtomicU64>,
+        what: &str,
+    ) -> Result<Url> {
         let chunk = self.config().upload_chunk_size.max(1);
         let mut offset = 0;
         while offset < size {
@@ -300,27 +337,7 @@ impl Client {
             drain(resp).await;
             offset += len;
         }
-        let mut put = location;
-        put.query_pairs_mut()
-            .append_pair("digest", &digest.to_string());
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        let resp = self
-            .request(
-                reference,
-                &scope,
-                &Method::PUT,
-                put,
-                &headers,
-                Some(&empty),
-                what,
-            )
-            .await?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(status_error(resp, what).await);
-        }
-        drain(resp).await;
-        Ok(BlobPushed::Uploaded)
+        Ok(location)
     }
 
     /// Sends a streamed body once, with the push scope's cached authorization (the `HEAD` and

@@ -49,7 +49,7 @@
 use std::collections::BTreeMap;
 
 use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscall,
 };
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -223,6 +223,44 @@ fn operator(op: LinuxSeccompOperator, value: u64) -> SeccompCmpOp {
     }
 }
 
+/// The conditions on the arguments of rule `s` (named `what` in errors), `None` when it has
+/// none, and whether they can never match.
+fn conditions(s: &LinuxSyscall, what: &str) -> Result<(Option<SeccompRule>, bool)> {
+    let mut conditions = Vec::new();
+    let mut never = false;
+    for a in s.args().iter().flatten() {
+        let index = u8::try_from(a.index())
+            .ok()
+            .filter(|i| *i <= 5)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{what}: argument index {} is not 0 to 5",
+                    a.index()
+                ))
+            })?;
+        let (value, op) = match a.op() {
+            LinuxSeccompOperator::ScmpCmpMaskedEq => {
+                let want = a.value_two().unwrap_or(0);
+                // libseccomp compares with valueTwo as given: bits outside the mask can
+                // never be equal.
+                never |= want & !a.value() != 0;
+                (want, operator(a.op(), a.value()))
+            }
+            op => (a.value(), operator(op, 0)),
+        };
+        conditions.push(
+            SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value)
+                .map_err(|e| Error::Invalid(format!("{what}: {e}")))?,
+        );
+    }
+    let rule = if conditions.is_empty() {
+        None
+    } else {
+        Some(SeccompRule::new(conditions).map_err(|e| Error::Invalid(format!("{what}: {e}")))?)
+    };
+    Ok((rule, never))
+}
+
 /// Compiles `profile` for this machine's architecture (see the module documentation for how
 /// several actions and other architectures are handled). Errors name the system call, action
 /// or field at fault.
@@ -265,38 +303,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filters> {
         let names = s.names().join(",");
         let what = format!("rule {i} ({names})");
         let action = Action::from_oci(s.action(), s.errno_ret(), &what)?;
-        let mut conditions = Vec::new();
-        let mut never = false;
-        for a in s.args().iter().flatten() {
-            let index = u8::try_from(a.index())
-                .ok()
-                .filter(|i| *i <= 5)
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{what}: argument index {} is not 0 to 5",
-                        a.index()
-                    ))
-                })?;
-            let (value, op) = match a.op() {
-                LinuxSeccompOperator::ScmpCmpMaskedEq => {
-                    let want = a.value_two().unwrap_or(0);
-                    // libseccomp compares with valueTwo as given: bits outside the mask can
-                    // never be equal.
-                    never |= want & !a.value() != 0;
-                    (want, operator(a.op(), a.value()))
-                }
-                op => (a.value(), operator(op, 0)),
-            };
-            conditions.push(
-                SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value)
-                    .map_err(|e| Error::Invalid(format!("{what}: {e}")))?,
-            );
-        }
-        let rule = if conditions.is_empty() {
-            None
-        } else {
-            Some(SeccompRule::new(conditions).map_err(|e| Error::Invalid(format!("{what}: {e}")))?)
-        };
+        let (rule, never) = conditions(s, &what)?;
         for name in s.names() {
             let nr = match crate::syscall_number(arch, name) {
                 Some(nr) => nr,

@@ -151,6 +151,65 @@ pub fn docker_profile_for(
     out.set_default_action(action(&p.default_action)?);
     out.set_default_errno_ret(p.default_errno_ret);
 
+    let arches = profile_arches(&p, native)?;
+    if !arches.is_empty() {
+        out.set_architectures(Some(arches));
+    }
+    if let Some(flags) = &p.flags {
+        out.set_flags(Some(
+            flags
+                .iter()
+                .map(|f| {
+                    oci_enum::<LinuxSeccompFilterFlag>(f, |f| {
+                        Error::Invalid(format!("unknown flag {f:?}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ));
+    }
+    if let Some(path) = &p.listener_path {
+        out.set_listener_path(Some(path.into()));
+    }
+
+    let mut syscalls = Vec::new();
+    for s in p.syscalls.iter().flatten() {
+        let names = match (&s.name, &s.names) {
+            (Some(_), Some(n)) if !n.is_empty() => {
+                return Err(Error::Invalid(format!(
+                    "a rule has both name and names ({n:?})"
+                )));
+            }
+            (Some(n), _) => vec![n.clone()],
+            (None, Some(n)) => n.clone(),
+            (None, None) => Vec::new(),
+        };
+        let act = action(&s.action)?;
+        if !applies(s, arch, kernel, &held)? {
+            continue;
+        }
+        let mut rule = LinuxSyscall::default();
+        rule.set_names(names);
+        rule.set_action(act);
+        rule.set_errno_ret(s.errno_ret);
+        if let Some(args) = &s.args {
+            rule.set_args(Some(
+                args.iter()
+                    .map(|a| {
+                        let op: LinuxSeccompOperator = oci_enum(&a.op, Error::UnknownOperator)?;
+                        Ok(crate::oci_arg(a.index, op, a.value, a.value_two))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ));
+        }
+        syscalls.push(rule);
+    }
+    out.set_syscalls(Some(syscalls));
+    Ok(out)
+}
+
+/// The architectures of profile `p` for a machine whose native one is `native`: its
+/// `architectures`, or the `archMap` entry of `native` with its sub-architectures.
+fn profile_arches(p: &Profile, native: OciArch) -> Result<Vec<OciArch>> {
     if p.architectures.is_some() && p.arch_map.is_some() {
         return Err(Error::Invalid(
             "both architectures and archMap are set; use one".into(),
@@ -173,89 +232,46 @@ pub fn docker_profile_for(
             arches.extend(subs);
         }
     }
-    if !arches.is_empty() {
-        out.set_architectures(Some(arches));
-    }
-    if let Some(flags) = &p.flags {
-        out.set_flags(Some(
-            flags
-                .iter()
-                .map(|f| {
-                    oci_enum::<LinuxSeccompFilterFlag>(f, |f| {
-                        Error::Invalid(format!("unknown flag {f:?}"))
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?,
-        ));
-    }
-    if let Some(path) = &p.listener_path {
-        out.set_listener_path(Some(path.into()));
-    }
+    Ok(arches)
+}
 
+/// Whether rule `s` applies on `arch` and `kernel` to a container holding the capabilities
+/// `held`, by its `excludes` and `includes`.
+fn applies(s: &Syscall, arch: Arch, kernel: Option<(u32, u32)>, held: &[String]) -> Result<bool> {
     let kernel_at_least = |v: &str| -> Result<bool> {
         let want = kernel_version(v)
             .ok_or_else(|| Error::Invalid(format!("minKernel {v:?} is no kernel version")))?;
         Ok(kernel.is_some_and(|k| k >= want))
     };
-    let mut syscalls = Vec::new();
-    for s in p.syscalls.iter().flatten() {
-        let names = match (&s.name, &s.names) {
-            (Some(_), Some(n)) if !n.is_empty() => {
-                return Err(Error::Invalid(format!(
-                    "a rule has both name and names ({n:?})"
-                )));
-            }
-            (Some(n), _) => vec![n.clone()],
-            (None, Some(n)) => n.clone(),
-            (None, None) => Vec::new(),
-        };
-        let act = action(&s.action)?;
-        if let Some(ex) = &s.excludes {
-            if ex.arches.iter().flatten().any(|a| a == arch.go_name())
-                || ex.caps.iter().flatten().any(|c| held.contains(c))
-            {
-                continue;
-            }
-            if let Some(v) = &ex.min_kernel
-                && kernel_at_least(v)?
-            {
-                continue;
-            }
+    if let Some(ex) = &s.excludes {
+        if ex.arches.iter().flatten().any(|a| a == arch.go_name())
+            || ex.caps.iter().flatten().any(|c| held.contains(c))
+        {
+            return Ok(false);
         }
-        if let Some(inc) = &s.includes {
-            if let Some(arches) = &inc.arches
-                && !arches.is_empty()
-                && !arches.iter().any(|a| a == arch.go_name())
-            {
-                continue;
-            }
-            if !inc.caps.iter().flatten().all(|c| held.contains(c)) {
-                continue;
-            }
-            if let Some(v) = &inc.min_kernel
-                && !kernel_at_least(v)?
-            {
-                continue;
-            }
+        if let Some(v) = &ex.min_kernel
+            && kernel_at_least(v)?
+        {
+            return Ok(false);
         }
-        let mut rule = LinuxSyscall::default();
-        rule.set_names(names);
-        rule.set_action(act);
-        rule.set_errno_ret(s.errno_ret);
-        if let Some(args) = &s.args {
-            rule.set_args(Some(
-                args.iter()
-                    .map(|a| {
-                        let op: LinuxSeccompOperator = oci_enum(&a.op, Error::UnknownOperator)?;
-                        Ok(crate::oci_arg(a.index, op, a.value, a.value_two))
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            ));
-        }
-        syscalls.push(rule);
     }
-    out.set_syscalls(Some(syscalls));
-    Ok(out)
+    if let Some(inc) = &s.includes {
+        if let Some(arches) = &inc.arches
+            && !arches.is_empty()
+            && !arches.iter().any(|a| a == arch.go_name())
+        {
+            return Ok(false);
+        }
+        if !inc.caps.iter().flatten().all(|c| held.contains(c)) {
+            return Ok(false);
+        }
+        if let Some(v) = &inc.min_kernel
+            && !kernel_at_least(v)?
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn action(s: &str) -> Result<LinuxSeccompAction> {

@@ -12,6 +12,7 @@
 //! or crun enforce.
 
 #![warn(missing_docs)]
+#![warn(clippy::too_many_lines)]
 
 mod compile;
 mod default;

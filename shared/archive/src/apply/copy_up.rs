@@ -1,6 +1,6 @@
 //! Overlay mode: copying a hard link's target up from the lower layers into the root.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -100,30 +100,15 @@ impl Extractor<'_> {
                 copy_meta_fd(to.as_fd(), &st, &xattrs).map_err(up)?;
                 sys::futimens(to.as_fd(), &stat_times(&st)).map_err(up)?;
             }
-            kind => {
-                let proc = sys::proc_fd_path(src.as_fd()).map_err(up)?;
-                let xattrs = sys::list_xattrs(XattrTarget::Path(&proc, true)).unwrap_or_default();
-                if kind == libc::S_IFLNK {
-                    let link = sys::readlink_fd(src.as_fd()).map_err(up)?;
-                    sys::symlinkat(&cstr(raw, &link)?, dir.as_fd(), &name).map_err(up)?;
-                } else {
-                    sys::mknodat(dir.as_fd(), &name, st.st_mode, st.st_rdev).map_err(up)?;
-                }
-                sys::fchownat_nofollow(dir.as_fd(), &name, st.st_uid, st.st_gid).map_err(up)?;
-                let dst = sys::proc_path(dir.as_fd(), &name).map_err(up)?;
-                for (k, v) in xattrs
-                    .iter()
-                    .filter(|(k, _)| !k.to_bytes().starts_with(OVERLAY_XATTR_PREFIX))
-                {
-                    if let Err(e) = sys::setxattr_path(&dst, k, v, false) {
-                        warn!(entry = %lossy(raw), xattr = ?k, error = %e, "xattr not copied up");
-                    }
-                }
-                if kind != libc::S_IFLNK {
-                    sys::fchmodat_nofollow(dir.as_fd(), &name, st.st_mode & 0o7777).map_err(up)?;
-                }
-                sys::utimensat_nofollow(dir.as_fd(), &name, &stat_times(&st)).map_err(up)?;
-            }
+            kind => copy_up_node(
+                raw,
+                &target.full,
+                src.as_fd(),
+                &st,
+                kind,
+                dir.as_fd(),
+                &name,
+            )?,
         }
         debug!(entry = %lossy(raw), target = %lossy(&target.full), lower = %lower_path.display(), "copied up hard link target");
         // Creating the file changed the new parents' times: fix them at the end.
@@ -181,6 +166,44 @@ impl Extractor<'_> {
         }
         Ok(None)
     }
+}
+
+/// Copies up a lower layer's symlink or special file `src` (of type `kind`, with stat `st`) as
+/// `name` in `dir`, with its owner, xattrs, mode and times; `raw` is the entry, `full` the
+/// target's path.
+fn copy_up_node(
+    raw: &[u8],
+    full: &[u8],
+    src: BorrowedFd<'_>,
+    st: &libc::stat,
+    kind: libc::mode_t,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+) -> Result<()> {
+    let up = |e: io::Error| entry_err(raw, format!("copying up {:?}", lossy(full)), e);
+    let proc = sys::proc_fd_path(src).map_err(up)?;
+    let xattrs = sys::list_xattrs(XattrTarget::Path(&proc, true)).unwrap_or_default();
+    if kind == libc::S_IFLNK {
+        let link = sys::readlink_fd(src).map_err(up)?;
+        sys::symlinkat(&cstr(raw, &link)?, dir, name).map_err(up)?;
+    } else {
+        sys::mknodat(dir, name, st.st_mode, st.st_rdev).map_err(up)?;
+    }
+    sys::fchownat_nofollow(dir, name, st.st_uid, st.st_gid).map_err(up)?;
+    let dst = sys::proc_path(dir, name).map_err(up)?;
+    for (k, v) in xattrs
+        .iter()
+        .filter(|(k, _)| !k.to_bytes().starts_with(OVERLAY_XATTR_PREFIX))
+    {
+        if let Err(e) = sys::setxattr_path(&dst, k, v, false) {
+            warn!(entry = %lossy(raw), xattr = ?k, error = %e, "xattr not copied up");
+        }
+    }
+    if kind != libc::S_IFLNK {
+        sys::fchmodat_nofollow(dir, name, st.st_mode & 0o7777).map_err(up)?;
+    }
+    sys::utimensat_nofollow(dir, name, &stat_times(st)).map_err(up)?;
+    Ok(())
 }
 
 fn stat_times(st: &libc::stat) -> [libc::timespec; 2] {
