@@ -140,25 +140,7 @@ pub async fn build(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<()> {
     if !context.is_dir() {
         anyhow::bail!("build context {}: not a directory", context.display());
     }
-    let (dockerfile, dockerfile_name) = match &args.file {
-        Some(f) if f.as_os_str() == "-" => {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                .context("reading the Dockerfile from stdin")?;
-            (s, "Dockerfile (stdin)".to_owned())
-        }
-        Some(f) => (
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
-            f.display().to_string(),
-        ),
-        None => {
-            let f = context.join("Dockerfile");
-            (
-                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
-                "Dockerfile".to_owned(),
-            )
-        }
-    };
+    let (dockerfile, dockerfile_name) = read_dockerfile(args.file.as_deref(), &context)?;
     let ignore = ignore_of(&context)?;
     let network = match args.network.as_str() {
         "bridge" | "default" => String::new(),
@@ -251,6 +233,36 @@ pub async fn build(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<()> {
         Err(_) => anyhow::bail!("writing the build context: the writer thread panicked"),
     }
     let d = done.ok_or_else(|| anyhow::anyhow!("the build ended without a result"))?;
+    print_built(&d, quiet);
+    Ok(())
+}
+
+/// The Dockerfile's text and the name the build shows for it: `file` (`-` for stdin), else
+/// `Dockerfile` in `context`.
+fn read_dockerfile(file: Option<&Path>, context: &Path) -> anyhow::Result<(String, String)> {
+    Ok(match file {
+        Some(f) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("reading the Dockerfile from stdin")?;
+            (s, "Dockerfile (stdin)".to_owned())
+        }
+        Some(f) => (
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+            f.display().to_string(),
+        ),
+        None => {
+            let f = context.join("Dockerfile");
+            (
+                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
+                "Dockerfile".to_owned(),
+            )
+        }
+    })
+}
+
+/// Prints the built image: its ID alone when `quiet`, else with the step counts and its tags.
+fn print_built(d: &pb::BuildDone, quiet: bool) {
     if quiet {
         println!("{}", d.id);
     } else {
@@ -264,7 +276,6 @@ pub async fn build(ctx: &Ctx, args: BuildArgs) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
 }
 
 /// Cuts what is written into chunks for the call.

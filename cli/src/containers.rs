@@ -198,6 +198,57 @@ pub async fn inspect(ctx: &Ctx, c: &Clients, channel: Channel, id: &str) -> anyh
     Ok(())
 }
 
+/// A task's status as `ps` shows it.
+fn status_text(t: Option<&strata_api::containerd::v1::types::Process>) -> String {
+    match t {
+        Some(p) => match TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown) {
+            TaskStatus::Running => "Up".to_owned(),
+            TaskStatus::Paused => "Up (Paused)".to_owned(),
+            TaskStatus::Created => "Created".to_owned(),
+            TaskStatus::Stopped => format!("Exited ({})", p.exit_status),
+            _ => "Unknown".to_owned(),
+        },
+        None => "Created (no task)".to_owned(),
+    }
+}
+
+/// The size of container `ct`'s own layer (its snapshot's usage); 0, said on stderr, when
+/// the snapshotter cannot tell.
+async fn own_size(ctx: &Ctx, c: &Clients, ct: &cpb::Container) -> anyhow::Result<i64> {
+    let u = c
+        .snapshots
+        .clone()
+        .usage(ctx.req(spb::UsageRequest {
+            snapshotter: ct.snapshotter.clone(),
+            key: ct.snapshot_key.clone(),
+        })?)
+        .await
+        .map(|r| r.into_inner().size);
+    Ok(match u {
+        Ok(u) => u,
+        Err(s) => {
+            eprintln!("{}: size unknown: {}", ct.id, s.message());
+            0
+        }
+    })
+}
+
+/// The size of each image, by name.
+async fn image_sizes(ctx: &Ctx) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+    Ok(ctx
+        .client
+        .clone()
+        .list_images(
+            ctx.req(strata_api::strata::gateway::v1::ListImagesRequest { filters: vec![] })?,
+        )
+        .await?
+        .into_inner()
+        .images
+        .into_iter()
+        .map(|i| (i.name, i.size))
+        .collect())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn ps(
     ctx: &Ctx,
@@ -217,17 +268,7 @@ pub async fn ps(
         .containers;
     // Virtual size = the container's own layer + its image's (shared) layers.
     let image_sizes: std::collections::HashMap<String, i64> = if size {
-        ctx.client
-            .clone()
-            .list_images(
-                ctx.req(strata_api::strata::gateway::v1::ListImagesRequest { filters: vec![] })?,
-            )
-            .await?
-            .into_inner()
-            .images
-            .into_iter()
-            .map(|i| (i.name, i.size))
-            .collect()
+        image_sizes(ctx).await?
     } else {
         Default::default()
     };
@@ -239,37 +280,13 @@ pub async fn ps(
     let mut rows = Vec::new();
     for ct in list {
         let t = task(ctx, c, &ct.id).await?;
-        let status = match &t {
-            Some(p) => match TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown) {
-                TaskStatus::Running => "Up".to_owned(),
-                TaskStatus::Paused => "Up (Paused)".to_owned(),
-                TaskStatus::Created => "Created".to_owned(),
-                TaskStatus::Stopped => format!("Exited ({})", p.exit_status),
-                _ => "Unknown".to_owned(),
-            },
-            None => "Created (no task)".to_owned(),
-        };
+        let status = status_text(t.as_ref());
         let running = status.starts_with("Up");
         if !all && !running {
             continue;
         }
         let own = if size && !ct.snapshot_key.is_empty() {
-            let u = c
-                .snapshots
-                .clone()
-                .usage(ctx.req(spb::UsageRequest {
-                    snapshotter: ct.snapshotter.clone(),
-                    key: ct.snapshot_key.clone(),
-                })?)
-                .await
-                .map(|r| r.into_inner().size);
-            match u {
-                Ok(u) => Some(u),
-                Err(s) => {
-                    eprintln!("{}: size unknown: {}", ct.id, s.message());
-                    Some(0)
-                }
-            }
+            Some(own_size(ctx, c, &ct).await?)
         } else {
             None
         };

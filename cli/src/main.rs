@@ -1,5 +1,7 @@
 //! `strata`: the command-line client of the strata gateway.
 
+#![warn(clippy::too_many_lines)]
+
 mod build;
 mod containers;
 mod network;
@@ -355,6 +357,10 @@ async fn main() {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the CLI's dispatcher: one arm per subcommand, each a request and its output"
+)]
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());

@@ -497,63 +497,10 @@ async fn stream(
         });
     }
     if o.stdin {
-        let tx = s.tx.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 32 << 10];
-            let mut stdin = std::io::stdin().lock();
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.blocking_send(pb::AttachRequest {
-                            event: Some(pb::attach_request::Event::CloseStdin(true)),
-                        });
-                        return;
-                    }
-                    Ok(n) => {
-                        let ev = pb::attach_request::Event::Stdin(buf[..n].to_vec().into());
-                        if tx
-                            .blocking_send(pb::AttachRequest { event: Some(ev) })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        forward_stdin(s.tx.clone());
     }
     if !o.tty {
-        // As docker's signal proxy: the signals the CLI gets go to the process.
-        let (ctx_ns, id, exec_id) = (ctx.namespace.clone(), o.id.clone(), o.exec_id.clone());
-        let tasks = TasksClient::new(channel.clone());
-        for kind in [
-            tokio::signal::unix::SignalKind::interrupt(),
-            tokio::signal::unix::SignalKind::terminate(),
-            tokio::signal::unix::SignalKind::hangup(),
-            tokio::signal::unix::SignalKind::quit(),
-        ] {
-            let Ok(mut sig) = tokio::signal::unix::signal(kind) else {
-                continue;
-            };
-            let (ns, id, exec_id, mut tasks) =
-                (ctx_ns.clone(), id.clone(), exec_id.clone(), tasks.clone());
-            tokio::spawn(async move {
-                while sig.recv().await.is_some() {
-                    let Ok(req) = strata_grpc::metadata::with_namespace(
-                        &ns,
-                        tpb::KillRequest {
-                            container_id: id.clone(),
-                            exec_id: exec_id.clone(),
-                            signal: kind.as_raw_value().cast_unsigned(),
-                            all: false,
-                        },
-                    ) else {
-                        return;
-                    };
-                    let _ = tasks.kill(req).await;
-                }
-            });
-        }
+        proxy_signals(ctx, channel, o);
     }
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
@@ -579,6 +526,69 @@ async fn stream(
     }
     drop(raw);
     status.with_context(|| format!("{}: the output ended before the process exited", o.id))
+}
+
+/// Sends the CLI's stdin to the session from a thread, then closes the process's stdin at
+/// its end.
+fn forward_stdin(tx: mpsc::Sender<pb::AttachRequest>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 32 << 10];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.blocking_send(pb::AttachRequest {
+                        event: Some(pb::attach_request::Event::CloseStdin(true)),
+                    });
+                    return;
+                }
+                Ok(n) => {
+                    let ev = pb::attach_request::Event::Stdin(buf[..n].to_vec().into());
+                    if tx
+                        .blocking_send(pb::AttachRequest { event: Some(ev) })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// As docker's signal proxy: the signals the CLI gets (interrupt, terminate, hangup, quit)
+/// go to the attached process.
+fn proxy_signals(ctx: &Ctx, channel: &Channel, o: &AttachOpts) {
+    let (ctx_ns, id, exec_id) = (ctx.namespace.clone(), o.id.clone(), o.exec_id.clone());
+    let tasks = TasksClient::new(channel.clone());
+    for kind in [
+        tokio::signal::unix::SignalKind::interrupt(),
+        tokio::signal::unix::SignalKind::terminate(),
+        tokio::signal::unix::SignalKind::hangup(),
+        tokio::signal::unix::SignalKind::quit(),
+    ] {
+        let Ok(mut sig) = tokio::signal::unix::signal(kind) else {
+            continue;
+        };
+        let (ns, id, exec_id, mut tasks) =
+            (ctx_ns.clone(), id.clone(), exec_id.clone(), tasks.clone());
+        tokio::spawn(async move {
+            while sig.recv().await.is_some() {
+                let Ok(req) = strata_grpc::metadata::with_namespace(
+                    &ns,
+                    tpb::KillRequest {
+                        container_id: id.clone(),
+                        exec_id: exec_id.clone(),
+                        signal: kind.as_raw_value().cast_unsigned(),
+                        all: false,
+                    },
+                ) else {
+                    return;
+                };
+                let _ = tasks.kill(req).await;
+            }
+        });
+    }
 }
 
 /// `strata run`: create, attach, start, stream; the container's exit status is returned.

@@ -801,161 +801,157 @@ fn handle(s: &Shared, req: Request) -> (Reply, bool) {
             };
             (exec(s, exec_id, &process, &paths), false)
         }
-        Request::WaitExec { exec_id } => {
-            let found = lock(&s.execs)
-                .get(&exec_id)
-                .map(|p| (p.pid, p.finished.clone()));
-            match found {
-                Some((pid, finished)) => (
-                    Reply {
-                        exit: Some(finished.wait()),
-                        pid: Some(pid),
-                        ..ok()
-                    },
-                    false,
-                ),
-                None => (exec_not_found(&exec_id), false),
-            }
-        }
-        Request::StateExec { exec_id } => {
-            let execs = lock(&s.execs);
-            match execs.get(&exec_id) {
-                Some(p) => {
-                    let exit = p.finished.get();
-                    let status = if exit.is_some() {
-                        Status::Stopped
-                    } else {
-                        Status::Running
-                    };
-                    (
-                        Reply {
-                            status: Some(status),
-                            pid: Some(p.pid),
-                            exit,
-                            ..ok()
-                        },
-                        false,
-                    )
-                }
-                None => (exec_not_found(&exec_id), false),
-            }
-        }
-        Request::DeleteExec { exec_id } => {
-            let mut execs = lock(&s.execs);
-            let Some(p) = execs.get(&exec_id) else {
-                return (exec_not_found(&exec_id), false);
-            };
-            let Some(exit) = p.finished.get() else {
-                return (
-                    Reply::fail(
-                        Kind::FailedPrecondition,
-                        format!("exec {exec_id:?} is still running: kill it first"),
-                    ),
-                    false,
-                );
-            };
-            let pid = p.pid;
-            if let Some(p) = execs.remove(&exec_id)
-                && let Some(log) = p.log
-            {
-                let _ = std::fs::remove_file(log);
-            }
-            for ext in ["json", "pid"] {
-                let _ = std::fs::remove_file(s.state.join(format!("exec-{exec_id}.{ext}")));
-            }
-            (
-                Reply {
-                    exit: Some(exit),
-                    pid: Some(pid),
-                    ..ok()
-                },
-                false,
-            )
-        }
+        Request::WaitExec { exec_id } => (wait_exec(s, &exec_id), false),
+        Request::StateExec { exec_id } => (state_exec(s, &exec_id), false),
+        Request::DeleteExec { exec_id } => (delete_exec(s, &exec_id), false),
         Request::ResizePty {
             exec_id,
             width,
             height,
-        } => {
-            let execs = lock(&s.execs);
-            let (what, console) = if exec_id.is_empty() {
-                ("init".to_owned(), s.init.console.as_ref())
-            } else {
-                match execs.get(&exec_id) {
-                    Some(p) => (format!("exec {exec_id:?}"), p.console.as_ref()),
-                    None => return (exec_not_found(&exec_id), false),
-                }
-            };
-            let Some(console) = console else {
-                return (
-                    Reply::fail(
-                        Kind::FailedPrecondition,
-                        format!("{what} has no terminal to resize"),
-                    ),
-                    false,
-                );
-            };
-            match strata_core::tty::set_size(console, strata_core::tty::Size { width, height }) {
-                Ok(()) => (ok(), false),
-                Err(e) => (
-                    Reply::fail(
-                        Kind::Internal,
-                        format!("{what}: resizing its terminal: {e}"),
-                    ),
-                    false,
-                ),
-            }
-        }
-        Request::KillExec { exec_id, signal } => {
-            let execs = lock(&s.execs);
-            let Some(p) = execs.get(&exec_id) else {
-                return (exec_not_found(&exec_id), false);
-            };
-            // Its pid may already be another process's: a reaped exec is not signalled.
-            if p.finished.reaped() {
-                return (
-                    Reply::fail(
-                        Kind::NotFound,
-                        format!("exec {exec_id:?}: it has already exited"),
-                    ),
-                    false,
-                );
-            }
-            match send_signal(p.pid, p.pidfd.as_ref(), signal) {
-                Ok(()) => (ok(), false),
-                Err(e) => {
-                    let kind = match e {
-                        nix::Error::ESRCH => Kind::NotFound,
-                        nix::Error::EINVAL => Kind::InvalidArgument,
-                        _ => Kind::Internal,
-                    };
-                    (
-                        Reply::fail(kind, format!("exec {exec_id:?}: signal {signal}: {e}")),
-                        false,
-                    )
-                }
-            }
-        }
+        } => (resize_pty(s, &exec_id, width, height), false),
+        Request::KillExec { exec_id, signal } => (kill_exec(s, &exec_id, signal), false),
         Request::Update { resources } => {
             (res(lock(&s.runtime).update(&resources, &s.state)), false)
         }
-        Request::Delete { force } => {
-            if !force && !s.init.finished.reaped() {
-                return (
-                    Reply::fail(
-                        Kind::FailedPrecondition,
-                        "container is still running: kill it first or delete with force",
-                    ),
-                    false,
-                );
+        Request::Delete { force } => delete(s, force),
+    }
+}
+
+/// `WaitExec`: waits for exec `exec_id` to exit; its pid and exit.
+fn wait_exec(s: &Shared, exec_id: &str) -> Reply {
+    let found = lock(&s.execs)
+        .get(exec_id)
+        .map(|p| (p.pid, p.finished.clone()));
+    match found {
+        Some((pid, finished)) => Reply {
+            exit: Some(finished.wait()),
+            pid: Some(pid),
+            ..Reply::default()
+        },
+        None => exec_not_found(exec_id),
+    }
+}
+
+/// `Delete`: deletes the container, which has exited unless `force`; whether the supervisor
+/// is done (it exits after answering).
+fn delete(s: &Shared, force: bool) -> (Reply, bool) {
+    if !force && !s.init.finished.reaped() {
+        return (
+            Reply::fail(
+                Kind::FailedPrecondition,
+                "container is still running: kill it first or delete with force",
+            ),
+            false,
+        );
+    }
+    if s.init.finished.reaped() {
+        // Its output is in the log before the container goes.
+        s.init.finished.wait();
+    }
+    match lock(&s.runtime).delete(force) {
+        Ok(()) => (Reply::default(), true),
+        Err(e) => (Reply::fail(e.kind(), e.to_string()), false),
+    }
+}
+
+/// `StateExec`: the status, pid and exit of exec `exec_id`.
+fn state_exec(s: &Shared, exec_id: &str) -> Reply {
+    let execs = lock(&s.execs);
+    match execs.get(exec_id) {
+        Some(p) => {
+            let exit = p.finished.get();
+            let status = if exit.is_some() {
+                Status::Stopped
+            } else {
+                Status::Running
+            };
+            Reply {
+                status: Some(status),
+                pid: Some(p.pid),
+                exit,
+                ..Reply::default()
             }
-            if s.init.finished.reaped() {
-                // Its output is in the log before the container goes.
-                s.init.finished.wait();
-            }
-            let r = lock(&s.runtime).delete(force);
-            let done = r.is_ok();
-            (res(r), done)
+        }
+        None => exec_not_found(exec_id),
+    }
+}
+
+/// `DeleteExec`: forgets exec `exec_id`, which has exited, with its log and state files.
+fn delete_exec(s: &Shared, exec_id: &str) -> Reply {
+    let mut execs = lock(&s.execs);
+    let Some(p) = execs.get(exec_id) else {
+        return exec_not_found(exec_id);
+    };
+    let Some(exit) = p.finished.get() else {
+        return Reply::fail(
+            Kind::FailedPrecondition,
+            format!("exec {exec_id:?} is still running: kill it first"),
+        );
+    };
+    let pid = p.pid;
+    if let Some(p) = execs.remove(exec_id)
+        && let Some(log) = p.log
+    {
+        let _ = std::fs::remove_file(log);
+    }
+    for ext in ["json", "pid"] {
+        let _ = std::fs::remove_file(s.state.join(format!("exec-{exec_id}.{ext}")));
+    }
+    Reply {
+        exit: Some(exit),
+        pid: Some(pid),
+        ..Reply::default()
+    }
+}
+
+/// `ResizePty`: sets the terminal size of exec `exec_id`, or of init when it is empty.
+fn resize_pty(s: &Shared, exec_id: &str, width: u32, height: u32) -> Reply {
+    let execs = lock(&s.execs);
+    let (what, console) = if exec_id.is_empty() {
+        ("init".to_owned(), s.init.console.as_ref())
+    } else {
+        match execs.get(exec_id) {
+            Some(p) => (format!("exec {exec_id:?}"), p.console.as_ref()),
+            None => return exec_not_found(exec_id),
+        }
+    };
+    let Some(console) = console else {
+        return Reply::fail(
+            Kind::FailedPrecondition,
+            format!("{what} has no terminal to resize"),
+        );
+    };
+    match strata_core::tty::set_size(console, strata_core::tty::Size { width, height }) {
+        Ok(()) => Reply::default(),
+        Err(e) => Reply::fail(
+            Kind::Internal,
+            format!("{what}: resizing its terminal: {e}"),
+        ),
+    }
+}
+
+/// `KillExec`: sends `signal` to exec `exec_id`, unless it has been reaped.
+fn kill_exec(s: &Shared, exec_id: &str, signal: i32) -> Reply {
+    let execs = lock(&s.execs);
+    let Some(p) = execs.get(exec_id) else {
+        return exec_not_found(exec_id);
+    };
+    // Its pid may already be another process's: a reaped exec is not signalled.
+    if p.finished.reaped() {
+        return Reply::fail(
+            Kind::NotFound,
+            format!("exec {exec_id:?}: it has already exited"),
+        );
+    }
+    match send_signal(p.pid, p.pidfd.as_ref(), signal) {
+        Ok(()) => Reply::default(),
+        Err(e) => {
+            let kind = match e {
+                nix::Error::ESRCH => Kind::NotFound,
+                nix::Error::EINVAL => Kind::InvalidArgument,
+                _ => Kind::Internal,
+            };
+            Reply::fail(kind, format!("exec {exec_id:?}: signal {signal}: {e}"))
         }
     }
 }
@@ -994,11 +990,13 @@ fn wants_terminal(bundle: &Path) -> Result<bool, String> {
     Ok(spec["process"]["terminal"].as_bool().unwrap_or(false))
 }
 
-pub fn run(args: Args) -> Result<(), String> {
-    create_private_dirs(&args.state)
-        .map_err(|e| format!("creating {}: {e}", args.state.display()))?;
+/// Makes the supervisor independent of its starter: the state directory `state` created,
+/// stderr to its `shim.log`, stdin from `/dev/null`, a session of its own, and the subreaper
+/// of what the runtime leaves behind.
+fn detach(state: &Path) -> Result<(), String> {
+    create_private_dirs(state).map_err(|e| format!("creating {}: {e}", state.display()))?;
     // The supervisor outlives its starter: hold none of its pipes. Diagnostics go to shim.log.
-    let diag = args.state.join("shim.log");
+    let diag = state.join("shim.log");
     let diag = OpenOptions::new()
         .create(true)
         .append(true)
@@ -1019,6 +1017,11 @@ pub fn run(args: Args) -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    detach(&args.state)?;
     let terminal = wants_terminal(&args.bundle)?;
     let reaper = Arc::new(Reaper::default());
     let log_path = args.log.clone().unwrap_or_else(|| args.state.join("log"));
