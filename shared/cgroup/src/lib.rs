@@ -18,6 +18,7 @@
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(clippy::too_many_lines)]
 
 mod cgroup;
 #[allow(unsafe_code)]

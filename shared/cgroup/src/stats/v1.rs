@@ -215,13 +215,12 @@ mod tests {
     use crate::stats::read_v2;
     use crate::stats::tests::write;
 
-    #[test]
-    fn v1_files_become_containerd_fields() {
-        let t = tempfile::tempdir().unwrap();
+    /// One directory per v1 controller under `root`, filled with a sample of its files.
+    fn v1_fixture(root: &Path) -> Vec<(String, PathBuf)> {
         let dirs: Vec<(String, PathBuf)> = ["pids", "cpu", "cpuacct", "memory", "blkio"]
             .iter()
             .map(|c| {
-                let d = t.path().join(c);
+                let d = root.join(c);
                 std::fs::create_dir(&d).unwrap();
                 ((*c).to_owned(), d)
             })
@@ -267,6 +266,14 @@ mod tests {
                 "7:0 Read 512\n7:0 Write 0\nTotal 512\n",
             )],
         );
+        dirs
+    }
+
+    #[test]
+    fn v1_files_become_containerd_fields() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = v1_fixture(t.path());
+        let d = |i: usize| dirs[i].1.as_path();
         let m = read_v1(&dirs).unwrap();
         assert_eq!(
             m.pids,

@@ -15,113 +15,142 @@ pub fn read_v2(d: &Path) -> Result<v2::Metrics> {
             limit: number(d, "pids.max", 0)?,
         });
     }
-    let stat = keyed(d, "cpu.stat")?;
-    if !stat.is_empty() {
-        let mut c = v2::CpuStat::default();
-        fill!(c, stat, {
-            usage_usec: "usage_usec",
-            user_usec: "user_usec",
-            system_usec: "system_usec",
-            nr_periods: "nr_periods",
-            nr_throttled: "nr_throttled",
-            throttled_usec: "throttled_usec",
-            nr_bursts: "nr_bursts",
-            burst_usec: "burst_usec",
-        });
-        m.cpu = Some(c);
-    }
+    m.cpu = cpu(d)?;
     if d.join("memory.current").exists() {
-        let stat = keyed(d, "memory.stat")?;
-        let mut s = v2::MemoryStat::default();
-        fill!(s, stat, {
-            anon: "anon",
-            file: "file",
-            kernel_stack: "kernel_stack",
-            slab: "slab",
-            sock: "sock",
-            shmem: "shmem",
-            file_mapped: "file_mapped",
-            file_dirty: "file_dirty",
-            file_writeback: "file_writeback",
-            anon_thp: "anon_thp",
-            inactive_anon: "inactive_anon",
-            active_anon: "active_anon",
-            inactive_file: "inactive_file",
-            active_file: "active_file",
-            unevictable: "unevictable",
-            slab_reclaimable: "slab_reclaimable",
-            slab_unreclaimable: "slab_unreclaimable",
-            pgfault: "pgfault",
-            pgmajfault: "pgmajfault",
-            workingset_refault: "workingset_refault",
-            workingset_activate: "workingset_activate",
-            workingset_nodereclaim: "workingset_nodereclaim",
-            pgrefill: "pgrefill",
-            pgscan: "pgscan",
-            pgsteal: "pgsteal",
-            pgactivate: "pgactivate",
-            pgdeactivate: "pgdeactivate",
-            pglazyfree: "pglazyfree",
-            pglazyfreed: "pglazyfreed",
-            thp_fault_alloc: "thp_fault_alloc",
-            thp_collapse_alloc: "thp_collapse_alloc",
-            workingset_refault_anon: "workingset_refault_anon",
-            workingset_refault_file: "workingset_refault_file",
-            workingset_activate_anon: "workingset_activate_anon",
-            workingset_activate_file: "workingset_activate_file",
-        });
-        s.usage = number(d, "memory.current", 0)?;
-        s.usage_limit = number(d, "memory.max", u64::MAX)?;
-        s.max_usage = number(d, "memory.peak", 0)?;
-        s.swap_usage = number(d, "memory.swap.current", 0)?;
-        s.swap_limit = number(d, "memory.swap.max", u64::MAX)?;
-        s.swap_max_usage = number(d, "memory.swap.peak", 0)?;
-        m.memory = Some(s);
-        let events = keyed(d, "memory.events")?;
-        let mut e = v2::MemoryEvents::default();
-        fill!(e, events, {
-            low: "low",
-            high: "high",
-            max: "max",
-            oom: "oom",
-            oom_kill: "oom_kill",
-            oom_group_kill: "oom_group_kill",
-        });
-        m.memory_events = Some(e);
+        m.memory = Some(memory(d)?);
+        m.memory_events = Some(memory_events(d)?);
     }
+    m.io = io(d)?;
+    m.hugetlb = hugetlb(d)?;
+    Ok(m)
+}
+
+/// `cpu.stat`, or nothing when the file is absent or empty.
+fn cpu(d: &Path) -> Result<Option<v2::CpuStat>> {
+    let stat = keyed(d, "cpu.stat")?;
+    if stat.is_empty() {
+        return Ok(None);
+    }
+    let mut c = v2::CpuStat::default();
+    fill!(c, stat, {
+        usage_usec: "usage_usec",
+        user_usec: "user_usec",
+        system_usec: "system_usec",
+        nr_periods: "nr_periods",
+        nr_throttled: "nr_throttled",
+        throttled_usec: "throttled_usec",
+        nr_bursts: "nr_bursts",
+        burst_usec: "burst_usec",
+    });
+    Ok(Some(c))
+}
+
+/// `memory.stat` and the usage, limit and peak files of memory and swap.
+fn memory(d: &Path) -> Result<v2::MemoryStat> {
+    let stat = keyed(d, "memory.stat")?;
+    let mut s = v2::MemoryStat::default();
+    fill!(s, stat, {
+        anon: "anon",
+        file: "file",
+        kernel_stack: "kernel_stack",
+        slab: "slab",
+        sock: "sock",
+        shmem: "shmem",
+        file_mapped: "file_mapped",
+        file_dirty: "file_dirty",
+        file_writeback: "file_writeback",
+        anon_thp: "anon_thp",
+        inactive_anon: "inactive_anon",
+        active_anon: "active_anon",
+        inactive_file: "inactive_file",
+        active_file: "active_file",
+        unevictable: "unevictable",
+        slab_reclaimable: "slab_reclaimable",
+        slab_unreclaimable: "slab_unreclaimable",
+        pgfault: "pgfault",
+        pgmajfault: "pgmajfault",
+        workingset_refault: "workingset_refault",
+        workingset_activate: "workingset_activate",
+        workingset_nodereclaim: "workingset_nodereclaim",
+        pgrefill: "pgrefill",
+        pgscan: "pgscan",
+        pgsteal: "pgsteal",
+        pgactivate: "pgactivate",
+        pgdeactivate: "pgdeactivate",
+        pglazyfree: "pglazyfree",
+        pglazyfreed: "pglazyfreed",
+        thp_fault_alloc: "thp_fault_alloc",
+        thp_collapse_alloc: "thp_collapse_alloc",
+        workingset_refault_anon: "workingset_refault_anon",
+        workingset_refault_file: "workingset_refault_file",
+        workingset_activate_anon: "workingset_activate_anon",
+        workingset_activate_file: "workingset_activate_file",
+    });
+    s.usage = number(d, "memory.current", 0)?;
+    s.usage_limit = number(d, "memory.max", u64::MAX)?;
+    s.max_usage = number(d, "memory.peak", 0)?;
+    s.swap_usage = number(d, "memory.swap.current", 0)?;
+    s.swap_limit = number(d, "memory.swap.max", u64::MAX)?;
+    s.swap_max_usage = number(d, "memory.swap.peak", 0)?;
+    Ok(s)
+}
+
+/// `memory.events`.
+fn memory_events(d: &Path) -> Result<v2::MemoryEvents> {
+    let events = keyed(d, "memory.events")?;
+    let mut e = v2::MemoryEvents::default();
+    fill!(e, events, {
+        low: "low",
+        high: "high",
+        max: "max",
+        oom: "oom",
+        oom_kill: "oom_kill",
+        oom_group_kill: "oom_group_kill",
+    });
+    Ok(e)
+}
+
+/// `io.stat`, one entry per device, or nothing when the file is absent.
+fn io(d: &Path) -> Result<Option<v2::IoStat>> {
     let io_path = d.join("io.stat");
-    if let Some(text) = read_opt(&io_path)? {
-        let mut usage = Vec::new();
-        for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let Some((major, minor)) = it.next().and_then(|dev| dev.split_once(':')) else {
+    let Some(text) = read_opt(&io_path)? else {
+        return Ok(None);
+    };
+    let mut usage = Vec::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let Some((major, minor)) = it.next().and_then(|dev| dev.split_once(':')) else {
+            continue;
+        };
+        let mut e = v2::IoEntry {
+            major: parse_u64(&io_path, major)?,
+            minor: parse_u64(&io_path, minor)?,
+            ..Default::default()
+        };
+        for kv in it {
+            let Some((k, v)) = kv.split_once('=') else {
                 continue;
             };
-            let mut e = v2::IoEntry {
-                major: parse_u64(&io_path, major)?,
-                minor: parse_u64(&io_path, minor)?,
-                ..Default::default()
-            };
-            for kv in it {
-                let Some((k, v)) = kv.split_once('=') else {
-                    continue;
-                };
-                let v = parse_u64(&io_path, v)?;
-                match k {
-                    "rbytes" => e.rbytes = v,
-                    "wbytes" => e.wbytes = v,
-                    "rios" => e.rios = v,
-                    "wios" => e.wios = v,
-                    _ => {}
-                }
+            let v = parse_u64(&io_path, v)?;
+            match k {
+                "rbytes" => e.rbytes = v,
+                "wbytes" => e.wbytes = v,
+                "rios" => e.rios = v,
+                "wios" => e.wios = v,
+                _ => {}
             }
-            usage.push(e);
         }
-        m.io = Some(v2::IoStat { usage });
+        usage.push(e);
     }
+    Ok(Some(v2::IoStat { usage }))
+}
+
+/// The `hugetlb.<size>.*` files, one entry per page size.
+fn hugetlb(d: &Path) -> Result<Vec<v2::HugeTlbStat>> {
+    let mut hugetlb = Vec::new();
     for size in page_sizes(d, ".current")? {
         let prefix = format!("hugetlb.{size}");
-        m.hugetlb.push(v2::HugeTlbStat {
+        hugetlb.push(v2::HugeTlbStat {
             current: number(d, &format!("{prefix}.current"), 0)?,
             max: number(d, &format!("{prefix}.max"), u64::MAX)?,
             pagesize: size.clone(),
@@ -131,7 +160,7 @@ pub fn read_v2(d: &Path) -> Result<v2::Metrics> {
                 .unwrap_or(0),
         });
     }
-    Ok(m)
+    Ok(hugetlb)
 }
 
 #[cfg(test)]
