@@ -4,6 +4,7 @@
 //! converts.
 
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 pub mod files;
 pub mod firewall;

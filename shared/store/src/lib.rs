@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(clippy::too_many_lines)]
 
 use std::io;
 use std::path::{Path, PathBuf};
