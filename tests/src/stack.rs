@@ -79,53 +79,10 @@ impl Stack {
             t, events,
             "the tasks socket the storage services publish to"
         );
-        let images_config = d.join("images.toml");
-        std::fs::write(
-            &images_config,
-            format!("gc_grace_seconds = {grace_seconds}\n"),
-        )
-        .unwrap();
-        let images_config = images_config.display().to_string();
-        let images = Service::start(
-            sibling_bin("strata-images"),
-            d,
-            "images",
-            &[
-                "--content",
-                &c,
-                "--snapshotter",
-                &s,
-                "--tasks",
-                &t,
-                "--events",
-                &t,
-                "--config",
-                &images_config,
-            ],
-        );
+        let images = start_images(d, grace_seconds, &c, &s, &t);
         let i = images.address();
         let testnet = with_network.then(TestNet::take);
-        let network = testnet.as_ref().map(|net| {
-            let netns = d.join("netns").display().to_string();
-            let conf = d.join("cni-net.d").display().to_string();
-            Service::start(
-                sibling_bin("strata-network"),
-                d,
-                "network",
-                &[
-                    "--conf-dir",
-                    &conf,
-                    "--netns-dir",
-                    &netns,
-                    "--default-bridge",
-                    &net.bridge,
-                    "--default-subnet",
-                    &net.subnet,
-                    "--tasks",
-                    &t,
-                ],
-            )
-        });
+        let network = testnet.as_ref().map(|net| start_network(d, net, &t));
         let n = network
             .as_ref()
             .map_or_else(|| "none".to_owned(), Service::address);
@@ -196,6 +153,58 @@ impl Stack {
         c.arg("--address").arg(self.socket());
         c
     }
+}
+
+/// The images service, its collector keeping unreferenced objects for `grace_seconds`, on the
+/// content (`c`), snapshotter (`s`) and tasks (`t`) services' sockets.
+fn start_images(d: &Path, grace_seconds: u64, c: &str, s: &str, t: &str) -> Service {
+    let images_config = d.join("images.toml");
+    std::fs::write(
+        &images_config,
+        format!("gc_grace_seconds = {grace_seconds}\n"),
+    )
+    .unwrap();
+    let images_config = images_config.display().to_string();
+    Service::start(
+        sibling_bin("strata-images"),
+        d,
+        "images",
+        &[
+            "--content",
+            c,
+            "--snapshotter",
+            s,
+            "--tasks",
+            t,
+            "--events",
+            t,
+            "--config",
+            &images_config,
+        ],
+    )
+}
+
+/// The network service, its default network on `net`'s bridge and subnet.
+fn start_network(d: &Path, net: &TestNet, t: &str) -> Service {
+    let netns = d.join("netns").display().to_string();
+    let conf = d.join("cni-net.d").display().to_string();
+    Service::start(
+        sibling_bin("strata-network"),
+        d,
+        "network",
+        &[
+            "--conf-dir",
+            &conf,
+            "--netns-dir",
+            &netns,
+            "--default-bridge",
+            &net.bridge,
+            "--default-subnet",
+            &net.subnet,
+            "--tasks",
+            t,
+        ],
+    )
 }
 
 impl Stack {
