@@ -336,7 +336,18 @@ impl Gateway for GatewayService {
                 ));
             }
         };
-        let att = run::attach(&self.b, &ns, &start).await.map_err(to_status)?;
+        let att = run::attach(
+            &self.b,
+            &ns,
+            &run::AttachStart {
+                container_id: start.container_id.clone(),
+                exec_id: start.exec_id.clone(),
+                logs: start.logs,
+                stdin: start.stdin,
+            },
+        )
+        .await
+        .map_err(to_status)?;
         let run::Attach {
             mut output,
             stdin,
@@ -360,7 +371,9 @@ impl Gateway for GatewayService {
                         run::end_stdin(&b, &ns2, id, exec).await;
                         Ok(())
                     }
-                    Some(Event::Resize(r)) => run::resize(&b, &ns2, id, exec, r).await,
+                    Some(Event::Resize(r)) => {
+                        run::resize(&b, &ns2, id, exec, r.width, r.height).await
+                    }
                     _ => Ok(()),
                 };
                 if let Err(e) = r {
@@ -651,4 +664,49 @@ async fn build_call(
         }))
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use strata_core::{Digest, Kind};
+
+    #[tokio::test]
+    async fn progress_keeps_the_events_order_then_the_outcome() {
+        // A one-message stream: the work waits for the client, the events stay in order.
+        let (out, mut rx) = mpsc::channel(1);
+        let collector = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(m) = rx.recv().await {
+                got.push(m);
+            }
+            got
+        });
+        let r = with_progress(&out, |events: pull::Events| async move {
+            for current in 0..5 {
+                let e = pull::Event::Layer {
+                    digest: Digest::of(b"layer"),
+                    state: pull::LayerState::Downloading,
+                    current,
+                    total: 5,
+                };
+                events.send(e).await.unwrap();
+            }
+            Err(Error::not_found("image \"x\": not found"))
+        })
+        .await;
+        drop(out);
+        let got = collector.await.unwrap();
+        assert_eq!(r.unwrap_err().kind(), Kind::NotFound);
+        let layers: Vec<(i64, i32)> = got
+            .into_iter()
+            .map(|m| match m.unwrap().event {
+                Some(pb::pull_progress::Event::Layer(l)) => (l.current, l.state),
+                other => panic!("not a layer event: {other:?}"),
+            })
+            .collect();
+        let downloading = pb::layer_progress::State::Downloading as i32;
+        assert_eq!(layers, (0..5).map(|c| (c, downloading)).collect::<Vec<_>>());
+    }
 }

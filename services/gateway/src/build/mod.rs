@@ -953,7 +953,7 @@ impl Builder<'_> {
     /// Runs the container to its end, streaming its output; answers its exit code.
     async fn run_container(&self, req: pb::CreateContainerRequest, id: &str) -> Result<u32> {
         crate::run::create(self.b, &self.ns, req).await?;
-        let start = pb::AttachStart {
+        let start = crate::run::AttachStart {
             container_id: id.to_owned(),
             exec_id: String::new(),
             logs: true,

@@ -6,7 +6,6 @@ use super::{get_container, key};
 use crate::Backends;
 use crate::tasks::{LogsOptions, Output};
 use std::sync::Arc;
-use strata_api::strata::gateway::v1 as pb;
 use strata_core::{Error, Result};
 use tokio::net::unix::pipe;
 
@@ -17,8 +16,21 @@ pub struct Attach {
     pub guard: Attached,
 }
 
+/// Whom an attach is for and what it asks.
+#[derive(Debug, Clone, Default)]
+pub struct AttachStart {
+    /// The container.
+    pub container_id: String,
+    /// The exec'd process; empty for the container's own.
+    pub exec_id: String,
+    /// Send what the process wrote since its task started first, then follow.
+    pub logs: bool,
+    /// Feed the process's stdin (it must have been created with stdin open).
+    pub stdin: bool,
+}
+
 /// Begins an attach: registers the client, opens the output stream.
-pub async fn attach(b: &Arc<Backends>, ns: &str, start: &pb::AttachStart) -> Result<Attach> {
+pub async fn attach(b: &Arc<Backends>, ns: &str, start: &AttachStart) -> Result<Attach> {
     let id = &start.container_id;
     get_container(b, ns, id).await?;
     let k = key(ns, id, &start.exec_id);
@@ -50,6 +62,14 @@ pub async fn attach(b: &Arc<Backends>, ns: &str, start: &pb::AttachStart) -> Res
     })
 }
 
-pub async fn resize(b: &Backends, ns: &str, id: &str, exec_id: &str, r: pb::Resize) -> Result<()> {
-    b.tasks.resize_pty(ns, id, exec_id, r.width, r.height).await
+/// Resizes the terminal of container `id`'s process `exec_id` (empty: its own).
+pub async fn resize(
+    b: &Backends,
+    ns: &str,
+    id: &str,
+    exec_id: &str,
+    width: u32,
+    height: u32,
+) -> Result<()> {
+    b.tasks.resize_pty(ns, id, exec_id, width, height).await
 }

@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard};
 use strata_core::containers::{Container, ContainerStore};
 use strata_core::{Error, Kind, Result};
 
-pub use attach::{Attach, attach, resize};
+pub use attach::{Attach, AttachStart, attach, resize};
 pub use attachments::{Attached, Attachments};
 pub use create::create;
 pub use exec::exec;
