@@ -21,6 +21,7 @@
 //! priority, scheduler, CPU affinity, personality, Intel RDT.
 
 #![warn(missing_docs)]
+#![warn(clippy::too_many_lines)]
 
 mod caps;
 mod child;

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
+    Capability, Linux, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
     UserBuilder,
 };
 
@@ -49,6 +49,28 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount>
 /// read-only paths, new pid/ipc/uts/mount/network namespaces and a deny-all device cgroup.
 /// `rootfs` becomes `root.path` (absolute, or relative to the bundle) and is writable.
 pub fn default_spec(rootfs: &Path, args: &[&str]) -> Result<Spec> {
+    let process = default_process(args)?;
+    let mounts = default_mounts()?;
+    let linux = default_linux()?;
+    SpecBuilder::default()
+        .version("1.1.0")
+        .root(
+            RootBuilder::default()
+                .path(rootfs)
+                .readonly(false)
+                .build()
+                .map_err(spec_err("root"))?,
+        )
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .map_err(spec_err("spec"))
+}
+
+/// The default process: `args` as root in `/`, the default capabilities, `RLIMIT_NOFILE`
+/// 1024:1024 and `noNewPrivileges`.
+fn default_process(args: &[&str]) -> Result<Process> {
     let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.iter().copied().collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
@@ -56,7 +78,7 @@ pub fn default_spec(rootfs: &Path, args: &[&str]) -> Result<Spec> {
         .permitted(caps)
         .build()
         .map_err(spec_err("capabilities"))?;
-    let process = ProcessBuilder::default()
+    ProcessBuilder::default()
         .terminal(false)
         .user(
             UserBuilder::default()
@@ -81,8 +103,12 @@ pub fn default_spec(rootfs: &Path, args: &[&str]) -> Result<Spec> {
         ])
         .no_new_privileges(true)
         .build()
-        .map_err(spec_err("process"))?;
-    let mounts = vec![
+        .map_err(spec_err("process"))
+}
+
+/// The default mounts: proc, /dev tmpfs, devpts, shm, mqueue, read-only sysfs and cgroup.
+fn default_mounts() -> Result<Vec<Mount>> {
+    Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
             "/dev",
@@ -127,7 +153,12 @@ pub fn default_spec(rootfs: &Path, args: &[&str]) -> Result<Spec> {
             "cgroup",
             &["nosuid", "noexec", "nodev", "relatime", "ro"],
         )?,
-    ];
+    ])
+}
+
+/// The default `linux` section: masked and read-only paths, new pid/ipc/uts/mount/network
+/// namespaces and a deny-all device cgroup.
+fn default_linux() -> Result<Linux> {
     let namespaces = [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
@@ -144,7 +175,7 @@ pub fn default_spec(rootfs: &Path, args: &[&str]) -> Result<Spec> {
     })
     .collect::<Result<Vec<_>>>()?;
     let to_strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let linux = LinuxBuilder::default()
+    LinuxBuilder::default()
         .masked_paths(to_strings(&[
             "/proc/acpi",
             "/proc/asound",
@@ -179,19 +210,5 @@ pub fn default_spec(rootfs: &Path, args: &[&str]) -> Result<Spec> {
                 .map_err(spec_err("resources"))?,
         )
         .build()
-        .map_err(spec_err("linux"))?;
-    SpecBuilder::default()
-        .version("1.1.0")
-        .root(
-            RootBuilder::default()
-                .path(rootfs)
-                .readonly(false)
-                .build()
-                .map_err(spec_err("root"))?,
-        )
-        .process(process)
-        .mounts(mounts)
-        .linux(linux)
-        .build()
-        .map_err(spec_err("spec"))
+        .map_err(spec_err("linux"))
 }
