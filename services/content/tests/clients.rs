@@ -191,11 +191,9 @@ fn req<T>(ns: Option<&str>, msg: T) -> tonic::Request<T> {
     r
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_containerd_codes_naming_the_input() {
-    let dir = strata_testkit::tempdir();
-    let svc = Service::start(BIN, dir.path(), "content", &[]);
-    let mut c = client(&svc).await;
+/// The lookups of `bad_input_gets_containerd_codes_naming_the_input`: a bad digest, no or a
+/// bad namespace, unknown content and refs.
+async fn bad_lookups(c: &mut ContentClient<tonic::transport::Channel>) {
     let ns = Some("default");
 
     let e = c
@@ -267,6 +265,12 @@ async fn bad_input_gets_containerd_codes_naming_the_input() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
+}
+
+/// The writes of `bad_input_gets_containerd_codes_naming_the_input`: no ref, size and digest
+/// mismatches at commit, a write at the wrong offset.
+async fn bad_writes(c: &mut ContentClient<tonic::transport::Channel>) {
+    let ns = Some("default");
 
     // Write: first message without a ref; size and digest mismatch at commit.
     let stream = tokio_stream::iter(vec![pb::WriteContentRequest::default()]);
@@ -288,7 +292,7 @@ async fn bad_input_gets_containerd_codes_naming_the_input() {
             ..Default::default()
         },
     ];
-    let e = write_err(&mut c, msgs).await;
+    let e = write_err(c, msgs).await;
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(
         e.message().contains("sz") && e.message().contains('4'),
@@ -312,7 +316,7 @@ async fn bad_input_gets_containerd_codes_naming_the_input() {
             ..Default::default()
         },
     ];
-    let e = write_err(&mut c, msgs).await;
+    let e = write_err(c, msgs).await;
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains(&other), "{}", e.message());
 
@@ -324,8 +328,14 @@ async fn bad_input_gets_containerd_codes_naming_the_input() {
         data: bytes::Bytes::from_static(b"abc"),
         ..Default::default()
     }];
-    let e = write_err(&mut c, msgs).await;
+    let e = write_err(c, msgs).await;
     assert_eq!(e.code(), Code::OutOfRange);
+}
+
+/// The end of `bad_input_gets_containerd_codes_naming_the_input`: reading past the end of
+/// content, updating a field that cannot be.
+async fn read_past_the_end_and_unknown_field(c: &mut ContentClient<tonic::transport::Channel>) {
+    let ns = Some("default");
 
     // Reading past the end.
     let msgs = vec![
@@ -383,6 +393,16 @@ async fn bad_input_gets_containerd_codes_naming_the_input() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_containerd_codes_naming_the_input() {
+    let dir = strata_testkit::tempdir();
+    let svc = Service::start(BIN, dir.path(), "content", &[]);
+    let mut c = client(&svc).await;
+    bad_lookups(&mut c).await;
+    bad_writes(&mut c).await;
+    read_past_the_end_and_unknown_field(&mut c).await;
 }
 
 async fn write_err(

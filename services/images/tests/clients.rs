@@ -38,6 +38,38 @@ fn lines_with(out: &str, word: &str) -> Vec<String> {
         .collect()
 }
 
+/// The leases part of `ctr_namespaces_leases_and_images`: ctr's leases commands, in a
+/// namespace of their own (created implicitly).
+fn leases_in_a_namespace_of_their_own(stack: &Stack) {
+    let l = |args: &[&str]| {
+        let mut c = ctr(stack);
+        c.args(["-n", "team-b", "leases"]).args(args);
+        c
+    };
+    let id = ok(&mut l(&["create", "--id", "pull-1", "purpose=pull"]), None);
+    assert_eq!(id.trim(), "pull-1");
+    let generated = ok(&mut l(&["create"]), None);
+    let generated = generated.trim().to_owned();
+    assert!(!generated.is_empty());
+    let ls = ok(&mut l(&["ls"]), None);
+    let row = lines_with(&ls, "pull-1");
+    assert_eq!(row.len(), 1, "{ls}");
+    // ctr asks for a 24 h expiry by default.
+    assert!(row[0].contains("containerd.io/gc.expire="), "{ls}");
+    assert!(row[0].contains("purpose=pull"), "{ls}");
+    assert_eq!(lines_with(&ls, &generated).len(), 1, "{ls}");
+    let ls = ok(&mut l(&["ls", "-q", "id==pull-1"]), None);
+    assert_eq!(ls.trim(), "pull-1");
+    ok(&mut l(&["rm", "pull-1"]), None);
+    ok(&mut l(&["rm", "--sync", &generated]), None);
+    let ls = ok(&mut l(&["ls", "-q"]), None);
+    assert!(ls.trim().is_empty(), "{ls}");
+    let out = run(&mut l(&["rm", "pull-1"]), None);
+    assert!(!out.status.success());
+    let ns = ok(ctr(stack).args(["namespaces", "ls", "-q"]), None);
+    assert!(lines_with(&ns, "team-b").len() == 1, "{ns}");
+}
+
 #[test]
 fn ctr_namespaces_leases_and_images() {
     let stack = Stack::start(10);
@@ -67,34 +99,7 @@ fn ctr_namespaces_leases_and_images() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Leases, in a namespace of their own (created implicitly).
-    let l = |args: &[&str]| {
-        let mut c = ctr(&stack);
-        c.args(["-n", "team-b", "leases"]).args(args);
-        c
-    };
-    let id = ok(&mut l(&["create", "--id", "pull-1", "purpose=pull"]), None);
-    assert_eq!(id.trim(), "pull-1");
-    let generated = ok(&mut l(&["create"]), None);
-    let generated = generated.trim().to_owned();
-    assert!(!generated.is_empty());
-    let ls = ok(&mut l(&["ls"]), None);
-    let row = lines_with(&ls, "pull-1");
-    assert_eq!(row.len(), 1, "{ls}");
-    // ctr asks for a 24 h expiry by default.
-    assert!(row[0].contains("containerd.io/gc.expire="), "{ls}");
-    assert!(row[0].contains("purpose=pull"), "{ls}");
-    assert_eq!(lines_with(&ls, &generated).len(), 1, "{ls}");
-    let ls = ok(&mut l(&["ls", "-q", "id==pull-1"]), None);
-    assert_eq!(ls.trim(), "pull-1");
-    ok(&mut l(&["rm", "pull-1"]), None);
-    ok(&mut l(&["rm", "--sync", &generated]), None);
-    let ls = ok(&mut l(&["ls", "-q"]), None);
-    assert!(ls.trim().is_empty(), "{ls}");
-    let out = run(&mut l(&["rm", "pull-1"]), None);
-    assert!(!out.status.success());
-    let ns = ok(ctr(&stack).args(["namespaces", "ls", "-q"]), None);
-    assert!(lines_with(&ns, "team-b").len() == 1, "{ns}");
+    leases_in_a_namespace_of_their_own(&stack);
 
     // Images: created through the API, listed by ctr (sizes need the content API, which this
     // socket does not serve; ctr reports that and lists the image all the same).
@@ -227,6 +232,38 @@ fn req<T>(msg: T) -> tonic::Request<T> {
     r
 }
 
+/// The leases part of `bad_input_gets_containerd_codes_naming_the_input`: a resource
+/// missing or of a type the service does not hold.
+async fn lease_resources_are_checked(leases: &mut LeasesClient<tonic::transport::Channel>) {
+    let err = leases
+        .add_resource(req(lpb::AddResourceRequest {
+            id: "l".into(),
+            resource: None,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    leases
+        .create(req(lpb::CreateRequest {
+            id: "l".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let err = leases
+        .add_resource(req(lpb::AddResourceRequest {
+            id: "l".into(),
+            resource: Some(lpb::Resource {
+                id: "x".into(),
+                r#type: "volumes".into(),
+            }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    assert!(err.message().contains("volumes"), "{err:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_containerd_codes_naming_the_input() {
     let stack = Stack::start(10);
@@ -319,31 +356,5 @@ async fn bad_input_gets_containerd_codes_naming_the_input() {
     assert_eq!(updated.labels.get("k").map(String::as_str), Some("v"));
     assert_eq!(updated.target.unwrap().digest, Digest::of(b"m").to_string());
 
-    let err = leases
-        .add_resource(req(lpb::AddResourceRequest {
-            id: "l".into(),
-            resource: None,
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    leases
-        .create(req(lpb::CreateRequest {
-            id: "l".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-    let err = leases
-        .add_resource(req(lpb::AddResourceRequest {
-            id: "l".into(),
-            resource: Some(lpb::Resource {
-                id: "x".into(),
-                r#type: "volumes".into(),
-            }),
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    assert!(err.message().contains("volumes"), "{err:?}");
+    lease_resources_are_checked(&mut leases).await;
 }

@@ -611,6 +611,51 @@ fn upperdir(mounts: &[strata_core::mount::Mount]) -> std::path::PathBuf {
         .into()
 }
 
+/// The record of container `keep`: image `kept:1`, its layer the active snapshot `keep`.
+fn keep_container() -> Container {
+    let mut c = Container::new("keep", "io.containerd.runc.v2");
+    c.image = "kept:1".into();
+    c.spec = Some(Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+        value: br#"{"ociVersion":"1.1.0","process":{"args":["sh"]}}"#.to_vec(),
+    });
+    c.snapshotter = SN.into();
+    c.snapshot_key = "keep".into();
+    c
+}
+
+/// What `a_container_keeps_its_layer_while_the_tasks_service_is_down` checks at its end:
+/// the container `keep`, its layer with `data` unchanged, its image `kept` and their
+/// snapshots are all there.
+async fn assert_kept(
+    stack: &Stack,
+    content: &RemoteContentStore,
+    kept: &Graph,
+    data: &std::path::Path,
+    containers: &RemoteContainers,
+) {
+    assert_eq!(std::fs::read_to_string(data).unwrap(), "precious\n");
+    let mounts = stack.snapshots().mounts(SN, NS, "keep").await.unwrap();
+    assert_eq!(upperdir(&mounts).join("data"), data);
+    for d in kept.blobs() {
+        assert!(
+            present(content, &d).await,
+            "{d} of the container's image collected"
+        );
+    }
+    for key in ["kept-top", "kept-base"] {
+        assert!(snapshot_present(stack, key).await, "{key} collected");
+    }
+    let listed: Vec<String> = containers
+        .list(NS, &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, ["keep"]);
+}
+
 /// What a `strata run -d --name keep` leaves: a container record in the tasks service holding
 /// the active snapshot `keep` (its layer holding `/data`) over the image `kept:1`'s layers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -629,15 +674,7 @@ async fn a_container_keeps_its_layer_while_the_tasks_service_is_down() {
     std::fs::write(&data, "precious\n").unwrap();
     let tasks_address = stack.tasks.as_ref().unwrap().address();
     let containers = RemoteContainers::connect(&tasks_address).unwrap();
-    let mut c = Container::new("keep", "io.containerd.runc.v2");
-    c.image = "kept:1".into();
-    c.spec = Some(Any {
-        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-        value: br#"{"ociVersion":"1.1.0","process":{"args":["sh"]}}"#.to_vec(),
-    });
-    c.snapshotter = SN.into();
-    c.snapshot_key = "keep".into();
-    containers.create(NS, c).await.unwrap();
+    containers.create(NS, keep_container()).await.unwrap();
     let other = image_graph(&stack, "other").await;
     images
         .create(NS, image_of("other:1", &other))
@@ -730,26 +767,7 @@ async fn a_container_keeps_its_layer_while_the_tasks_service_is_down() {
         snapshot_present(&stack, "keep").await,
         "the container's layer is gone"
     );
-    assert_eq!(std::fs::read_to_string(&data).unwrap(), "precious\n");
-    let mounts = stack.snapshots().mounts(SN, NS, "keep").await.unwrap();
-    assert_eq!(upperdir(&mounts).join("data"), data);
-    for d in kept.blobs() {
-        assert!(
-            present(&content, &d).await,
-            "{d} of the container's image collected"
-        );
-    }
-    for key in ["kept-top", "kept-base"] {
-        assert!(snapshot_present(&stack, key).await, "{key} collected");
-    }
-    let listed: Vec<String> = containers
-        .list(NS, &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(listed, ["keep"]);
+    assert_kept(&stack, &content, &kept, &data, &containers).await;
 }
 
 /// Whether every blob of `g` and the snapshots `keys` are gone, files included.

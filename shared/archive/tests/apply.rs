@@ -15,11 +15,10 @@ fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-#[test]
-fn metadata_is_reproduced() {
-    let long_dir = "d".repeat(120);
-    let long_name = format!("{long_dir}/{}", "f".repeat(150));
-    let long_target = format!("/{}", "t".repeat(200));
+/// A layer with every kind of entry and metadata: modes with setuid, setgid and sticky
+/// bits, owners, times, xattrs, a FIFO, devices, PAX times and ids, long names and a long
+/// link target, a file over 3 MiB.
+fn metadata_layer(long_dir: &str, long_name: &str, long_target: &str) -> Vec<u8> {
     let mut l = Layer::new();
     l.dir_with(
         "bin",
@@ -71,11 +70,19 @@ fn metadata_is_reproduced() {
         ("gid", b"3000001"),
     ])
     .file("pax-times", b"p")
-    .dir(&long_dir)
-    .file(&long_name, b"long")
-    .symlink("longlink", &long_target)
+    .dir(long_dir)
+    .file(long_name, b"long")
+    .symlink("longlink", long_target)
     .file("bin/data", &vec![7u8; 3 * 1024 * 1024 + 17]);
-    let tar = l.finish();
+    l.finish()
+}
+
+#[test]
+fn metadata_is_reproduced() {
+    let long_dir = "d".repeat(120);
+    let long_name = format!("{long_dir}/{}", "f".repeat(150));
+    let long_target = format!("/{}", "t".repeat(200));
+    let tar = metadata_layer(&long_dir, &long_name, &long_target);
     let root = tmp();
     let r = root.path();
     let stats = apply(&tar, r, WhiteoutMode::Overlay);
@@ -385,14 +392,9 @@ fn hard_links_within_a_layer() {
     );
 }
 
-#[test]
-fn hard_link_to_a_lower_layer_copies_up() {
-    let dirs = tmp();
-    let d = dirs.path();
-    let (l1, l2, l3, merged) = (d.join("l1"), d.join("l2"), d.join("l3"), d.join("m"));
-    for p in [&l1, &l2, &l3, &merged] {
-        fs::create_dir(p).expect("mkdir");
-    }
+/// The lowest layer of `hard_link_to_a_lower_layer_copies_up`: `usr/bin/tool` whose file and
+/// parents carry their own modes, owners, times and xattrs, and `gone`.
+fn tool_layer() -> Vec<u8> {
     let mut layer1 = Layer::new();
     layer1
         .dir_with(
@@ -427,7 +429,18 @@ fn hard_link_to_a_lower_layer_copies_up() {
             },
         )
         .file("gone", b"whited out above");
-    apply(&layer1.finish(), &l1, WhiteoutMode::Overlay);
+    layer1.finish()
+}
+
+#[test]
+fn hard_link_to_a_lower_layer_copies_up() {
+    let dirs = tmp();
+    let d = dirs.path();
+    let (l1, l2, l3, merged) = (d.join("l1"), d.join("l2"), d.join("l3"), d.join("m"));
+    for p in [&l1, &l2, &l3, &merged] {
+        fs::create_dir(p).expect("mkdir");
+    }
+    apply(&tool_layer(), &l1, WhiteoutMode::Overlay);
 
     let mut layer2 = Layer::new();
     layer2.whiteout("gone");

@@ -34,28 +34,9 @@ HEALTHCHECK NONE
 ENTRYPOINT ["/app"]
 "#;
 
-#[test]
-fn multi_stage_with_every_instruction() {
-    let df = Dockerfile::parse(MULTI).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(df.escape, '\\');
-    assert_eq!(df.meta_args.len(), 2);
-    assert_eq!(
-        df.meta_args[0].kind,
-        Kind::Arg(vec![("BASE".into(), Some("alpine:3.20".into()))])
-    );
-    assert_eq!(
-        df.meta_args[1].kind,
-        Kind::Arg(vec![("VERSION".into(), None)])
-    );
-    assert_eq!(df.stages.len(), 2);
-
-    let b = &df.stages[0];
-    assert_eq!(b.name.as_deref(), Some("builder"));
-    assert_eq!(b.base, "${BASE}");
-    assert_eq!(b.platform.as_deref(), Some("$BUILDPLATFORM"));
-    assert_eq!(b.line, 4);
-    let kinds: Vec<&Kind> = b.instructions.iter().map(|i| &i.kind).collect();
-    let expected = vec![
+/// The instructions of `MULTI`'s first stage, as parsed.
+fn builder_stage() -> Vec<Kind> {
+    vec![
         Kind::Maintainer("someone <a@b.c>".into()),
         Kind::Env(vec![
             ("GOPATH".into(), "/go".into()),
@@ -111,7 +92,31 @@ fn multi_stage_with_every_instruction() {
         Kind::Onbuild("COPY . /app".into()),
         Kind::Cmd(Command::Exec(vec!["serve".into(), "--port=8080".into()])),
         Kind::Entrypoint(Command::Shell("/out/app".into())),
-    ];
+    ]
+}
+
+#[test]
+fn multi_stage_with_every_instruction() {
+    let df = Dockerfile::parse(MULTI).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(df.escape, '\\');
+    assert_eq!(df.meta_args.len(), 2);
+    assert_eq!(
+        df.meta_args[0].kind,
+        Kind::Arg(vec![("BASE".into(), Some("alpine:3.20".into()))])
+    );
+    assert_eq!(
+        df.meta_args[1].kind,
+        Kind::Arg(vec![("VERSION".into(), None)])
+    );
+    assert_eq!(df.stages.len(), 2);
+
+    let b = &df.stages[0];
+    assert_eq!(b.name.as_deref(), Some("builder"));
+    assert_eq!(b.base, "${BASE}");
+    assert_eq!(b.platform.as_deref(), Some("$BUILDPLATFORM"));
+    assert_eq!(b.line, 4);
+    let kinds: Vec<&Kind> = b.instructions.iter().map(|i| &i.kind).collect();
+    let expected = builder_stage();
     assert_eq!(kinds.len(), expected.len());
     for (got, want) in kinds.iter().zip(&expected) {
         assert_eq!(*got, want);
