@@ -9,7 +9,7 @@
 use crate::events::{Exchange, encode};
 use crate::locks::TaskLocks;
 use crate::private;
-use crate::shim_exe::SealedExe;
+use crate::shim_exe::{SealedCopy, SealedExe};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStringExt as _;
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use strata_api::containerd::events as ev;
-use strata_core::containers::{ContainerStore, LABEL_VOLATILE_ROOTFS};
+use strata_core::containers::{Container, ContainerStore, LABEL_VOLATILE_ROOTFS};
 use strata_core::mount::Mount;
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Error, Result, identifiers};
@@ -201,6 +201,26 @@ fn remove_task_dir(dir: &Path, rootfs: &Path, unmounted: impl FnOnce(bool)) -> R
     Ok(was)
 }
 
+/// Container `id`'s spec as the task will run it: `process.terminal` set when the request
+/// (`terminal`) or the spec asks for one. Returns the spec and the terminal setting.
+fn task_spec(id: &str, container: &Container, terminal: bool) -> Result<(Value, bool)> {
+    let spec = container
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::failed_precondition(format!("container {id:?} has no spec")))?;
+    let mut spec: Value = serde_json::from_slice(&spec.value)
+        .map_err(|e| Error::invalid_argument(format!("container {id:?}: spec: {e}")))?;
+    // The request and the spec agree on the terminal (containerd clients set both).
+    let terminal = terminal || spec["process"]["terminal"].as_bool().unwrap_or(false);
+    if !spec["process"].is_object() {
+        return Err(Error::invalid_argument(format!(
+            "container {id:?}: its spec has no process"
+        )));
+    }
+    spec["process"]["terminal"] = json!(terminal);
+    Ok((spec, terminal))
+}
+
 /// The framed log of container `id`'s output (every task it has had), beside its task
 /// directory.
 pub fn container_log(state: &Path, ns: &str, id: &str) -> PathBuf {
@@ -373,20 +393,7 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         } else {
             0
         };
-        let spec = container
-            .spec
-            .as_ref()
-            .ok_or_else(|| Error::failed_precondition(format!("container {id:?} has no spec")))?;
-        let mut spec: Value = serde_json::from_slice(&spec.value)
-            .map_err(|e| Error::invalid_argument(format!("container {id:?}: spec: {e}")))?;
-        // The request and the spec agree on the terminal (containerd clients set both).
-        let terminal = opts.terminal || spec["process"]["terminal"].as_bool().unwrap_or(false);
-        if !spec["process"].is_object() {
-            return Err(Error::invalid_argument(format!(
-                "container {id:?}: its spec has no process"
-            )));
-        }
-        spec["process"]["terminal"] = json!(terminal);
+        let (mut spec, terminal) = task_spec(id, &container, opts.terminal)?;
         // The supervisor starts from the sealed copy of its binary, so what the container can
         // reach through /proc is that copy, never the file (made before anything is mounted).
         let exe = self.shim.copy()?;
@@ -398,42 +405,11 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         private::create_dir_all(&rootfs).map_err(|e| shim_err(id, "bundle", e))?;
         private::restrict(&self.state.join(ns), private::DIR_MODE)
             .map_err(|e| shim_err(id, "bundle", e))?;
-        let mut mounts = if !opts.rootfs.is_empty() {
-            opts.rootfs.clone()
-        } else if !container.snapshot_key.is_empty() {
-            self.snapshots
-                .mounts(&container.snapshotter, ns, &container.snapshot_key)
-                .await?
-        } else {
-            Vec::new()
-        };
-        let volatile = container
-            .labels
-            .get(LABEL_VOLATILE_ROOTFS)
-            .is_some_and(|v| v == "true")
-            .then(|| make_volatile(&mut mounts))
-            .flatten();
-        // Recorded before the mount: a crash between the two leaves a record that says
-        // mounted, never one that says not (and cleanup asks the kernel anyway).
-        private::write(
-            &dir.join("mounted"),
-            if mounts.is_empty() { "0" } else { "1" },
-        )
-        .map_err(|e| shim_err(id, "recording its mount", e))?;
+        let mounts = self
+            .mount_root(ns, id, &container, &opts.rootfs, &dir, &rootfs)
+            .await?;
         if !mounts.is_empty() {
-            let (m, r) = (mounts.clone(), rootfs.clone());
-            tokio::task::spawn_blocking(move || strata_mount::mount_all(&m, &r))
-                .await
-                .map_err(|e| shim_err(id, "mount", e))?
-                .map_err(|e| Error::from(e).context(format!("task {id:?}: mounting its root")))?;
             spec["root"]["path"] = json!(rootfs.display().to_string());
-        }
-        if let Some(work) = &volatile {
-            private::write(
-                &dir.join(VOLATILE_FILE),
-                work.as_os_str().as_encoded_bytes(),
-            )
-            .map_err(|e| shim_err(id, "state", e))?;
         }
         if spec["linux"]["cgroupsPath"]
             .as_str()
@@ -445,42 +421,9 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
         private::write(&bundle.join("config.json"), config).map_err(|e| shim_err(id, "spec", e))?;
 
         let runtime = self.runtime_for(&container.runtime.name);
-        // argv[0] still names the file.
-        let mut cmd = tokio::process::Command::new(exe.exec_path());
-        cmd.arg0(self.shim.path());
-        cmd.args(["--id", id, "--runtime", &runtime])
-            .arg("--bundle")
-            .arg(&bundle)
-            .arg("--state")
-            .arg(&dir)
-            .arg("--log")
-            .arg(&log);
-        for (flag, path) in [
-            ("--stdin", &opts.stdin),
-            ("--stdout", &opts.stdout),
-            ("--stderr", &opts.stderr),
-        ] {
-            if !path.is_empty() {
-                cmd.arg(flag).arg(path);
-            }
-        }
-        cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| shim_err(id, &format!("starting {}", self.shim.path().display()), e))?;
-        // The child has exec'd: the copy may go once a newer one replaces it.
-        drop(exe);
-        let out = child.stdout.take();
-        let mut line = String::new();
-        if let Some(out) = out {
-            let _ = BufReader::new(out).read_line(&mut line).await;
-        }
-        // The supervisor lives on in its own session; reap it when it ends.
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
+        let line = self
+            .spawn_shim(exe, id, &runtime, &bundle, &dir, &log, &opts)
+            .await?;
         let Some(pid) = line
             .strip_prefix("ready ")
             .and_then(|p| p.trim().parse::<u32>().ok())
@@ -524,6 +467,114 @@ impl<C: ContainerStore, S: SnapshotStore> Tasks<C, S> {
             },
         );
         Ok(pid)
+    }
+
+    /// Mounts the task's root file system at `rootfs` (the request's mounts, else the
+    /// container's snapshot), made volatile when the container's label asks, and records that
+    /// in `dir`. Returns the mounts (none: the bundle's `rootfs` directory is the root).
+    async fn mount_root(
+        &self,
+        ns: &str,
+        id: &str,
+        container: &Container,
+        requested: &[Mount],
+        dir: &Path,
+        rootfs: &Path,
+    ) -> Result<Vec<Mount>> {
+        let mut mounts = if !requested.is_empty() {
+            requested.to_vec()
+        } else if !container.snapshot_key.is_empty() {
+            self.snapshots
+                .mounts(&container.snapshotter, ns, &container.snapshot_key)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let volatile = container
+            .labels
+            .get(LABEL_VOLATILE_ROOTFS)
+            .is_some_and(|v| v == "true")
+            .then(|| make_volatile(&mut mounts))
+            .flatten();
+        // Recorded before the mount: a crash between the two leaves a record that says
+        // mounted, never one that says not (and cleanup asks the kernel anyway).
+        private::write(
+            &dir.join("mounted"),
+            if mounts.is_empty() { "0" } else { "1" },
+        )
+        .map_err(|e| shim_err(id, "recording its mount", e))?;
+        if !mounts.is_empty() {
+            let (m, r) = (mounts.clone(), rootfs.to_path_buf());
+            tokio::task::spawn_blocking(move || strata_mount::mount_all(&m, &r))
+                .await
+                .map_err(|e| shim_err(id, "mount", e))?
+                .map_err(|e| Error::from(e).context(format!("task {id:?}: mounting its root")))?;
+        }
+        if let Some(work) = &volatile {
+            private::write(
+                &dir.join(VOLATILE_FILE),
+                work.as_os_str().as_encoded_bytes(),
+            )
+            .map_err(|e| shim_err(id, "state", e))?;
+        }
+        Ok(mounts)
+    }
+
+    /// Starts the supervisor from the sealed copy `exe` of its binary and waits for the line it
+    /// writes once the container is created (`ready <pid>`, or nothing when it failed). The
+    /// supervisor is reaped in the background when it ends.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the supervisor's command line: its binary, the container, runtime, bundle, state \
+                  directory, log and stdio"
+    )]
+    async fn spawn_shim(
+        &self,
+        exe: Arc<SealedCopy>,
+        id: &str,
+        runtime: &str,
+        bundle: &Path,
+        dir: &Path,
+        log: &Path,
+        opts: &CreateOptions,
+    ) -> Result<String> {
+        // argv[0] still names the file.
+        let mut cmd = tokio::process::Command::new(exe.exec_path());
+        cmd.arg0(self.shim.path());
+        cmd.args(["--id", id, "--runtime", runtime])
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--state")
+            .arg(dir)
+            .arg("--log")
+            .arg(log);
+        for (flag, path) in [
+            ("--stdin", &opts.stdin),
+            ("--stdout", &opts.stdout),
+            ("--stderr", &opts.stderr),
+        ] {
+            if !path.is_empty() {
+                cmd.arg(flag).arg(path);
+            }
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| shim_err(id, &format!("starting {}", self.shim.path().display()), e))?;
+        // The child has exec'd: the copy may go once a newer one replaces it.
+        drop(exe);
+        let out = child.stdout.take();
+        let mut line = String::new();
+        if let Some(out) = out {
+            let _ = BufReader::new(out).read_line(&mut line).await;
+        }
+        // The supervisor lives on in its own session; reap it when it ends.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        Ok(line)
     }
 
     /// Removes a task's directory, its root unmounted first whatever `mounted` (the record)
