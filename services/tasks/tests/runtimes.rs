@@ -386,45 +386,7 @@ fn metrics_report_the_cgroup(rt: Rt) {
     assert_eq!(m.id, c);
     assert!(m.timestamp.is_some());
     let data = m.data.clone().unwrap();
-    if stack::host_is_unified() {
-        assert_eq!(data.type_url, "io.containerd.cgroups.v2.Metrics");
-        let d: v2::Metrics = prost::Message::decode(data.value.as_slice()).unwrap();
-        let mem = d.memory.unwrap();
-        assert_eq!(mem.usage_limit, 32 * MIB);
-        assert!(mem.usage > 0);
-        let pids = d.pids.unwrap();
-        assert_eq!(pids.limit, LIMIT);
-        assert!(pids.current >= 2 && pids.current <= LIMIT, "{pids:?}");
-        assert!(d.cpu.unwrap().usage_usec > 0);
-    } else {
-        assert_eq!(data.type_url, "io.containerd.cgroups.v1.Metrics");
-        let d: v1::Metrics = prost::Message::decode(data.value.as_slice()).unwrap();
-        let mem = d.memory.unwrap();
-        let usage = mem.usage.unwrap();
-        assert_eq!(usage.limit, 32 * MIB);
-        assert!(usage.usage > 0 && usage.max >= usage.usage, "{usage:?}");
-        assert!(mem.rss + mem.cache > 0, "{mem:?}");
-        let pids = d.pids.unwrap();
-        assert_eq!(pids.limit, LIMIT);
-        // sh and sleep.
-        assert_eq!(pids.current, 2, "{pids:?}");
-        let cpu = d.cpu.unwrap().usage.unwrap();
-        assert!(cpu.total > 0 && !cpu.per_cpu.is_empty(), "{cpu:?}");
-        assert!(d.blkio.is_some());
-        // runc and crun place the task in a hugetlb cgroup when that hierarchy is mounted
-        // (crun's workaround mounts it); the built-in runtime leaves it at the root.
-        let pid = s.get(&c).pid;
-        if hugetlb_placed(pid) {
-            assert!(!d.hugetlb.is_empty(), "no hugetlb numbers: {:?}", d.hugetlb);
-            assert!(
-                d.hugetlb
-                    .iter()
-                    .all(|h| h.usage == 0 && !h.pagesize.is_empty())
-            );
-        } else {
-            assert!(d.hugetlb.is_empty(), "{:?}", d.hugetlb);
-        }
-    }
+    assert_cgroup_numbers(&s, &c, &data.type_url, &data.value, LIMIT);
     // No filter: every running task; a filter naming nothing: none.
     let all = s.metrics(&[]);
     let mut ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
@@ -478,6 +440,50 @@ fn metrics_report_the_cgroup(rt: Rt) {
     assert!(!out.status.success());
     assert_eq!(s.remove(&other), 137);
     s.kill_and_remove(&c);
+}
+
+/// The metrics of task `c` (a memory limit of 32 MiB, `limit` pids), decoded from the Any
+/// (`type_url`, `value`) as the host's cgroup version's containerd message.
+fn assert_cgroup_numbers(s: &Stack, c: &str, type_url: &str, value: &[u8], limit: u64) {
+    if stack::host_is_unified() {
+        assert_eq!(type_url, "io.containerd.cgroups.v2.Metrics");
+        let d: v2::Metrics = prost::Message::decode(value).unwrap();
+        let mem = d.memory.unwrap();
+        assert_eq!(mem.usage_limit, 32 * MIB);
+        assert!(mem.usage > 0);
+        let pids = d.pids.unwrap();
+        assert_eq!(pids.limit, limit);
+        assert!(pids.current >= 2 && pids.current <= limit, "{pids:?}");
+        assert!(d.cpu.unwrap().usage_usec > 0);
+    } else {
+        assert_eq!(type_url, "io.containerd.cgroups.v1.Metrics");
+        let d: v1::Metrics = prost::Message::decode(value).unwrap();
+        let mem = d.memory.unwrap();
+        let usage = mem.usage.unwrap();
+        assert_eq!(usage.limit, 32 * MIB);
+        assert!(usage.usage > 0 && usage.max >= usage.usage, "{usage:?}");
+        assert!(mem.rss + mem.cache > 0, "{mem:?}");
+        let pids = d.pids.unwrap();
+        assert_eq!(pids.limit, limit);
+        // sh and sleep.
+        assert_eq!(pids.current, 2, "{pids:?}");
+        let cpu = d.cpu.unwrap().usage.unwrap();
+        assert!(cpu.total > 0 && !cpu.per_cpu.is_empty(), "{cpu:?}");
+        assert!(d.blkio.is_some());
+        // runc and crun place the task in a hugetlb cgroup when that hierarchy is mounted
+        // (crun's workaround mounts it); the built-in runtime leaves it at the root.
+        let pid = s.get(c).pid;
+        if hugetlb_placed(pid) {
+            assert!(!d.hugetlb.is_empty(), "no hugetlb numbers: {:?}", d.hugetlb);
+            assert!(
+                d.hugetlb
+                    .iter()
+                    .all(|h| h.usage == 0 && !h.pagesize.is_empty())
+            );
+        } else {
+            assert!(d.hugetlb.is_empty(), "{:?}", d.hugetlb);
+        }
+    }
 }
 
 /// Whether process `pid` sits below the root of a mounted v1 hugetlb hierarchy.
