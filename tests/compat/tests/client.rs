@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use strata_compat::image::{HELLO, HELLO_PATH, OS_RELEASE, WHITED_OUT};
-use strata_compat::{Env, Obs, Side, digest_of};
+use strata_compat::{Env, Obs, Side, TestImage, digest_of};
 
 const SNAPSHOTTER: &str = "overlayfs";
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -165,17 +165,9 @@ fn spec(ns: &str, id: &str, args: &[&str]) -> prost_types::Any {
     }
 }
 
-async fn client_workflow(env: &Env, side: &Side) -> Obs {
-    let img = &env.image;
-    let ns = side.ns.as_str();
-    let mut o = Obs::new();
-    side.ctr(&["images", "pull", "--plain-http", &img.reference])
-        .ok();
-
-    let c = Client::from_path(&side.socket).await.unwrap();
-    let v = c.version().version(()).await.unwrap().into_inner();
-    o.note("version: not empty", !v.version.is_empty());
-
+/// Images and content: the image listed and got (a missing one too), its manifest read whole
+/// and in part, its info, a missing blob. The manifest.
+async fn images_and_content(c: &Client, ns: &str, o: &mut Obs, img: &TestImage) -> Vec<u8> {
     // Images.
     let list = c
         .images()
@@ -215,10 +207,10 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
     o.note("images get of a missing image", code(&missing));
 
     // Content: the manifest, whole and a range; its info; a missing blob.
-    let manifest = read(&c, ns, &target.digest, 0, 0).await.unwrap();
+    let manifest = read(c, ns, &target.digest, 0, 0).await.unwrap();
     o.note("content read manifest: digest", digest_of(&manifest));
     o.note("content read manifest: length", manifest.len());
-    let part = read(&c, ns, &target.digest, 5, 10).await.unwrap();
+    let part = read(c, ns, &target.digest, 5, 10).await.unwrap();
     o.note("content read range", String::from_utf8_lossy(&part));
     let info = c
         .content()
@@ -247,13 +239,18 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
     let zero = format!("sha256:{}", "0".repeat(64));
     o.note(
         "content read missing",
-        code(&read(&c, ns, &zero, 0, 0).await),
+        code(&read(c, ns, &zero, 0, 0).await),
     );
+    manifest
+}
 
+/// The chain IDs of the image whose manifest is `manifest`, and the snapshot of the top one:
+/// the chain and its top.
+async fn chain_of(c: &Client, ns: &str, o: &mut Obs, manifest: &[u8]) -> (Vec<String>, String) {
     // The chain ID, from the config the manifest names.
-    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(manifest).unwrap();
     let config_digest = m["config"]["digest"].as_str().unwrap().to_owned();
-    let config = read(&c, ns, &config_digest, 0, 0).await.unwrap();
+    let config = read(c, ns, &config_digest, 0, 0).await.unwrap();
     let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
     let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
         .as_array()
@@ -283,22 +280,20 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
         "snapshot stat chain id",
         format!("{} parent={} kind={}", stat.name, stat.parent, stat.kind),
     );
+    (chain, top)
+}
 
-    // A lease holds what this client creates, as containerd's Go client does.
-    let lease = "compat-client";
-    let created = c
-        .leases()
-        .create(req(
-            ns,
-            None,
-            CreateRequest {
-                id: lease.into(),
-                labels: Default::default(),
-            },
-        ))
-        .await;
-    o.note("lease create", code(&created));
-
+/// A snapshot over `top`, held by `lease`, mounted on `target_dir`: the image's files, a
+/// write that stays, a taken key, removals (of it, and of `bottom`, which has a child).
+async fn snapshot_workflow(
+    c: &Client,
+    ns: &str,
+    o: &mut Obs,
+    lease: &str,
+    top: &str,
+    bottom: &str,
+    target_dir: &Path,
+) {
     // Prepare a snapshot over the chain, mount it, read the image's files, write one.
     let prepared = c
         .snapshots()
@@ -308,7 +303,7 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
             PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: "compat-rw".into(),
-                parent: top.clone(),
+                parent: top.to_owned(),
                 labels: Default::default(),
             },
         ))
@@ -324,9 +319,8 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
             .collect::<Vec<_>>()
             .join(","),
     );
-    let target_dir = side.scratch.join("mnt");
-    let mounted = mount(&prepared.mounts, &target_dir);
-    note_tree(&mut o, "prepared", &target_dir);
+    let mounted = mount(&prepared.mounts, target_dir);
+    note_tree(o, "prepared", target_dir);
     std::fs::write(target_dir.join("compat/written"), b"by the client\n").unwrap();
     drop(mounted);
     let again = c
@@ -337,7 +331,7 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
             PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: "compat-rw".into(),
-                parent: top.clone(),
+                parent: top.to_owned(),
                 labels: Default::default(),
             },
         ))
@@ -356,7 +350,7 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
         .await
         .unwrap()
         .into_inner();
-    let mounted = mount(&mounts.mounts, &target_dir);
+    let mounted = mount(&mounts.mounts, target_dir);
     o.note(
         "remounted: the client's write",
         std::fs::read_to_string(target_dir.join("compat/written")).unwrap_or_default(),
@@ -381,15 +375,27 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
             None,
             RemoveSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
-                key: chain[0].clone(),
+                key: bottom.to_owned(),
             },
         ))
         .await;
     o.note("snapshot remove of a snapshot with a child", code(&removed));
+}
 
+/// Container `id` of `img`, its rootfs the snapshot `snap` over `top` (both held by
+/// `lease`), and its task created.
+#[allow(clippy::too_many_arguments)]
+async fn create_container_and_task(
+    c: &Client,
+    ns: &str,
+    o: &mut Obs,
+    lease: &str,
+    img: &TestImage,
+    top: &str,
+    id: &str,
+    snap: &str,
+) {
     // A container and its task: create, start, wait for the exit code.
-    let id = "compat-task";
-    let snap = format!("{id}-snapshot");
     let rootfs = c
         .snapshots()
         .prepare(req(
@@ -397,8 +403,8 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
             Some(lease),
             PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
-                key: snap.clone(),
-                parent: top.clone(),
+                key: snap.to_owned(),
+                parent: top.to_owned(),
                 labels: Default::default(),
             },
         ))
@@ -419,7 +425,7 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
             &["sh", "-c", "echo from-the-task > /compat/out; exit 5"],
         )),
         snapshotter: SNAPSHOTTER.into(),
-        snapshot_key: snap.clone(),
+        snapshot_key: snap.to_owned(),
         ..Default::default()
     };
     let created = c
@@ -450,6 +456,10 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
         "task create: pid > 0",
         task.as_ref().is_ok_and(|t| t.get_ref().pid > 0),
     );
+}
+
+/// The task of container `id` started, waited for and deleted, with its exit status.
+async fn start_wait_delete(c: &Client, ns: &str, o: &mut Obs, id: &str) {
     let started = c
         .tasks()
         .start(req(
@@ -497,6 +507,18 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
             .map(|d| d.into_inner().exit_status)
             .unwrap_or(u32::MAX),
     );
+}
+
+/// What the task of container `id` wrote is in its snapshot `snap` (mounted on
+/// `target_dir`); then the container and the snapshot go.
+async fn task_write_and_removal(
+    c: &Client,
+    ns: &str,
+    o: &mut Obs,
+    id: &str,
+    snap: &str,
+    target_dir: &Path,
+) {
     // What the task wrote is in its snapshot.
     let mounts = c
         .snapshots()
@@ -505,13 +527,13 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
             None,
             MountsRequest {
                 snapshotter: SNAPSHOTTER.into(),
-                key: snap.clone(),
+                key: snap.to_owned(),
             },
         ))
         .await
         .unwrap()
         .into_inner();
-    let mounted = mount(&mounts.mounts, &target_dir);
+    let mounted = mount(&mounts.mounts, target_dir);
     o.note(
         "the task's write, in its snapshot",
         std::fs::read_to_string(target_dir.join("compat/out")).unwrap_or_default(),
@@ -529,24 +551,16 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
             None,
             RemoveSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
-                key: snap,
+                key: snap.to_owned(),
             },
         ))
         .await;
     o.note("container snapshot remove", code(&removed));
-    let deleted = c
-        .leases()
-        .delete(req(
-            ns,
-            None,
-            DeleteRequest {
-                id: lease.into(),
-                sync: true,
-            },
-        ))
-        .await;
-    o.note("lease delete", code(&deleted));
+}
 
+/// A namespace holding only a container record is not empty: its deletion is refused until
+/// the record goes.
+async fn container_only_namespace(c: &Client, ns: &str, o: &mut Obs) {
     // A namespace holding only a container record is not empty.
     let other = format!("{ns}-c");
     let container = Container {
@@ -614,6 +628,60 @@ async fn client_workflow(env: &Env, side: &Side) -> Obs {
         "container-only namespace: delete once empty",
         code(&deleted),
     );
+}
+
+async fn client_workflow(env: &Env, side: &Side) -> Obs {
+    let img = &env.image;
+    let ns = side.ns.as_str();
+    let mut o = Obs::new();
+    side.ctr(&["images", "pull", "--plain-http", &img.reference])
+        .ok();
+
+    let c = Client::from_path(&side.socket).await.unwrap();
+    let v = c.version().version(()).await.unwrap().into_inner();
+    o.note("version: not empty", !v.version.is_empty());
+
+    let manifest = images_and_content(&c, ns, &mut o, img).await;
+    let (chain, top) = chain_of(&c, ns, &mut o, &manifest).await;
+
+    // A lease holds what this client creates, as containerd's Go client does.
+    let lease = "compat-client";
+    let created = c
+        .leases()
+        .create(req(
+            ns,
+            None,
+            CreateRequest {
+                id: lease.into(),
+                labels: Default::default(),
+            },
+        ))
+        .await;
+    o.note("lease create", code(&created));
+
+    let target_dir = side.scratch.join("mnt");
+    snapshot_workflow(&c, ns, &mut o, lease, &top, &chain[0], &target_dir).await;
+
+    let id = "compat-task";
+    let snap = format!("{id}-snapshot");
+    create_container_and_task(&c, ns, &mut o, lease, img, &top, id, &snap).await;
+    start_wait_delete(&c, ns, &mut o, id).await;
+    task_write_and_removal(&c, ns, &mut o, id, &snap, &target_dir).await;
+    let deleted = c
+        .leases()
+        .delete(req(
+            ns,
+            None,
+            DeleteRequest {
+                id: lease.into(),
+                sync: true,
+            },
+        ))
+        .await;
+    o.note("lease delete", code(&deleted));
+
+    container_only_namespace(&c, ns, &mut o).await;
+
     o
 }
 

@@ -437,38 +437,8 @@ fn run_rm_reads_every_layer_and_returns_exit_codes() {
     );
 }
 
-/// `ctr run -d` and everything ctr does with a running task and its container.
-fn detached_workflow(env: &Env, side: &Side) -> Obs {
-    let r = env.image.reference.as_str();
-    let mut o = Obs::new();
-    side.ctr(&["images", "pull", "--plain-http", r]).ok();
-    o.note(
-        "run -d",
-        status(&side.ctr(&["run", "-d", r, "d1", "sleep", "1000"])),
-    );
-    let ls = side.ctr(&["tasks", "ls"]);
-    let rows = table::parse(ls.ok(), &["TASK", "PID", "STATUS"]);
-    o.note(
-        "tasks ls",
-        rows.iter()
-            .map(|r| format!("{} {}", r["TASK"], r["STATUS"]))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    let pid = rows.first().map(|r| r["PID"].clone()).unwrap_or_default();
-    o.note(
-        "tasks ls: pid is a number > 0",
-        pid.parse::<u32>().is_ok_and(|p| p > 0),
-    );
-    o.note(
-        "tasks ls -q",
-        quiet(side.ctr(&["tasks", "ls", "-q"]).ok()).join(","),
-    );
-    let ps = side.ctr(&["tasks", "ps", "d1"]);
-    let rows = table::parse(ps.ok(), &["PID", "INFO"]);
-    o.note("tasks ps: processes", rows.len());
-    o.note("tasks ps: init listed", column(&rows, "PID").contains(&pid));
-
+/// Execs in task `d1`: output, exit codes, the pid namespace, refusals.
+fn note_execs(o: &mut Obs, side: &Side) {
     let exec = side.ctr(&["tasks", "exec", "--exec-id", "e1", "d1", "cat", HELLO_PATH]);
     o.note("exec cat: exit code", exec.code);
     o.note("exec cat: stdout", &exec.stdout);
@@ -508,7 +478,11 @@ fn detached_workflow(env: &Env, side: &Side) -> Obs {
         "exec without --exec-id",
         status(&side.ctr(&["tasks", "exec", "d1", "true"])),
     );
+}
 
+/// The records of running container `d1`: `containers ls` and `info`, its snapshots, their
+/// usage and tree.
+fn note_records(o: &mut Obs, side: &Side) {
     let ls = side.ctr(&["containers", "ls"]);
     let rows = table::parse(ls.ok(), &["CONTAINER", "IMAGE", "RUNTIME"]);
     o.note(
@@ -530,7 +504,7 @@ fn detached_workflow(env: &Env, side: &Side) -> Obs {
         status(&side.ctr(&["containers", "info", "ghost"])),
     );
 
-    note_snapshots(&mut o, "running", side, &side.ns);
+    note_snapshots(o, "running", side, &side.ns);
     let usage = side.ctr(&["snapshots", "usage"]);
     let rows = table::parse(usage.ok(), &["KEY", "SIZE", "INODES"]);
     for r in &rows {
@@ -549,6 +523,43 @@ fn detached_workflow(env: &Env, side: &Side) -> Obs {
             .collect::<Vec<_>>()
             .join("\n"),
     );
+}
+
+/// `ctr run -d` and everything ctr does with a running task and its container.
+fn detached_workflow(env: &Env, side: &Side) -> Obs {
+    let r = env.image.reference.as_str();
+    let mut o = Obs::new();
+    side.ctr(&["images", "pull", "--plain-http", r]).ok();
+    o.note(
+        "run -d",
+        status(&side.ctr(&["run", "-d", r, "d1", "sleep", "1000"])),
+    );
+    let ls = side.ctr(&["tasks", "ls"]);
+    let rows = table::parse(ls.ok(), &["TASK", "PID", "STATUS"]);
+    o.note(
+        "tasks ls",
+        rows.iter()
+            .map(|r| format!("{} {}", r["TASK"], r["STATUS"]))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let pid = rows.first().map(|r| r["PID"].clone()).unwrap_or_default();
+    o.note(
+        "tasks ls: pid is a number > 0",
+        pid.parse::<u32>().is_ok_and(|p| p > 0),
+    );
+    o.note(
+        "tasks ls -q",
+        quiet(side.ctr(&["tasks", "ls", "-q"]).ok()).join(","),
+    );
+    let ps = side.ctr(&["tasks", "ps", "d1"]);
+    let rows = table::parse(ps.ok(), &["PID", "INFO"]);
+    o.note("tasks ps: processes", rows.len());
+    o.note("tasks ps: init listed", column(&rows, "PID").contains(&pid));
+
+    note_execs(&mut o, side);
+
+    note_records(&mut o, side);
 
     // Removing what is running fails; SIGTERM is ignored by a pid 1 without a handler.
     o.note(
@@ -647,6 +658,38 @@ fn detached_task_exec_kill_and_container_records() {
     );
 }
 
+/// Notes namespace `a`'s leases as `ctr leases ls` and `ls -q` list them, all but the one
+/// with the `generated` id, whose listing is noted as a fact.
+fn note_leases(o: &mut Obs, side: &Side, a: &str, generated: &str) {
+    let out = side.ctr_in(a, &["leases", "ls"]);
+    let rows = table::parse(out.ok(), &["ID", "CREATED AT", "LABELS"]);
+    let mut leases: Vec<String> = rows
+        .iter()
+        .filter(|r| r["ID"] != generated)
+        .map(|r| {
+            // The expiry label's value is a time: keep that it is there.
+            let l: Vec<String> = labels(&r["LABELS"])
+                .split(',')
+                .map(|kv| match kv.split_once('=') {
+                    Some(("containerd.io/gc.expire", _)) => "containerd.io/gc.expire=<t>".into(),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{} [{}]", r["ID"], l.join(","))
+        })
+        .collect();
+    leases.sort();
+    o.note("leases ls", leases.join(", "));
+    let mut ids = quiet(side.ctr_in(a, &["leases", "ls", "-q"]).ok());
+    let before = ids.len();
+    ids.retain(|id| id != generated);
+    o.note(
+        "leases ls -q lists the generated id",
+        ids.len() + 1 == before,
+    );
+    o.note("leases ls -q", sorted(ids));
+}
+
 /// Namespaces and leases: listing, creating, labels, removal rules.
 fn namespaces_workflow(env: &Env, side: &Side) -> Obs {
     let r = env.image.reference.as_str();
@@ -702,33 +745,7 @@ fn namespaces_workflow(env: &Env, side: &Side) -> Obs {
     o.note("lease create with a generated id", status(&created));
     let generated = created.stdout.trim().to_owned();
     o.note("generated lease id is not empty", !generated.is_empty());
-    let out = side.ctr_in(&a, &["leases", "ls"]);
-    let rows = table::parse(out.ok(), &["ID", "CREATED AT", "LABELS"]);
-    let mut leases: Vec<String> = rows
-        .iter()
-        .filter(|r| r["ID"] != generated)
-        .map(|r| {
-            // The expiry label's value is a time: keep that it is there.
-            let l: Vec<String> = labels(&r["LABELS"])
-                .split(',')
-                .map(|kv| match kv.split_once('=') {
-                    Some(("containerd.io/gc.expire", _)) => "containerd.io/gc.expire=<t>".into(),
-                    _ => kv.to_owned(),
-                })
-                .collect();
-            format!("{} [{}]", r["ID"], l.join(","))
-        })
-        .collect();
-    leases.sort();
-    o.note("leases ls", leases.join(", "));
-    let mut ids = quiet(side.ctr_in(&a, &["leases", "ls", "-q"]).ok());
-    let before = ids.len();
-    ids.retain(|id| *id != generated);
-    o.note(
-        "leases ls -q lists the generated id",
-        ids.len() + 1 == before,
-    );
-    o.note("leases ls -q", sorted(ids));
+    note_leases(&mut o, side, &a, &generated);
     o.note(
         "leases in another namespace",
         quiet(side.ctr_in(&b, &["leases", "ls", "-q"]).ok()).join(","),
@@ -926,13 +943,58 @@ fn version_and_plugins() {
     );
 }
 
-/// `ctr events` in the background while the side pulls an image, runs a container of it,
-/// labels its namespace, writes and deletes a blob and removes the image: every topic published
-/// in the side's namespace, storage (content, snapshots, images, namespaces) and execution
-/// (containers, tasks) alike.
-fn events_workflow(env: &Env, side: &Side) -> Obs {
-    let r = env.image.reference.as_str();
-    let mut o = Obs::new();
+/// Notes the events seen (`topics`, each with its event): the topics as a multiset, each
+/// source's in its order, and the fields that say what each event is about.
+fn note_topics(o: &mut Obs, topics: &[(String, serde_json::Value)]) {
+    // Services publish independently, so only each one's own order is compared, and the
+    // whole list as a multiset.
+    let mut sorted: Vec<&str> = topics.iter().map(|t| t.0.as_str()).collect();
+    sorted.sort_unstable();
+    o.note("topics (sorted)", sorted.join(" "));
+    for (source, prefixes) in [
+        ("execution", &["/containers/", "/tasks/"][..]),
+        ("snapshots", &["/snapshot/"][..]),
+        ("images", &["/images/", "/namespaces/"][..]),
+        ("content", &["/content/"][..]),
+    ] {
+        let order: Vec<&str> = topics
+            .iter()
+            .map(|t| t.0.as_str())
+            .filter(|t| prefixes.iter().any(|p| t.starts_with(p)))
+            .collect();
+        o.note(format!("topics of {source}"), order.join(" "));
+    }
+    for (topic, ev) in topics {
+        match topic.as_str() {
+            "/tasks/exit" => {
+                o.note("tasks/exit: exit_status", &ev["exit_status"]);
+                o.note("tasks/exit: id", &ev["id"]);
+            }
+            "/snapshot/prepare" if ev["key"] == "ev1" => {
+                o.note("snapshot/prepare ev1: has parent", ev["parent"].is_string());
+            }
+            "/images/create" | "/images/delete" => {
+                o.note(format!("{topic}: name"), &ev["name"]);
+            }
+            "/content/delete" => o.note("content/delete: digest", &ev["digest"]),
+            "/namespaces/update" => {
+                o.note("namespaces/update: label", &ev["labels"]["compat"]);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Starts `ctr events` on `side` and waits until it prints (a marker is published until it
+/// does): the process, the lines it prints, the thread reading them, the lines read so far.
+fn subscribe(
+    side: &Side,
+) -> (
+    std::process::Child,
+    mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+    Vec<String>,
+) {
     let mut child = side
         .ctr_command()
         .arg("events")
@@ -963,6 +1025,17 @@ fn events_workflow(env: &Env, side: &Side) -> Obs {
         }
     }
     assert!(subscribed, "[{}] ctr events printed nothing", side.name());
+    (child, rx, reader, lines)
+}
+
+/// `ctr events` in the background while the side pulls an image, runs a container of it,
+/// labels its namespace, writes and deletes a blob and removes the image: every topic published
+/// in the side's namespace, storage (content, snapshots, images, namespaces) and execution
+/// (containers, tasks) alike.
+fn events_workflow(env: &Env, side: &Side) -> Obs {
+    let r = env.image.reference.as_str();
+    let mut o = Obs::new();
+    let (mut child, rx, reader, lines) = subscribe(side);
 
     // The blob is written and deleted first: `ctr content ingest` holds no lease, so once
     // anything has been deleted (the pull's lease, the run's container) containerd's collector,
@@ -1042,43 +1115,7 @@ fn events_workflow(env: &Env, side: &Side) -> Obs {
         topics.iter().map(|t| &t.0).collect::<Vec<_>>()
     );
 
-    // Services publish independently, so only each one's own order is compared, and the
-    // whole list as a multiset.
-    let mut sorted: Vec<&str> = topics.iter().map(|t| t.0.as_str()).collect();
-    sorted.sort_unstable();
-    o.note("topics (sorted)", sorted.join(" "));
-    for (source, prefixes) in [
-        ("execution", &["/containers/", "/tasks/"][..]),
-        ("snapshots", &["/snapshot/"][..]),
-        ("images", &["/images/", "/namespaces/"][..]),
-        ("content", &["/content/"][..]),
-    ] {
-        let order: Vec<&str> = topics
-            .iter()
-            .map(|t| t.0.as_str())
-            .filter(|t| prefixes.iter().any(|p| t.starts_with(p)))
-            .collect();
-        o.note(format!("topics of {source}"), order.join(" "));
-    }
-    for (topic, ev) in &topics {
-        match topic.as_str() {
-            "/tasks/exit" => {
-                o.note("tasks/exit: exit_status", &ev["exit_status"]);
-                o.note("tasks/exit: id", &ev["id"]);
-            }
-            "/snapshot/prepare" if ev["key"] == "ev1" => {
-                o.note("snapshot/prepare ev1: has parent", ev["parent"].is_string());
-            }
-            "/images/create" | "/images/delete" => {
-                o.note(format!("{topic}: name"), &ev["name"]);
-            }
-            "/content/delete" => o.note("content/delete: digest", &ev["digest"]),
-            "/namespaces/update" => {
-                o.note("namespaces/update: label", &ev["labels"]["compat"]);
-            }
-            _ => {}
-        }
-    }
+    note_topics(&mut o, &topics);
     o
 }
 
