@@ -269,52 +269,7 @@ pub async fn serve(
     services: &[&str],
     descriptor_sets: &[&[u8]],
 ) -> Result<(), ServeError> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    for name in services {
-        reporter
-            .set_service_status(*name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-
-    fn reflection<'a>(
-        b: tonic_reflection::server::Builder<'a>,
-        services: &[&str],
-        descriptor_sets: &[&'a [u8]],
-    ) -> tonic_reflection::server::Builder<'a> {
-        let mut b = b
-            .register_encoded_file_descriptor_set(strata_api::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        for set in descriptor_sets {
-            b = b.register_encoded_file_descriptor_set(set);
-        }
-        for name in services.iter().copied().chain([
-            "grpc.health.v1.Health",
-            "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection",
-        ]) {
-            b = b.with_service_name(name);
-        }
-        b.include_reflection_service(true)
-    }
-    let v1 = reflection(
-        tonic_reflection::server::Builder::configure(),
-        services,
-        descriptor_sets,
-    )
-    .build_v1()?;
-    let v1alpha = reflection(
-        tonic_reflection::server::Builder::configure(),
-        services,
-        descriptor_sets,
-    )
-    .build_v1alpha()?;
-    let routes = routes
-        .add_service(health)
-        .add_service(v1)
-        .add_service(v1alpha);
+    let routes = with_health_and_reflection(routes, services, descriptor_sets).await?;
 
     tokio::spawn(trim_heap_when_idle());
     let mut builder = Server::builder()
@@ -378,6 +333,62 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `routes` plus health (every name in `services`, and the server as a whole, reported SERVING)
+/// and reflection v1 and v1alpha listing `services`.
+async fn with_health_and_reflection(
+    routes: Routes,
+    services: &[&str],
+    descriptor_sets: &[&[u8]],
+) -> Result<Routes, ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in services {
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    fn reflection<'a>(
+        b: tonic_reflection::server::Builder<'a>,
+        services: &[&str],
+        descriptor_sets: &[&'a [u8]],
+    ) -> tonic_reflection::server::Builder<'a> {
+        let mut b = b
+            .register_encoded_file_descriptor_set(strata_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for set in descriptor_sets {
+            b = b.register_encoded_file_descriptor_set(set);
+        }
+        for name in services.iter().copied().chain([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]) {
+            b = b.with_service_name(name);
+        }
+        b.include_reflection_service(true)
+    }
+    let v1 = reflection(
+        tonic_reflection::server::Builder::configure(),
+        services,
+        descriptor_sets,
+    )
+    .build_v1()?;
+    let v1alpha = reflection(
+        tonic_reflection::server::Builder::configure(),
+        services,
+        descriptor_sets,
+    )
+    .build_v1alpha()?;
+    let routes = routes
+        .add_service(health)
+        .add_service(v1)
+        .add_service(v1alpha);
+    Ok(routes)
 }
 
 /// Gives the heap freed after a burst of work back to the system once the service is idle
