@@ -545,26 +545,13 @@ impl Gateway for GatewayService {
 /// Largest build context accepted (the tar stream as sent).
 const MAX_CONTEXT: u64 = 16 << 30;
 
-/// One `Build` call: receives the context, runs the build, reports as it goes.
-async fn build_call(
-    b: &Arc<Backends>,
-    ns: &str,
-    start: pb::BuildStart,
-    mut stream: Streaming<pb::BuildRequest>,
-    tx: mpsc::Sender<Result<pb::BuildProgress, Status>>,
-    cleanup: &crate::build::Cleanup,
+/// Writes the context `stream` sends, up to `context_end`, to the file `tar`.
+async fn receive_context(
+    stream: &mut Streaming<pb::BuildRequest>,
+    tar: &std::path::Path,
 ) -> Result<()> {
     use tokio::io::AsyncWriteExt as _;
-    let dir_parent = b.root.join("builds");
-    tokio::fs::create_dir_all(&dir_parent)
-        .await
-        .map_err(|e| Error::internal(format!("{}: {e}", dir_parent.display())))?;
-    let work = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(&dir_parent)
-        .map_err(|e| Error::internal(format!("{}: {e}", dir_parent.display())))?;
-    let tar = work.path().join("context.tar");
-    let mut f = tokio::fs::File::create(&tar)
+    let mut f = tokio::fs::File::create(tar)
         .await
         .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
     let mut size = 0u64;
@@ -600,6 +587,28 @@ async fn build_call(
         .await
         .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
     drop(f);
+    Ok(())
+}
+
+/// One `Build` call: receives the context, runs the build, reports as it goes.
+async fn build_call(
+    b: &Arc<Backends>,
+    ns: &str,
+    start: pb::BuildStart,
+    mut stream: Streaming<pb::BuildRequest>,
+    tx: mpsc::Sender<Result<pb::BuildProgress, Status>>,
+    cleanup: &crate::build::Cleanup,
+) -> Result<()> {
+    let dir_parent = b.root.join("builds");
+    tokio::fs::create_dir_all(&dir_parent)
+        .await
+        .map_err(|e| Error::internal(format!("{}: {e}", dir_parent.display())))?;
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&dir_parent)
+        .map_err(|e| Error::internal(format!("{}: {e}", dir_parent.display())))?;
+    let tar = work.path().join("context.tar");
+    receive_context(&mut stream, &tar).await?;
     let context = work.path().join("context");
     {
         let (tar, context) = (tar.clone(), context.clone());

@@ -377,6 +377,47 @@ pub fn apply(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
         spec["process"]["noNewPrivileges"] = json!(nnp);
     }
 
+    apply_rlimits(spec, req)?;
+    apply_sysctls(spec, req)?;
+    let mut mounts = tmpfs_mounts(spec, req)?;
+    apply_devices(spec, req)?;
+
+    if (req.privileged || sec.systempaths_unconfined)
+        && let Some(linux) = spec["linux"].as_object_mut()
+    {
+        linux.remove("maskedPaths");
+        linux.remove("readonlyPaths");
+    }
+    if req.privileged {
+        // A writable /sys (and cgroup file system), as `docker run --privileged`.
+        for m in &mut mounts {
+            let system = m["type"] == "sysfs" || m["type"] == "cgroup" || m["type"] == "cgroup2";
+            if system && let Some(opts) = m["options"].as_array_mut() {
+                opts.retain(|o| o != "ro");
+                opts.push(json!("rw"));
+            }
+        }
+    }
+    spec["mounts"] = json!(mounts);
+
+    if req.privileged || sec.seccomp_unconfined {
+        if let Some(linux) = spec["linux"].as_object_mut() {
+            linux.remove("seccomp");
+        }
+    } else {
+        let profile = match &sec.seccomp_profile {
+            Some(json) => crate::seccomp::custom(json.as_bytes(), &caps)?,
+            None => crate::seccomp::default(&caps)?,
+        };
+        if let Some(profile) = profile {
+            spec["linux"]["seccomp"] = profile;
+        }
+    }
+    Ok(())
+}
+
+/// `--ulimit`: each replaces the spec's rlimit of its type.
+fn apply_rlimits(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
     let mut rlimits: Vec<Value> = spec["process"]["rlimits"]
         .as_array()
         .cloned()
@@ -397,7 +438,11 @@ pub fn apply(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
         rlimits.push(json!({"type": typ, "soft": soft, "hard": hard}));
     }
     spec["process"]["rlimits"] = json!(rlimits);
+    Ok(())
+}
 
+/// `--sysctl`: checked against the namespaces the container has of its own.
+fn apply_sysctls(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
     let namespaces = spec["linux"]["namespaces"]
         .as_array()
         .cloned()
@@ -420,7 +465,11 @@ pub fn apply(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
     if !sysctls.is_empty() {
         spec["linux"]["sysctl"] = Value::Object(sysctls);
     }
+    Ok(())
+}
 
+/// The spec's mounts with each `--tmpfs` in place of a mount at its destination.
+fn tmpfs_mounts(spec: &Value, req: &pb::CreateContainerRequest) -> Result<Vec<Value>> {
     let mut mounts: Vec<Value> = spec["mounts"].as_array().cloned().unwrap_or_default();
     for t in &req.tmpfs {
         absolute_clean("tmpfs", &t.destination)?;
@@ -444,7 +493,12 @@ pub fn apply(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
             "options": options,
         }));
     }
+    Ok(mounts)
+}
 
+/// `--device` (and the host's devices when privileged): the spec's device nodes and the
+/// device controller's rules.
+fn apply_devices(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
     let mut devices: Vec<Value> = spec["linux"]["devices"]
         .as_array()
         .cloned()
@@ -521,38 +575,6 @@ pub fn apply(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
         spec["linux"]["devices"] = json!(devices);
     }
     spec["linux"]["resources"]["devices"] = json!(rules);
-
-    if (req.privileged || sec.systempaths_unconfined)
-        && let Some(linux) = spec["linux"].as_object_mut()
-    {
-        linux.remove("maskedPaths");
-        linux.remove("readonlyPaths");
-    }
-    if req.privileged {
-        // A writable /sys (and cgroup file system), as `docker run --privileged`.
-        for m in &mut mounts {
-            let system = m["type"] == "sysfs" || m["type"] == "cgroup" || m["type"] == "cgroup2";
-            if system && let Some(opts) = m["options"].as_array_mut() {
-                opts.retain(|o| o != "ro");
-                opts.push(json!("rw"));
-            }
-        }
-    }
-    spec["mounts"] = json!(mounts);
-
-    if req.privileged || sec.seccomp_unconfined {
-        if let Some(linux) = spec["linux"].as_object_mut() {
-            linux.remove("seccomp");
-        }
-    } else {
-        let profile = match &sec.seccomp_profile {
-            Some(json) => crate::seccomp::custom(json.as_bytes(), &caps)?,
-            None => crate::seccomp::default(&caps)?,
-        };
-        if let Some(profile) = profile {
-            spec["linux"]["seccomp"] = profile;
-        }
-    }
     Ok(())
 }
 

@@ -160,65 +160,8 @@ async fn run(p: &Pull<'_>, data_rx: mpsc::Receiver<Bytes>, given_name: &str) -> 
             .map_err(|e| e.context(format!("archive entry {path:?}")))?;
         let keep = size <= SMALL_FILE;
         let reference = format!("import-{}-{import}-{n}", std::process::id());
-        p.lease_add_ingest(&reference).await?;
-        let mut w = match p
-            .b
-            .content
-            .writer(
-                &p.ns,
-                &reference,
-                WriterOptions {
-                    total: size,
-                    expected: None,
-                },
-            )
-            .await
-        {
-            Ok(w) => w,
-            Err(e) => return Err(e),
-        };
-        let mut offset = w.status().await?.offset;
-        if offset > 0 {
-            offset = w.write(0, Bytes::new()).await?;
-        }
-        let mut kept = Vec::new();
-        loop {
-            match item_rx.recv().await {
-                Some(Item::Data(d)) => {
-                    if keep {
-                        kept.extend_from_slice(&d);
-                    }
-                    offset = w.write(offset, d).await?;
-                }
-                Some(Item::End) => break,
-                _ => {
-                    return Err(Error::invalid_argument(format!(
-                        "image archive ends inside {path:?}"
-                    )));
-                }
-            }
-        }
-        let digest = w.digest();
-        if let Some(want) = &expected
-            && *want != digest
-        {
-            return Err(Error::invalid_argument(format!(
-                "archive entry {path:?} has digest {digest}, its name says {want}"
-            )));
-        }
-        p.lease_add_content(&digest).await?;
-        match w
-            .commit(CommitOptions {
-                size,
-                expected: Some(digest.clone()),
-                labels: HashMap::new(),
-            })
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.is(Kind::AlreadyExists) => {}
-            Err(e) => return Err(e.context(format!("archive entry {path:?}"))),
-        }
+        let (digest, kept) =
+            store_entry(p, &mut item_rx, &reference, &path, size, expected.as_ref()).await?;
         files.insert(path.clone(), (digest, size));
         if keep {
             small.insert(path, kept);
@@ -228,6 +171,98 @@ async fn run(p: &Pull<'_>, data_rx: mpsc::Receiver<Bytes>, given_name: &str) -> 
         .await
         .map_err(|e| Error::internal(format!("reading the archive: {e}")))??;
 
+    let roots = archive_roots(p, &files, &small, given_name).await?;
+    if roots.is_empty() {
+        return Err(Error::invalid_argument("the archive holds no image"));
+    }
+    for (name, root) in roots {
+        unpack_image(p, &name, root).await?;
+    }
+    Ok(())
+}
+
+/// Writes the data of archive entry `path` (of `size` bytes), received from `item_rx` up to
+/// its end, to the content store under `reference`, checks it against the `expected` digest
+/// and commits it. Answers its digest and, for a small file, its content.
+async fn store_entry(
+    p: &Pull<'_>,
+    item_rx: &mut mpsc::Receiver<Item>,
+    reference: &str,
+    path: &str,
+    size: u64,
+    expected: Option<&Digest>,
+) -> Result<(Digest, Vec<u8>)> {
+    let keep = size <= SMALL_FILE;
+    p.lease_add_ingest(reference).await?;
+    let mut w = match p
+        .b
+        .content
+        .writer(
+            &p.ns,
+            reference,
+            WriterOptions {
+                total: size,
+                expected: None,
+            },
+        )
+        .await
+    {
+        Ok(w) => w,
+        Err(e) => return Err(e),
+    };
+    let mut offset = w.status().await?.offset;
+    if offset > 0 {
+        offset = w.write(0, Bytes::new()).await?;
+    }
+    let mut kept = Vec::new();
+    loop {
+        match item_rx.recv().await {
+            Some(Item::Data(d)) => {
+                if keep {
+                    kept.extend_from_slice(&d);
+                }
+                offset = w.write(offset, d).await?;
+            }
+            Some(Item::End) => break,
+            _ => {
+                return Err(Error::invalid_argument(format!(
+                    "image archive ends inside {path:?}"
+                )));
+            }
+        }
+    }
+    let digest = w.digest();
+    if let Some(want) = expected
+        && *want != digest
+    {
+        return Err(Error::invalid_argument(format!(
+            "archive entry {path:?} has digest {digest}, its name says {want}"
+        )));
+    }
+    p.lease_add_content(&digest).await?;
+    match w
+        .commit(CommitOptions {
+            size,
+            expected: Some(digest.clone()),
+            labels: HashMap::new(),
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.is(Kind::AlreadyExists) => {}
+        Err(e) => return Err(e.context(format!("archive entry {path:?}"))),
+    }
+    Ok((digest, kept))
+}
+
+/// The images an archive holds, by name: from its index.json (an OCI layout) or its
+/// manifest.json (`docker save`); `given_name` names one the archive leaves unnamed.
+async fn archive_roots(
+    p: &Pull<'_>,
+    files: &HashMap<String, (Digest, u64)>,
+    small: &HashMap<String, Vec<u8>>,
+    given_name: &str,
+) -> Result<Vec<(String, Descriptor)>> {
     let mut roots: Vec<(String, Descriptor)> = Vec::new();
     if let Some(index) = small.get("index.json") {
         let index = ImageIndex::from_slice(index)?;
@@ -254,7 +289,7 @@ async fn run(p: &Pull<'_>, data_rx: mpsc::Receiver<Bytes>, given_name: &str) -> 
         let entries: Vec<DockerSaveEntry> = serde_json::from_slice(manifest)
             .map_err(|e| Error::invalid_argument(format!("manifest.json: {e}")))?;
         for e in entries {
-            let root = docker_save_manifest(p, &files, &e).await?;
+            let root = docker_save_manifest(p, files, &e).await?;
             let tags = e.repo_tags.unwrap_or_default();
             if tags.is_empty() {
                 if given_name.is_empty() {
@@ -273,13 +308,7 @@ async fn run(p: &Pull<'_>, data_rx: mpsc::Receiver<Bytes>, given_name: &str) -> 
             "not an image archive: it has neither index.json (OCI layout) nor manifest.json (docker save)",
         ));
     }
-    if roots.is_empty() {
-        return Err(Error::invalid_argument("the archive holds no image"));
-    }
-    for (name, root) in roots {
-        unpack_image(p, &name, root).await?;
-    }
-    Ok(())
+    Ok(roots)
 }
 
 fn full_name(ref_name: &str, given: &str) -> String {

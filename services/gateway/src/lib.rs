@@ -4,6 +4,7 @@
 //! tag and push ([`push`]).
 
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 pub mod api;
 pub mod build;

@@ -1,6 +1,7 @@
 //! strata-gateway: one socket for every containerd service strata serves, and strata's own API.
 
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -88,17 +89,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Some(channel(&network)?)
     };
-    // Root's only: it holds the FIFOs that feed containers' stdin.
-    {
-        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&settings.root)
-            .with_context(|| format!("creating {}", settings.root.display()))?;
-        std::fs::set_permissions(&settings.root, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("narrowing {} to 0700", settings.root.display()))?;
-    }
+    private_root(&settings.root)?;
     let mut backends = Backends::new(
         content_ch.clone(),
         snap_ch.clone(),
@@ -119,65 +110,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let backends = Arc::new(backends);
     tracing::info!(%content, %snapshotter, %images, %tasks, %network, "gateway backends");
-    {
-        // `--rm` containers whose task ended while no gateway ran are removed now.
-        let (b, ch) = (backends.clone(), images_ch.clone());
-        tokio::spawn(async move {
-            use strata_api::containerd::services::namespaces::v1 as npb;
-            // Tried again (1 s doubling to 30 s) while the images service is away.
-            let mut pause = std::time::Duration::from_secs(1);
-            loop {
-                let list = npb::namespaces_client::NamespacesClient::new(ch.clone())
-                    .list(npb::ListNamespacesRequest {
-                        filter: String::new(),
-                    })
-                    .await;
-                match list {
-                    Ok(r) => {
-                        let names = r
-                            .into_inner()
-                            .namespaces
-                            .into_iter()
-                            .map(|n| n.name)
-                            .collect();
-                        strata_gateway::run::rearm_auto_remove(b, names).await;
-                        break;
-                    }
-                    Err(s) => {
-                        tracing::warn!(error = %s.message(), "auto-remove: listing namespaces");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(std::time::Duration::from_secs(30));
-                    }
-                }
-            }
-        });
-    }
+    rearm_auto_remove(backends.clone(), images_ch.clone());
 
     let introspection = IntrospectionService::new(
-        vec![
-            Backend {
-                name: "content",
-                channel: content_ch.clone(),
-            },
-            Backend {
-                name: "snapshotter",
-                channel: snap_ch.clone(),
-            },
-            Backend {
-                name: "images",
-                channel: images_ch.clone(),
-            },
-            Backend {
-                name: "tasks",
-                channel: tasks_ch.clone(),
-            },
-        ]
-        .into_iter()
-        .chain(network_ch.clone().map(|channel| Backend {
-            name: "network",
-            channel,
-        }))
-        .collect(),
+        introspected(
+            [
+                content_ch.clone(),
+                snap_ch.clone(),
+                images_ch.clone(),
+                tasks_ch.clone(),
+            ],
+            network_ch.clone(),
+        ),
         &settings.root,
     )
     .with_context(|| format!("gateway identity in {}", settings.root.display()))?;
@@ -203,6 +147,60 @@ async fn main() -> anyhow::Result<()> {
         Some(ch) => routes.add_service(Forward::<router::Networks>::new(ch)),
         None => routes,
     };
+    let names = served_names(has_network);
+    server::serve(&settings.address, routes, &names, &[]).await?;
+    Ok(())
+}
+
+/// Makes the gateway's root directory root's only: it holds the FIFOs that feed containers'
+/// stdin.
+fn private_root(root: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .with_context(|| format!("creating {}", root.display()))?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("narrowing {} to 0700", root.display()))?;
+    Ok(())
+}
+
+/// Removes now, in the background, the `--rm` containers whose task ended while no gateway ran.
+fn rearm_auto_remove(b: Arc<Backends>, ch: tonic::transport::Channel) {
+    tokio::spawn(async move {
+        use strata_api::containerd::services::namespaces::v1 as npb;
+        // Tried again (1 s doubling to 30 s) while the images service is away.
+        let mut pause = std::time::Duration::from_secs(1);
+        loop {
+            let list = npb::namespaces_client::NamespacesClient::new(ch.clone())
+                .list(npb::ListNamespacesRequest {
+                    filter: String::new(),
+                })
+                .await;
+            match list {
+                Ok(r) => {
+                    let names = r
+                        .into_inner()
+                        .namespaces
+                        .into_iter()
+                        .map(|n| n.name)
+                        .collect();
+                    strata_gateway::run::rearm_auto_remove(b, names).await;
+                    break;
+                }
+                Err(s) => {
+                    tracing::warn!(error = %s.message(), "auto-remove: listing namespaces");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(30));
+                }
+            }
+        }
+    });
+}
+
+/// The services the gateway serves, for health and reflection.
+fn served_names(has_network: bool) -> Vec<&'static str> {
     let mut names = vec![
         service_names::GATEWAY,
         service_names::INTROSPECTION,
@@ -222,6 +220,37 @@ async fn main() -> anyhow::Result<()> {
     if has_network {
         names.push(router::Networks::NAME);
     }
-    server::serve(&settings.address, routes, &names, &[]).await?;
-    Ok(())
+    names
+}
+
+/// The backends introspection reports on: content, snapshotter, images, tasks (in that order)
+/// and the network service when there is one.
+fn introspected(
+    [content, snapshotter, images, tasks]: [tonic::transport::Channel; 4],
+    network: Option<tonic::transport::Channel>,
+) -> Vec<Backend> {
+    vec![
+        Backend {
+            name: "content",
+            channel: content,
+        },
+        Backend {
+            name: "snapshotter",
+            channel: snapshotter,
+        },
+        Backend {
+            name: "images",
+            channel: images,
+        },
+        Backend {
+            name: "tasks",
+            channel: tasks,
+        },
+    ]
+    .into_iter()
+    .chain(network.map(|channel| Backend {
+        name: "network",
+        channel,
+    }))
+    .collect()
 }

@@ -105,23 +105,11 @@ fn tagged(name: &str) -> Option<(String, String)> {
     Some((r.to_string(), r.tag()?.to_owned()))
 }
 
-/// Streams `names` as one archive into `tx`. Every image is looked up before the first byte.
-pub async fn save(b: &Backends, ns: &str, names: &[String], tx: Chunks) -> Result<()> {
-    if names.is_empty() {
-        return Err(Error::invalid_argument("save: name at least one image"));
-    }
-    let mut images: Vec<ImageDetails> = Vec::new();
-    for n in names {
-        let img = find_image(b, ns, n).await?;
-        let d = details(b, ns, img).await?;
-        if !images.iter().any(|i| i.name == d.name) {
-            images.push(d);
-        }
-    }
-    // Every blob once, with its size.
+/// Every blob of `images` once, with its size.
+async fn blobs_of(b: &Backends, ns: &str, images: &[ImageDetails]) -> Result<Vec<(Digest, u64)>> {
     let mut seen = HashSet::new();
     let mut blobs: Vec<(Digest, u64)> = Vec::new();
-    for d in &images {
+    for d in images {
         let wanted = [d.manifest_digest.clone(), d.config_digest.clone()]
             .into_iter()
             .chain(d.manifest.layers.iter().map(|l| l.digest.clone()));
@@ -136,16 +124,12 @@ pub async fn save(b: &Backends, ns: &str, names: &[String], tx: Chunks) -> Resul
             }
         }
     }
+    Ok(blobs)
+}
 
-    let mut out = Out {
-        tx,
-        buf: Vec::with_capacity(CHUNK),
-    };
-    out.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
-        .await?;
-    out.header("blobs/", 0, true).await?;
-    out.header("blobs/sha256/", 0, true).await?;
-    for (digest, size) in &blobs {
+/// Writes each of `blobs` into the archive under blobs/sha256/.
+async fn write_blobs(out: &mut Out, b: &Backends, ns: &str, blobs: &[(Digest, u64)]) -> Result<()> {
+    for (digest, size) in blobs {
         out.header(&blob_path(digest), *size, false).await?;
         let mut reader = b.content.read(ns, digest, 0, 0).await?;
         let mut written = 0u64;
@@ -164,6 +148,33 @@ pub async fn save(b: &Backends, ns: &str, names: &[String], tx: Chunks) -> Resul
         }
         out.pad(*size).await?;
     }
+    Ok(())
+}
+
+/// Streams `names` as one archive into `tx`. Every image is looked up before the first byte.
+pub async fn save(b: &Backends, ns: &str, names: &[String], tx: Chunks) -> Result<()> {
+    if names.is_empty() {
+        return Err(Error::invalid_argument("save: name at least one image"));
+    }
+    let mut images: Vec<ImageDetails> = Vec::new();
+    for n in names {
+        let img = find_image(b, ns, n).await?;
+        let d = details(b, ns, img).await?;
+        if !images.iter().any(|i| i.name == d.name) {
+            images.push(d);
+        }
+    }
+    let blobs = blobs_of(b, ns, &images).await?;
+
+    let mut out = Out {
+        tx,
+        buf: Vec::with_capacity(CHUNK),
+    };
+    out.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .await?;
+    out.header("blobs/", 0, true).await?;
+    out.header("blobs/sha256/", 0, true).await?;
+    write_blobs(&mut out, b, ns, &blobs).await?;
 
     let mut index = Vec::new();
     // Docker's manifest.json: one entry per manifest, with every name it has.

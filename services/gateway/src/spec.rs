@@ -187,6 +187,13 @@ pub fn build(
     spec["mounts"] = json!(mounts);
     spec["linux"]["namespaces"] = json!(keep);
 
+    apply_limits(&mut spec, req)?;
+    crate::confine::apply(&mut spec, req)?;
+    Ok(spec)
+}
+
+/// `--memory`, `--cpus` and `--pids-limit`: the spec's resources, checked.
+fn apply_limits(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
     let r = &mut spec["linux"]["resources"];
     if req.memory < 0 || req.pids_limit < 0 || req.cpus < 0.0 || !req.cpus.is_finite() {
         return Err(Error::invalid_argument(format!(
@@ -219,8 +226,7 @@ pub fn build(
     if req.pids_limit > 0 {
         r["pids"] = json!({"limit": req.pids_limit});
     }
-    crate::confine::apply(&mut spec, req)?;
-    Ok(spec)
+    Ok(())
 }
 
 /// The process of an exec into a container whose spec is `spec`: the container's process

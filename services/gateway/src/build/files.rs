@@ -517,34 +517,7 @@ impl Copier<'_> {
                 io::copy(&mut sf, &mut df).map_err(|x| err(shown.display(), x))?;
                 self.finish(df.as_fd(), &st, mode, shown)?;
             }
-            SFlag::S_IFLNK => {
-                let target = readlinkat(sdir, sname).map_err(|x| e("reading", x))?;
-                symlinkat(target.as_os_str(), ddir, dname).map_err(|x| e("creating", x))?;
-                let o = self.opts.owner.unwrap_or(Owner {
-                    uid: st.st_uid,
-                    gid: st.st_gid,
-                });
-                fchownat(
-                    ddir,
-                    dname,
-                    Some(Uid::from_raw(o.uid)),
-                    Some(Gid::from_raw(o.gid)),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(|x| e("owning", x))?;
-                let times = [
-                    TimeSpec::new(st.st_atime, st.st_atime_nsec),
-                    TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
-                ];
-                nix::sys::stat::utimensat(
-                    ddir,
-                    dname,
-                    &times[0],
-                    &times[1],
-                    nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(|x| e("dating", x))?;
-            }
+            SFlag::S_IFLNK => self.copy_link(sdir, sname, ddir, dname, &st, shown)?,
             _ => {
                 return Err(err(
                     shown.display(),
@@ -552,6 +525,47 @@ impl Copier<'_> {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Copies the symbolic link `sname` of `sdir` (stat `st`) as `dname` in `ddir`, with its
+    /// owner and times.
+    fn copy_link(
+        &self,
+        sdir: BorrowedFd<'_>,
+        sname: &OsStr,
+        ddir: BorrowedFd<'_>,
+        dname: &OsStr,
+        st: &FileStat,
+        shown: &Path,
+    ) -> io::Result<()> {
+        let e = |what: &str, x: nix::Error| err(format!("{what} {}", shown.display()), x);
+        let target = readlinkat(sdir, sname).map_err(|x| e("reading", x))?;
+        symlinkat(target.as_os_str(), ddir, dname).map_err(|x| e("creating", x))?;
+        let o = self.opts.owner.unwrap_or(Owner {
+            uid: st.st_uid,
+            gid: st.st_gid,
+        });
+        fchownat(
+            ddir,
+            dname,
+            Some(Uid::from_raw(o.uid)),
+            Some(Gid::from_raw(o.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|x| e("owning", x))?;
+        let times = [
+            TimeSpec::new(st.st_atime, st.st_atime_nsec),
+            TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+        ];
+        nix::sys::stat::utimensat(
+            ddir,
+            dname,
+            &times[0],
+            &times[1],
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|x| e("dating", x))?;
         Ok(())
     }
 

@@ -43,7 +43,9 @@ use strata_core::images::{DeleteOptions, Image, ImageStore};
 use strata_core::leases::LeaseStore;
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Digest, Error, Kind, Result};
-use strata_dockerfile::{Command, CopySpec, Dockerfile, Instruction, Kind as Ins, Stage};
+use strata_dockerfile::{
+    Command, CopySpec, Dockerfile, Healthcheck, Instruction, Kind as Ins, Stage,
+};
 use strata_grpc::from_status;
 use strata_registry::{Platform, media_types};
 use tokio::sync::mpsc;
@@ -1112,49 +1114,9 @@ impl Builder<'_> {
             })
             .transpose()?;
         // Where the sources come from: the context, another stage or an image.
-        let mut view: Option<String> = None;
-        let mut from_mount: Option<strata_mount::TempMount> = None;
-        let from_root: PathBuf = match &c.from {
-            None => self.context.to_path_buf(),
-            Some(f) => {
-                let diff_ids = if let Some(j) = stage_index(self.df, f, stage) {
-                    self.stages[j]
-                        .as_ref()
-                        .map(|s| s.top.diff_ids.clone())
-                        .unwrap_or_default()
-                } else {
-                    let s = self.base_image(f, ins.line).await?;
-                    s.top.diff_ids
-                };
-                let key = format!("strata-build-{}-{}-from", self.id, self.number);
-                let parent = chain_ids(&diff_ids)
-                    .last()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                if parent.is_empty() {
-                    PathBuf::new()
-                } else {
-                    view = Some(key.clone());
-                    self.p.lease_add_snapshot(&key).await?;
-                    let mounts = self
-                        .b
-                        .snapshots
-                        .view(&self.p.snapshotter, &self.ns, &key, &parent, HashMap::new())
-                        .await?;
-                    let tmp = self.b.root.join("tmp");
-                    std::fs::create_dir_all(&tmp)
-                        .map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
-                    let m = tokio::task::spawn_blocking(move || {
-                        strata_mount::TempMount::new(&mounts, &tmp)
-                    })
-                    .await
-                    .map_err(|e| Error::internal(e.to_string()))?
-                    .map_err(|e| Error::internal(format!("mounting {f}: {e}")))?;
-                    let path = m.path().to_path_buf();
-                    from_mount = Some(m);
-                    path
-                }
-            }
+        let (from_root, view, from_mount) = match &c.from {
+            None => (self.context.to_path_buf(), None, None),
+            Some(f) => self.copy_from(f, stage, ins.line).await?,
         };
         let from_name = match &c.from {
             None => "the build context".to_owned(),
@@ -1210,6 +1172,50 @@ impl Builder<'_> {
                 .await;
         }
         result
+    }
+
+    /// The root of COPY --from=`f` (stage or image `f`): its path, the key of the view
+    /// snapshot to remove after the copy, and the mount to keep until then. An empty path
+    /// (and neither) when `f` has no layers.
+    async fn copy_from(
+        &mut self,
+        f: &str,
+        stage: usize,
+        line: usize,
+    ) -> Result<(PathBuf, Option<String>, Option<strata_mount::TempMount>)> {
+        let diff_ids = if let Some(j) = stage_index(self.df, f, stage) {
+            self.stages[j]
+                .as_ref()
+                .map(|s| s.top.diff_ids.clone())
+                .unwrap_or_default()
+        } else {
+            let s = self.base_image(f, line).await?;
+            s.top.diff_ids
+        };
+        let key = format!("strata-build-{}-{}-from", self.id, self.number);
+        let parent = chain_ids(&diff_ids)
+            .last()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if parent.is_empty() {
+            return Ok((PathBuf::new(), None, None));
+        }
+        let view = Some(key.clone());
+        self.p.lease_add_snapshot(&key).await?;
+        let mounts = self
+            .b
+            .snapshots
+            .view(&self.p.snapshotter, &self.ns, &key, &parent, HashMap::new())
+            .await?;
+        let tmp = self.b.root.join("tmp");
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| Error::internal(format!("{}: {e}", tmp.display())))?;
+        let m = tokio::task::spawn_blocking(move || strata_mount::TempMount::new(&mounts, &tmp))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(|e| Error::internal(format!("mounting {f}: {e}")))?;
+        let path = m.path().to_path_buf();
+        Ok((path, view, Some(m)))
     }
 }
 
@@ -1462,20 +1468,7 @@ fn config_change(
     };
     let created_by = first_line(&ins.original);
     match kind {
-        Ins::Env(pairs) => {
-            let mut env = state.env();
-            for (k, v) in pairs {
-                let kv = format!("{k}={v}");
-                match env
-                    .iter_mut()
-                    .find(|e| e.split_once('=').map(|x| x.0) == Some(k))
-                {
-                    Some(e) => *e = kv,
-                    None => env.push(kv),
-                }
-            }
-            state.run_config().insert("Env".into(), json!(env));
-        }
+        Ins::Env(pairs) => set_env(state, pairs),
         Ins::Cmd(c) => {
             let v = as_list(c);
             state.run_config().insert("Cmd".into(), v);
@@ -1505,22 +1498,7 @@ fn config_change(
                 }
             }
         }
-        Ins::Expose(ports) => {
-            if let Some(m) = object_in(state.run_config(), "ExposedPorts") {
-                for p in ports {
-                    let p = p.to_ascii_lowercase();
-                    let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
-                    let ok = port.split_once('-').map_or_else(
-                        || port.parse::<u16>().is_ok(),
-                        |(a, b)| a.parse::<u16>().is_ok() && b.parse::<u16>().is_ok(),
-                    );
-                    if !ok || !matches!(proto, "tcp" | "udp" | "sctp") {
-                        return Err(format!("EXPOSE {p}: not a port[/tcp|udp|sctp]"));
-                    }
-                    m.insert(format!("{port}/{proto}"), json!({}));
-                }
-            }
-        }
+        Ins::Expose(ports) => expose(state, ports)?,
         Ins::Volume(vols) => {
             if let Some(m) = object_in(state.run_config(), "Volumes") {
                 for v in vols {
@@ -1535,30 +1513,9 @@ fn config_change(
             state.run_config().insert("StopSignal".into(), json!(s));
         }
         Ins::Healthcheck(h) => {
-            let mut m = Map::new();
-            if let Some(t) = &h.test {
-                m.insert("Test".into(), json!(t));
-            }
-            let ns =
-                |d: &std::time::Duration| json!(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-            if let Some(d) = &h.interval {
-                m.insert("Interval".into(), ns(d));
-            }
-            if let Some(d) = &h.timeout {
-                m.insert("Timeout".into(), ns(d));
-            }
-            if let Some(d) = &h.start_period {
-                m.insert("StartPeriod".into(), ns(d));
-            }
-            if let Some(d) = &h.start_interval {
-                m.insert("StartInterval".into(), ns(d));
-            }
-            if let Some(r) = h.retries {
-                m.insert("Retries".into(), json!(r));
-            }
             state
                 .run_config()
-                .insert("Healthcheck".into(), Value::Object(m));
+                .insert("Healthcheck".into(), healthcheck(h));
         }
         Ins::Onbuild(t) => {
             let rc = state.run_config();
@@ -1579,6 +1536,66 @@ fn config_change(
     }
     state.note(created_by);
     Ok(())
+}
+
+/// ENV: sets each pair in the config's environment, replacing a variable already there.
+fn set_env(state: &mut State, pairs: &[(String, String)]) {
+    let mut env = state.env();
+    for (k, v) in pairs {
+        let kv = format!("{k}={v}");
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map(|x| x.0) == Some(k))
+        {
+            Some(e) => *e = kv,
+            None => env.push(kv),
+        }
+    }
+    state.run_config().insert("Env".into(), json!(env));
+}
+
+/// EXPOSE: adds each `port[/proto]` (or range) to the config's exposed ports.
+fn expose(state: &mut State, ports: &[String]) -> std::result::Result<(), String> {
+    if let Some(m) = object_in(state.run_config(), "ExposedPorts") {
+        for p in ports {
+            let p = p.to_ascii_lowercase();
+            let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
+            let ok = port.split_once('-').map_or_else(
+                || port.parse::<u16>().is_ok(),
+                |(a, b)| a.parse::<u16>().is_ok() && b.parse::<u16>().is_ok(),
+            );
+            if !ok || !matches!(proto, "tcp" | "udp" | "sctp") {
+                return Err(format!("EXPOSE {p}: not a port[/tcp|udp|sctp]"));
+            }
+            m.insert(format!("{port}/{proto}"), json!({}));
+        }
+    }
+    Ok(())
+}
+
+/// HEALTHCHECK: the config's `Healthcheck` object, durations in nanoseconds.
+fn healthcheck(h: &Healthcheck) -> Value {
+    let mut m = Map::new();
+    if let Some(t) = &h.test {
+        m.insert("Test".into(), json!(t));
+    }
+    let ns = |d: &std::time::Duration| json!(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    if let Some(d) = &h.interval {
+        m.insert("Interval".into(), ns(d));
+    }
+    if let Some(d) = &h.timeout {
+        m.insert("Timeout".into(), ns(d));
+    }
+    if let Some(d) = &h.start_period {
+        m.insert("StartPeriod".into(), ns(d));
+    }
+    if let Some(d) = &h.start_interval {
+        m.insert("StartInterval".into(), ns(d));
+    }
+    if let Some(r) = h.retries {
+        m.insert("Retries".into(), json!(r));
+    }
+    Value::Object(m)
 }
 
 /// Removes every build cache record; answers how many.
