@@ -575,16 +575,10 @@ fn succeeded(out: &Output, what: &str) {
     );
 }
 
-/// Content commits (through `ctr content ingest`), unpacks, snapshot commits, image records
-/// and the collector's sweep.
-#[test]
-fn storage_services_killed_at_their_crash_points() {
-    let mut w = World::new("crash-st");
-    let dir = w.stack.path().to_owned();
-
-    // content: killed mid-write, between the rename into blobs/ and the metadata commit, and
-    // after the commit before answering. Each time the retried ingest succeeds, the blob reads
-    // back whole, and no ingest is left.
+/// content: killed mid-write, between the rename into blobs/ and the metadata commit, and
+/// after the commit before answering. Each time the retried ingest succeeds, the blob reads
+/// back whole, and no ingest is left.
+fn content_killed_mid_ingest(w: &mut World, dir: &Path) {
     for (i, point) in [
         "content.write.some",
         "content.commit.renamed",
@@ -593,7 +587,7 @@ fn storage_services_killed_at_their_crash_points() {
     .into_iter()
     .enumerate()
     {
-        let (file, digest) = payload(&dir, &format!("ingest-{i}"), 3_000_000, i as u64 + 1);
+        let (file, digest) = payload(dir, &format!("ingest-{i}"), 3_000_000, i as u64 + 1);
         let reference = format!("crash-{i}");
         let out = w.crash(Svc::Content, point, |w| {
             w.ctr_content(&["ingest", &reference], Some(&file))
@@ -622,6 +616,16 @@ fn storage_services_killed_at_their_crash_points() {
         );
         w.check();
     }
+}
+
+/// Content commits (through `ctr content ingest`), unpacks, snapshot commits, image records
+/// and the collector's sweep.
+#[test]
+fn storage_services_killed_at_their_crash_points() {
+    let mut w = World::new("crash-st");
+    let dir = w.stack.path().to_owned();
+
+    content_killed_mid_ingest(&mut w, &dir);
 
     // A pull killed at each storage point: content commit of a layer, snapshot prepare (the
     // extract snapshot renamed into place, not yet recorded), the layer extracted but not

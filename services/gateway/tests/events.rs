@@ -103,6 +103,37 @@ fn find<'a>(got: &'a [Envelope], topic: &str) -> &'a Envelope {
         .unwrap_or_else(|| panic!("no {topic} in {got:?}"))
 }
 
+/// containerd's type URLs and payloads of the storage events in `got` (`digest` the blob
+/// removed).
+fn storage_payloads(got: &[Envelope], digest: &str) {
+    let e = find(got, "/content/delete");
+    let any = e.event.as_ref().unwrap();
+    assert_eq!(any.type_url, "containerd.events.ContentDelete");
+    assert_eq!(
+        ev::ContentDelete::decode(&*any.value).unwrap().digest,
+        digest
+    );
+    let any = find(got, "/snapshot/commit").event.clone().unwrap();
+    assert_eq!(any.type_url, "containerd.events.SnapshotCommit");
+    let commit = ev::SnapshotCommit::decode(&*any.value).unwrap();
+    assert_eq!(
+        (commit.key.as_str(), commit.name.as_str()),
+        ("ev-active", "ev-committed")
+    );
+    assert_eq!(commit.snapshotter, "overlayfs");
+    let any = find(got, "/images/update").event.clone().unwrap();
+    assert_eq!(any.type_url, "containerd.services.images.v1.ImageUpdate");
+    let update = ipb::ImageUpdate::decode(&*any.value).unwrap();
+    assert_eq!(update.name, "example.com/ev:1");
+    assert_eq!(update.labels.get("a").map(String::as_str), Some("b"));
+    let ns_event = find(got, "/namespaces/update");
+    assert_eq!(ns_event.namespace, "default", "ctr's own namespace");
+    assert_eq!(
+        ns_event.event.as_ref().unwrap().type_url,
+        "containerd.events.NamespaceUpdate"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_events_reach_the_exchange_and_never_block_storage() {
     let stack = tokio::task::spawn_blocking(Stack::start).await.unwrap();
@@ -171,33 +202,7 @@ async fn storage_events_reach_the_exchange_and_never_block_storage() {
     );
     assert_eq!(of(&got, "/content/"), ["/content/delete"]);
 
-    // containerd's type URLs and payloads.
-    let e = find(&got, "/content/delete");
-    let any = e.event.as_ref().unwrap();
-    assert_eq!(any.type_url, "containerd.events.ContentDelete");
-    assert_eq!(
-        ev::ContentDelete::decode(&*any.value).unwrap().digest,
-        digest
-    );
-    let any = find(&got, "/snapshot/commit").event.clone().unwrap();
-    assert_eq!(any.type_url, "containerd.events.SnapshotCommit");
-    let commit = ev::SnapshotCommit::decode(&*any.value).unwrap();
-    assert_eq!(
-        (commit.key.as_str(), commit.name.as_str()),
-        ("ev-active", "ev-committed")
-    );
-    assert_eq!(commit.snapshotter, "overlayfs");
-    let any = find(&got, "/images/update").event.clone().unwrap();
-    assert_eq!(any.type_url, "containerd.services.images.v1.ImageUpdate");
-    let update = ipb::ImageUpdate::decode(&*any.value).unwrap();
-    assert_eq!(update.name, "example.com/ev:1");
-    assert_eq!(update.labels.get("a").map(String::as_str), Some("b"));
-    let ns_event = find(&got, "/namespaces/update");
-    assert_eq!(ns_event.namespace, "default", "ctr's own namespace");
-    assert_eq!(
-        ns_event.event.as_ref().unwrap().type_url,
-        "containerd.events.NamespaceUpdate"
-    );
+    storage_payloads(&got, &digest);
     drop(sub);
 
     // With the exchange away, storage requests are not held up and do not fail.

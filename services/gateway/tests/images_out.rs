@@ -317,6 +317,71 @@ fn tar_files(path: &Path) -> HashMap<String, Vec<u8>> {
     out
 }
 
+/// The layout of the archives `save` wrote (`one` of committed:1, `both` of it and the base
+/// image): index.json names the image both ways; manifest.json as Docker writes it, its paths
+/// in the archive; every blob matches its name. Answers committed:1 as inspected.
+fn check_saved_layout(w: &World, one: &Path, both: &Path) -> Value {
+    let files = tar_files(one);
+    assert_eq!(files["oci-layout"], br#"{"imageLayoutVersion":"1.0.0"}"#);
+    let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let m = &index["manifests"][0];
+    assert_eq!(
+        m["annotations"]["io.containerd.image.name"],
+        "docker.io/library/committed:1"
+    );
+    assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], "1");
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["committed:1"]));
+    let config_path = manifest[0]["Config"].as_str().unwrap();
+    let img = inspect(w, "committed:1");
+    assert_eq!(
+        config_path,
+        format!(
+            "blobs/sha256/{}",
+            img["Id"].as_str().unwrap().trim_start_matches("sha256:")
+        )
+    );
+    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 2);
+    for p in manifest[0]["Layers"].as_array().unwrap() {
+        assert!(files.contains_key(p.as_str().unwrap()), "{p}");
+    }
+    for (p, data) in &files {
+        if let Some(hex) = p.strip_prefix("blobs/sha256/") {
+            let got = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(data));
+            assert_eq!(got, hex, "{p}");
+        }
+    }
+    let files = tar_files(both);
+    let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    assert_eq!(manifest.as_array().unwrap().len(), 2);
+    img
+}
+
+/// skopeo reads the archive `one` both as an OCI archive and as a Docker archive.
+fn read_with_skopeo(dir: &Path, one: &Path) {
+    let skopeo = tool("skopeo", "skopeo");
+    for transport in ["oci-archive", "docker-archive"] {
+        let src = format!("{transport}:{}", one.display());
+        let out = ok(
+            std::process::Command::new(&skopeo).args(["inspect", &src]),
+            None,
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 2, "{transport}: {v}");
+        let copy = dir.join(format!("copy-{transport}"));
+        ok(
+            std::process::Command::new(&skopeo).args([
+                "copy",
+                &src,
+                &format!("oci:{}:copied", copy.display()),
+            ]),
+            None,
+        );
+    }
+}
+
 #[test]
 fn saved_images_are_read_by_ctr_skopeo_and_strata_load() {
     let w = world();
@@ -343,64 +408,8 @@ fn saved_images_are_read_by_ctr_skopeo_and_strata_load() {
     assert!(piped.status.success());
     assert!(piped.stdout == std::fs::read(&one).unwrap());
 
-    // The layout: index.json names the image both ways; manifest.json as Docker writes it,
-    // its paths in the archive; every blob matches its name.
-    let files = tar_files(&one);
-    assert_eq!(files["oci-layout"], br#"{"imageLayoutVersion":"1.0.0"}"#);
-    let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
-    let m = &index["manifests"][0];
-    assert_eq!(
-        m["annotations"]["io.containerd.image.name"],
-        "docker.io/library/committed:1"
-    );
-    assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], "1");
-    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
-    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["committed:1"]));
-    let config_path = manifest[0]["Config"].as_str().unwrap();
-    let img = inspect(&w, "committed:1");
-    assert_eq!(
-        config_path,
-        format!(
-            "blobs/sha256/{}",
-            img["Id"].as_str().unwrap().trim_start_matches("sha256:")
-        )
-    );
-    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 2);
-    for p in manifest[0]["Layers"].as_array().unwrap() {
-        assert!(files.contains_key(p.as_str().unwrap()), "{p}");
-    }
-    for (p, data) in &files {
-        if let Some(hex) = p.strip_prefix("blobs/sha256/") {
-            let got = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(data));
-            assert_eq!(got, hex, "{p}");
-        }
-    }
-    let files = tar_files(&both);
-    let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
-    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
-    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
-    assert_eq!(manifest.as_array().unwrap().len(), 2);
-
-    // skopeo reads it both as an OCI archive and as a Docker archive.
-    let skopeo = tool("skopeo", "skopeo");
-    for transport in ["oci-archive", "docker-archive"] {
-        let src = format!("{transport}:{}", one.display());
-        let out = ok(
-            std::process::Command::new(&skopeo).args(["inspect", &src]),
-            None,
-        );
-        let v: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["Layers"].as_array().unwrap().len(), 2, "{transport}: {v}");
-        let copy = dir.join(format!("copy-{transport}"));
-        ok(
-            std::process::Command::new(&skopeo).args([
-                "copy",
-                &src,
-                &format!("oci:{}:copied", copy.display()),
-            ]),
-            None,
-        );
-    }
+    let img = check_saved_layout(&w, &one, &both);
+    read_with_skopeo(dir, &one);
 
     // containerd's ctr imports it into a fresh stack, where strata runs it.
     let fresh = Stack::start();
