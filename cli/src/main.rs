@@ -1,7 +1,6 @@
 //! `strata`: the command-line client of the strata gateway.
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 
 mod build;
 mod containers;

@@ -2,7 +2,6 @@
 //! killed with SIGKILL and restarted, and external clients (ctr, grpcurl) pointed at them.
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
-#![warn(clippy::too_many_lines)]
 
 pub mod conformance;
 pub mod fifo;

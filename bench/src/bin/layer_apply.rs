@@ -2,8 +2,6 @@
 //! content store, then applied onto a fresh overlayfs snapshot with `Diff.Apply`, the same
 //! client (this program) timing both, alternating, several rounds. Prints medians and the ratio.
 
-#![warn(clippy::too_many_lines)]
-
 use anyhow::{Context, bail};
 use clap::Parser;
 use std::collections::HashMap;

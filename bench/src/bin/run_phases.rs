@@ -3,8 +3,6 @@
 //! until the exit event, RemoveContainer), each timed, several rounds. Prints one line per phase
 //! with its median in milliseconds (`phase <name> <ms>`), then the median total.
 
-#![warn(clippy::too_many_lines)]
-
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use std::time::Instant;

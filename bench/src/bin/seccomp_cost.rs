@@ -3,8 +3,6 @@
 //! system call made under it (a forked child calls getppid in a loop, with and without the
 //! filter installed; the difference per call times the calls a process makes is what it adds).
 
-#![warn(clippy::too_many_lines)]
-
 use anyhow::Context as _;
 use clap::Parser;
 use std::time::Instant;

@@ -2,7 +2,6 @@
 //! ([`grpc::ContentService`]), which serves any [`strata_core::content::ContentStore`].
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 
 pub mod grpc;
 pub mod store;

@@ -1,7 +1,6 @@
 //! strata-content: serves containerd's Content API from a local, durable blob store.
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 
 use anyhow::Context as _;
 use clap::Parser;

@@ -4,7 +4,6 @@
 //! tag and push ([`push`]).
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 
 pub mod api;
 pub mod build;

@@ -1,7 +1,6 @@
 //! strata-gateway: one socket for every containerd service strata serves, and strata's own API.
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 
 use anyhow::Context as _;
 use clap::Parser;

@@ -4,7 +4,6 @@
 //! `GarbageCollector`.
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 
 pub mod containers;
 pub mod gc;

@@ -2,7 +2,6 @@
 //! GarbageCollector, collecting through the content and snapshotter services.
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 
 use anyhow::Context as _;
 use clap::Parser;

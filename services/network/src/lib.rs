@@ -4,7 +4,6 @@
 //! converts.
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 
 pub mod files;
 pub mod firewall;

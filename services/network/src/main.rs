@@ -1,7 +1,6 @@
 //! strata-network: serves strata.network.v1 (networks and containers' attachments to them).
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 
 use anyhow::Context as _;
 use clap::Parser;

@@ -16,8 +16,6 @@
 //! only once the process's output has reached the log. It prints `ready <pid>` on stdout once
 //! the socket accepts, then closes stdout.
 
-#![warn(clippy::too_many_lines)]
-
 mod runtime;
 mod supervisor;
 

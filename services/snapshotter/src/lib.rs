@@ -2,8 +2,6 @@
 //! (the Diff service: apply a layer blob onto a snapshot, or turn changes into a layer), with
 //! their gRPC adapters.
 
-#![warn(clippy::too_many_lines)]
-
 pub mod diff;
 pub mod fsutil;
 pub mod grpc;

@@ -1,7 +1,5 @@
 //! strata-snapshotter: serves containerd's Snapshots API (overlayfs and native) and Diff API.
 
-#![warn(clippy::too_many_lines)]
-
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use std::sync::Arc;

@@ -4,8 +4,6 @@
 //! and the processes' output logs read back ([`logs`], served as `strata.tasks.v1.Io` by
 //! [`grpc::io`]).
 
-#![warn(clippy::too_many_lines)]
-
 pub mod attach;
 pub mod containers;
 pub mod events;

@@ -1,8 +1,6 @@
 //! strata-tasks: serves containerd's Containers, Events and Tasks APIs, and strata's Io
 //! (container and exec logs).
 
-#![warn(clippy::too_many_lines)]
-
 use anyhow::Context as _;
 use clap::Parser;
 use std::num::NonZeroUsize;

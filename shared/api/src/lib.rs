@@ -4,7 +4,6 @@
 //! Modules mirror the protobuf packages: `containerd::services::content::v1`, and so on.
 
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 // Exempt from `missing_docs`: almost all of this crate is prost and tonic code generated from
 // `proto/`, documented only where the .proto files comment (nearly a thousand items are not).
 // The items written here are documented all the same.

@@ -11,7 +11,6 @@
 //! overlayfs upper directory.
 
 #![warn(missing_docs)]
-#![warn(clippy::too_many_lines)]
 
 mod apply;
 mod bounds;

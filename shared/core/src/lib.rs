@@ -2,7 +2,6 @@
 //! [`errdefs::Kind`] to status codes once, in `strata-grpc`.
 
 #![warn(missing_docs)]
-#![warn(clippy::too_many_lines)]
 
 pub mod containers;
 pub mod content;

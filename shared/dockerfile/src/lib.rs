@@ -13,7 +13,6 @@
 //! - [`Ignore`] reads `.dockerignore` files.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 
 mod ast;
 mod error;

@@ -2,7 +2,6 @@
 //! headers, protobuf conversions, and remote implementations of the `strata-core` traits.
 
 #![warn(missing_docs)]
-#![warn(clippy::too_many_lines)]
 
 pub mod authority;
 pub mod client;

@@ -8,7 +8,6 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-#![warn(clippy::too_many_lines)]
 
 pub mod inroot;
 

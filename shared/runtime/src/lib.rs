@@ -21,7 +21,6 @@
 //! priority, scheduler, CPU affinity, personality, Intel RDT.
 
 #![warn(missing_docs)]
-#![warn(clippy::too_many_lines)]
 
 mod caps;
 mod child;

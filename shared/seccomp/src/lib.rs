@@ -12,7 +12,6 @@
 //! or crun enforce.
 
 #![warn(missing_docs)]
-#![warn(clippy::too_many_lines)]
 
 mod compile;
 mod default;

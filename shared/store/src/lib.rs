@@ -4,7 +4,6 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-#![warn(clippy::too_many_lines)]
 
 use std::io;
 use std::path::{Path, PathBuf};

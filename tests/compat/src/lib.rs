@@ -8,7 +8,6 @@
 //! are checked against what the test knows (digests, file contents, exit codes); the comparison
 //! is skipped with a note on stderr. `STRATA_COMPAT_NO_CONTAINERD=1` forces that mode.
 #![forbid(unsafe_code)]
-#![warn(clippy::too_many_lines)]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
