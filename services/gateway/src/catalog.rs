@@ -1,7 +1,7 @@
 //! The stored images as users see them, computed from their records, manifests, configs and
 //! snapshots: finding one by name or ID, the listing with sizes, inspect, history, removal and
 //! disk usage (`strata images`, `inspect`, `history`, `rmi`, `system df`). Domain values only;
-//! `api.rs` converts them to `strata.gateway.v1` messages.
+//! `grpc/gateway.rs` converts them to `strata.gateway.v1` messages.
 
 use crate::Backends;
 use crate::image::{ImageDetails, details};

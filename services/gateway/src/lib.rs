@@ -1,20 +1,19 @@
 //! strata-gateway: the one socket users and the CLI talk to. It routes containerd's services to
-//! the strata service that owns each ([`router`]) and serves `strata.gateway.v1` ([`api`]):
+//! the strata service that owns each ([`router`]) and serves `strata.gateway.v1` ([`grpc`]):
 //! server-side pull ([`pull`]) and import, image listing with sizes, inspect, history, disk use,
 //! tag and push ([`push`]).
 
 #![forbid(unsafe_code)]
 
-pub mod api;
 pub mod build;
 pub mod catalog;
 pub mod changes;
 pub mod commit;
 pub mod confine;
+pub mod grpc;
 pub mod hooks;
 pub mod image;
 pub mod import;
-pub mod introspection;
 pub mod net;
 pub mod pull;
 pub mod push;

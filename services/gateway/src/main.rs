@@ -6,10 +6,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use std::sync::Arc;
 use strata_api::service_names;
+use strata_gateway::Backends;
+use strata_gateway::grpc::{Backend, GatewayService, IntrospectionService, VersionService};
 use strata_gateway::hooks::Hooks;
-use strata_gateway::introspection::{Backend, IntrospectionService, VersionService};
 use strata_gateway::router::{self, Forward, ServiceName as _};
-use strata_gateway::{Backends, api::GatewayService};
 use strata_grpc::server::{self, CommonArgs};
 
 /// strata's gateway: routes containerd's services and serves strata.gateway.v1.

@@ -1,23 +1,18 @@
-//! containerd's Version and Introspection services, answered by the gateway for the whole
-//! stack: strata's services appear as containerd plugins, each with its real status (the health
-//! of the service behind it).
+//! containerd's Introspection service, answered by the gateway for the whole stack: strata's
+//! services appear as containerd plugins, each with its real status (the health of the service
+//! behind it).
 
 use std::path::Path;
 use strata_api::containerd::services::introspection::v1 as pb;
 use strata_api::containerd::services::introspection::v1::introspection_server::{
     Introspection, IntrospectionServer,
 };
-use strata_api::containerd::services::version::v1 as vpb;
-use strata_api::containerd::services::version::v1::version_server::{Version, VersionServer};
 use strata_api::containerd::types::Platform;
 use strata_api::google::rpc::Status as RpcStatus;
 use strata_core::filters::{Adaptor, Filter};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_client::HealthClient;
-
-/// The version strata reports where containerd's is asked for.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Clone)]
 pub struct Backend {
@@ -280,27 +275,6 @@ impl Introspection for IntrospectionService {
         Ok(Response::new(pb::PluginInfoResponse {
             plugin: Some(plugin),
             extra: None,
-        }))
-    }
-}
-
-pub struct VersionService;
-
-impl VersionService {
-    pub fn into_server(self) -> VersionServer<Self> {
-        VersionServer::new(self)
-    }
-}
-
-#[tonic::async_trait]
-impl Version for VersionService {
-    async fn version(
-        &self,
-        _request: Request<()>,
-    ) -> Result<Response<vpb::VersionResponse>, Status> {
-        Ok(Response::new(vpb::VersionResponse {
-            version: format!("strata {VERSION}"),
-            revision: option_env!("STRATA_REVISION").unwrap_or("").to_owned(),
         }))
     }
 }
