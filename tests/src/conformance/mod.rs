@@ -3,6 +3,7 @@
 //! gateway's tests run the same cases through its router and hooks (as containerd's
 //! `core/content/testsuite` runs against any store). Each case panics on the first rule broken.
 
+pub mod containers;
 pub mod content;
 pub mod images;
 pub mod snapshots;

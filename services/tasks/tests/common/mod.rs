@@ -2,12 +2,12 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use strata_core::containers::{Any, Container};
 use strata_testkit::Service;
 
 pub const TASKS_BIN: &str = env!("CARGO_BIN_EXE_strata-tasks");
-pub const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
-pub const RUNC: &str = "io.containerd.runc.v2";
+// The container fixtures are the conformance suite's (the testkit's); not every test uses each.
+#[allow(unused_imports)]
+pub use strata_testkit::conformance::containers::{RUNC, SPEC_TYPE, container, spec};
 
 /// strata-tasks with its root, state and socket in a temporary directory.
 pub struct Tasks {
@@ -38,22 +38,4 @@ pub fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
-}
-
-/// A minimal OCI spec as containerd clients send it: JSON under the runtime-spec type URL.
-pub fn spec(args: &str) -> Any {
-    Any {
-        type_url: SPEC_TYPE.to_owned(),
-        value: format!(r#"{{"ociVersion":"1.1.0","process":{{"args":["{args}"]}}}}"#).into_bytes(),
-    }
-}
-
-pub fn container(id: &str) -> Container {
-    let mut c = Container::new(id, RUNC);
-    c.image = "docker.io/library/busybox:latest".to_owned();
-    c.spec = Some(spec("sh"));
-    c.snapshotter = "overlayfs".to_owned();
-    c.snapshot_key = format!("{id}-snapshot");
-    c.labels = labels(&[("app", "web")]);
-    c
 }
