@@ -1,14 +1,15 @@
-//! The conformance suites of content, snapshots, images, leases and namespaces (the testkit's,
-//! which each service also runs against its local store and its own socket), run through the
-//! gateway: every request goes through its router and its hooks (the namespace recorded with
-//! the images service at first use, the lease header, the events), as a client of the
-//! installation sees them. Each case gets a stack of its own, whose collector keeps young
+//! The conformance suites of content, snapshots, images, leases, namespaces and containers (the
+//! testkit's, which each service also runs against its local store and its own socket), run
+//! through the gateway: every request goes through its router and its hooks (the namespace
+//! recorded with the images service at first use, the lease header, the events), as a client of
+//! the installation sees them. Each case gets a stack of its own, whose collector keeps young
 //! objects for 10 seconds as the images service's own run does (a case checks what a young
 //! object still holds).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use strata_grpc::remote::{
-    RemoteContentStore, RemoteImages, RemoteLeases, RemoteNamespaces, RemoteSnapshots,
+    RemoteContainers, RemoteContentStore, RemoteImages, RemoteLeases, RemoteNamespaces,
+    RemoteSnapshots,
 };
 use strata_testkit::stack::Stack;
 
@@ -85,6 +86,22 @@ macro_rules! images {
     };
 }
 
+macro_rules! containers {
+    ($($name:ident),* $(,)?) => {
+        mod containers {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let stack = super::stack().await;
+                    let store = super::RemoteContainers::connect(&super::gateway(&stack)).unwrap();
+                    strata_testkit::conformance::containers::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
 strata_testkit::content_cases!(content);
 strata_testkit::snapshots_cases!(snapshots);
 strata_testkit::images_cases!(images);
+strata_testkit::containers_cases!(containers);
