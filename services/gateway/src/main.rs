@@ -57,8 +57,11 @@ struct Config {
     chunked_upload_threshold: Option<u64>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    server::run(service()).context("starting the async runtime")?
+}
+
+async fn service() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (settings, config): (_, Config) = cli.common.resolve_with("gateway", "strata")?;
     server::init_logging(settings.log_format);

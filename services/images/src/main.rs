@@ -69,8 +69,11 @@ impl Config {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    server::run(service()).context("starting the async runtime")?
+}
+
+async fn service() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (settings, config): (_, Config) = cli.common.resolve("images")?;
     server::init_logging(settings.log_format);

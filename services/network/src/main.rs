@@ -93,8 +93,11 @@ async fn prune(m: &Manager, tasks: &RemoteContainers) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    server::run(service()).context("starting the async runtime")?
+}
+
+async fn service() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (settings, file): (_, FileConfig) = cli.common.resolve("network")?;
     server::init_logging(settings.log_format);

@@ -51,8 +51,11 @@ struct Config {
     events: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    server::run(service()).context("starting the async runtime")?
+}
+
+async fn service() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (settings, config): (_, Config) = cli.common.resolve("snapshotter")?;
     server::init_logging(settings.log_format);

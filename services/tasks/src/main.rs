@@ -63,8 +63,11 @@ fn close_on_signal(exchange: Arc<Exchange>) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    server::run(service()).context("starting the async runtime")?
+}
+
+async fn service() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (settings, file): (_, FileConfig) = cli.common.resolve("tasks")?;
     server::init_logging(settings.log_format);
