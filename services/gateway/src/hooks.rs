@@ -22,6 +22,7 @@ use strata_api::containerd::services::leases::v1::leases_client::LeasesClient;
 use strata_api::containerd::services::namespaces::v1 as npb;
 use strata_api::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
 use strata_api::containerd::services::snapshots::v1 as spb;
+use strata_api::service_names::{CONTAINERS, CONTENT, NAMESPACES, SNAPSHOTS};
 use strata_grpc::metadata::{LEASE_HEADER, NAMESPACE_HEADER, with_namespace};
 use tonic::body::Body;
 use tonic::transport::Channel;
@@ -38,14 +39,16 @@ pub enum Watched {
 }
 
 impl Watched {
+    /// The watched request a gRPC path (`/<service>/<method>`) names, if any.
     pub fn from_path(path: &str) -> Option<Self> {
-        Some(match path {
-            "/containerd.services.content.v1.Content/Write" => Self::ContentWrite,
-            "/containerd.services.snapshots.v1.Snapshots/Prepare" => Self::SnapshotsPrepare,
-            "/containerd.services.snapshots.v1.Snapshots/View" => Self::SnapshotsView,
-            "/containerd.services.snapshots.v1.Snapshots/Commit" => Self::SnapshotsCommit,
-            "/containerd.services.namespaces.v1.Namespaces/Delete" => Self::NamespacesDelete,
-            "/containerd.services.containers.v1.Containers/Create" => Self::ContainersCreate,
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        Some(match (service, method) {
+            (CONTENT, "Write") => Self::ContentWrite,
+            (SNAPSHOTS, "Prepare") => Self::SnapshotsPrepare,
+            (SNAPSHOTS, "View") => Self::SnapshotsView,
+            (SNAPSHOTS, "Commit") => Self::SnapshotsCommit,
+            (NAMESPACES, "Delete") => Self::NamespacesDelete,
+            (CONTAINERS, "Create") => Self::ContainersCreate,
             _ => return None,
         })
     }
@@ -270,5 +273,52 @@ impl http_body::Body for WatchWrites {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Watched;
+
+    #[test]
+    fn watched_paths() {
+        for (path, want) in [
+            (
+                "/containerd.services.content.v1.Content/Write",
+                Watched::ContentWrite,
+            ),
+            (
+                "/containerd.services.snapshots.v1.Snapshots/Prepare",
+                Watched::SnapshotsPrepare,
+            ),
+            (
+                "/containerd.services.snapshots.v1.Snapshots/View",
+                Watched::SnapshotsView,
+            ),
+            (
+                "/containerd.services.snapshots.v1.Snapshots/Commit",
+                Watched::SnapshotsCommit,
+            ),
+            (
+                "/containerd.services.namespaces.v1.Namespaces/Delete",
+                Watched::NamespacesDelete,
+            ),
+            (
+                "/containerd.services.containers.v1.Containers/Create",
+                Watched::ContainersCreate,
+            ),
+        ] {
+            assert_eq!(Watched::from_path(path), Some(want), "{path}");
+        }
+        for path in [
+            "/containerd.services.content.v1.Content/Read",
+            "/containerd.services.images.v1.Images/Create",
+            "containerd.services.content.v1.Content/Write",
+            "/containerd.services.content.v1.Content/Write/x",
+            "/containerd.services.content.v1.Content",
+            "",
+        ] {
+            assert_eq!(Watched::from_path(path), None, "{path}");
+        }
     }
 }
