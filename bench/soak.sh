@@ -338,10 +338,13 @@ done
 # is 256 KiB (strata_store::DB_CACHE_BYTES): with 1 MiB it filled over the round and grew the
 # snapshotter by 30 %; and blocks of 16 KiB or more are mapped on their own
 # (strata_grpc::server::limit_heap_arenas): before, the snapshotter read 3.5 MiB after one round
-# and 5.6 MiB after the next. Release build, PEER=containerd: content +1.7 %, snapshotter -1.9 %,
-# images +0.1 %, tasks -1.2 %, gateway -1.1 %. strata-tasks still varies by up to 0.8 MiB from
-# one round to the next (glibc's count of bytes in use moves by 30 KiB; heaptrack finds 3 KiB
-# never freed over three rounds): fragmentation, not a leak. A leak grows with every round.
+# and 5.6 MiB after the next; and idle blocking threads end after 2 s (strata_grpc::server::run):
+# while the burst's threads lived, strata-tasks crept from 4.3 to 5.4 MiB over five rounds.
+# Release build, PEER=containerd, two runs: each had one service 1.2 to 1.6 points over
+# (tasks +11.2 %, then snapshotter +11.6 %), the others within 6 %; over four extra rounds
+# (PEER=none) every service stays flat. glibc's arenas still vary by a few hundred KiB from one moment to the
+# next (heaptrack finds 3 KiB never freed over three rounds): fragmentation, not a leak. A leak
+# grows with every round.
 # MEM_CHECK=off (make test's short run on debug binaries, where one service's idle heap has
 # varied by 3 MiB between two moments) prints the figures without judging them.
 for s in "${services[@]}"; do
