@@ -247,7 +247,17 @@ pub(crate) async fn layer_of(
     take: bool,
 ) -> Result<Option<NewLayer>> {
     let parent_chain = chain_ids(diff_ids).last().cloned();
-    let layer = diff(p, key, who, parent_chain.as_ref(), docker, pause).await?;
+    // When the blob was there already (an empty layer, above all), the differ puts its labels
+    // on it; the collector may still take it meanwhile, having judged it before the labels
+    // came, and the differ then answers NotFound (CI: an_unchanged_container_gives_an_empty_
+    // layer_entry, 'content sha256:…: not found'). Writing the layer again makes the blob anew.
+    let mut attempts = 0;
+    let layer = loop {
+        match diff(p, key, who, parent_chain.as_ref(), docker, pause).await {
+            Err(e) if e.is(Kind::NotFound) && attempts < 2 => attempts += 1,
+            written => break written?,
+        }
+    };
     let diff_id = layer
         .annotations
         .get(UNCOMPRESSED_LABEL)
