@@ -24,7 +24,6 @@ use crate::tasks::Status as TaskStatus;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::time::SystemTime;
-use strata_api::strata::gateway::v1 as pb;
 use strata_core::containers::{Container, ContainerStore};
 use strata_core::content::{ContentStore, read_all};
 use strata_core::descriptor::{Descriptor, UNCOMPRESSED_LABEL};
@@ -111,8 +110,26 @@ async fn resume(b: &Backends, ns: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// What `commit` is asked for (`docker commit`'s options).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The container.
+    pub container: String,
+    /// `REPO[:TAG]` to name the new image; empty for an image known only by its ID.
+    pub reference: String,
+    /// Dockerfile instructions applied to the config (`--change`): CMD, ENTRYPOINT, ENV,
+    /// EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL.
+    pub changes: Vec<String>,
+    /// The history entry's comment.
+    pub message: String,
+    /// Leave a running container running during the commit (it is paused by default).
+    pub no_pause: bool,
+    /// The image's author.
+    pub author: String,
+}
+
 /// Makes an image of container `req.container`'s changes.
-pub async fn commit(b: &Backends, ns: &str, req: pb::CommitRequest) -> Result<Committed> {
+pub async fn commit(b: &Backends, ns: &str, req: Options) -> Result<Committed> {
     let id = req.container.as_str();
     let c = container(b, ns, id).await?;
     let image = match find_image(b, ns, &c.image).await {
@@ -169,7 +186,7 @@ async fn made(
     base: &crate::image::ImageDetails,
     config: Map<String, Value>,
     name: Option<String>,
-    req: &pb::CommitRequest,
+    req: &Options,
 ) -> Result<Committed> {
     let docker = base.manifest.media_type.as_deref() == Some(media_types::DOCKER_MANIFEST);
     let layer = container_layer(p, c, base, docker, !req.no_pause).await?;

@@ -7,8 +7,8 @@
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Component, Path};
 
+use crate::run::RunOptions;
 use serde_json::{Value, json};
-use strata_api::strata::gateway::v1 as pb;
 use strata_core::{Error, Result};
 
 /// Every capability Linux defines, in number order (`CAP_CHOWN` is 0).
@@ -357,7 +357,7 @@ pub fn security_opts(opts: &[String]) -> Result<SecurityOpts> {
 
 /// Applies the request's confinement options to `spec` (built from the runtime's defaults;
 /// `--group-add` is resolved with the user, see [`group_ids`]).
-pub fn apply(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
+pub fn apply(spec: &mut Value, req: &RunOptions) -> Result<()> {
     let sec = security_opts(&req.security_opt)?;
     let default: Vec<String> = spec["process"]["capabilities"]["bounding"]
         .as_array()
@@ -417,7 +417,7 @@ pub fn apply(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
 }
 
 /// `--ulimit`: each replaces the spec's rlimit of its type.
-fn apply_rlimits(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
+fn apply_rlimits(spec: &mut Value, req: &RunOptions) -> Result<()> {
     let mut rlimits: Vec<Value> = spec["process"]["rlimits"]
         .as_array()
         .cloned()
@@ -442,7 +442,7 @@ fn apply_rlimits(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<(
 }
 
 /// `--sysctl`: checked against the namespaces the container has of its own.
-fn apply_sysctls(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
+fn apply_sysctls(spec: &mut Value, req: &RunOptions) -> Result<()> {
     let namespaces = spec["linux"]["namespaces"]
         .as_array()
         .cloned()
@@ -469,7 +469,7 @@ fn apply_sysctls(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<(
 }
 
 /// The spec's mounts with each `--tmpfs` in place of a mount at its destination.
-fn tmpfs_mounts(spec: &Value, req: &pb::CreateContainerRequest) -> Result<Vec<Value>> {
+fn tmpfs_mounts(spec: &Value, req: &RunOptions) -> Result<Vec<Value>> {
     let mut mounts: Vec<Value> = spec["mounts"].as_array().cloned().unwrap_or_default();
     for t in &req.tmpfs {
         absolute_clean("tmpfs", &t.destination)?;
@@ -498,7 +498,7 @@ fn tmpfs_mounts(spec: &Value, req: &pb::CreateContainerRequest) -> Result<Vec<Va
 
 /// `--device` (and the host's devices when privileged): the spec's device nodes and the
 /// device controller's rules.
-fn apply_devices(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
+fn apply_devices(spec: &mut Value, req: &RunOptions) -> Result<()> {
     let mut devices: Vec<Value> = spec["linux"]["devices"]
         .as_array()
         .cloned()
@@ -654,18 +654,18 @@ mod tests {
             strata_runtime::default_spec(Path::new("rootfs"), &["sh"]).unwrap(),
         )
         .unwrap();
-        let req = pb::CreateContainerRequest {
-            ulimits: vec![pb::Ulimit {
+        let req = RunOptions {
+            ulimits: vec![crate::run::Ulimit {
                 name: "nofile".into(),
                 soft: 100,
                 hard: 200,
             }],
-            devices: vec![pb::Device {
+            devices: vec![crate::run::Device {
                 host_path: "/dev/null".into(),
                 container_path: "/dev/mynull".into(),
                 permissions: "rw".into(),
             }],
-            tmpfs: vec![pb::Tmpfs {
+            tmpfs: vec![crate::run::Tmpfs {
                 destination: "/scratch".into(),
                 options: "size=1m".into(),
             }],
@@ -695,8 +695,8 @@ mod tests {
                 .any(|m| m["destination"] == "/scratch" && m["type"] == "tmpfs")
         );
         assert!(spec["linux"].get("seccomp").is_none());
-        let bad = pb::CreateContainerRequest {
-            ulimits: vec![pb::Ulimit {
+        let bad = RunOptions {
+            ulimits: vec![crate::run::Ulimit {
                 name: "nofile".into(),
                 soft: 300,
                 hard: 200,

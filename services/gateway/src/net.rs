@@ -2,8 +2,8 @@
 //! created (so a taken host port is refused then, and the spec can name the namespace to
 //! join), detached when it is removed.
 
+use crate::run::RunOptions;
 use serde_json::{Value, json};
-use strata_api::strata::gateway::v1 as pb;
 use strata_api::strata::network::v1 as npb;
 use strata_core::{Error, Kind, Result};
 use strata_grpc::from_status;
@@ -19,7 +19,7 @@ pub const LABEL_PUBLISHES: &str = "strata.network.publishes";
 
 /// The network a request asks for: `None` for none of the network service's (host, none,
 /// private, or no network service at all).
-pub fn wanted(b: &Backends, req: &pb::CreateContainerRequest) -> Result<Option<String>> {
+pub fn wanted(b: &Backends, req: &RunOptions) -> Result<Option<String>> {
     match req.network.as_str() {
         n if n == "host" || n == "none" || n == "private" || n.starts_with("container:") => {
             if !req.ports.is_empty() || req.publish_all {
@@ -49,11 +49,17 @@ pub fn wanted(b: &Backends, req: &pb::CreateContainerRequest) -> Result<Option<S
 
 /// The ports of the request, and with `publish_all` every port the image exposes
 /// (`80/tcp`), each on a free host port.
-fn ports(
-    req: &pb::CreateContainerRequest,
-    image: &ContainerConfig,
-) -> Result<Vec<npb::PortMapping>> {
-    let mut out = req.ports.clone();
+fn ports(req: &RunOptions, image: &ContainerConfig) -> Result<Vec<npb::PortMapping>> {
+    let mut out: Vec<npb::PortMapping> = req
+        .ports
+        .iter()
+        .map(|p| npb::PortMapping {
+            host_ip: p.host_ip.clone(),
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: p.protocol.clone(),
+        })
+        .collect();
     if req.publish_all {
         for spec in image.exposed_ports.iter().flat_map(|m| m.keys()) {
             let (port, proto) = spec.split_once('/').unwrap_or((spec.as_str(), "tcp"));
@@ -84,7 +90,7 @@ pub async fn attach(
     ns: &str,
     id: &str,
     network: &str,
-    req: &pb::CreateContainerRequest,
+    req: &RunOptions,
     image: &ContainerConfig,
     hostname: &str,
 ) -> Result<npb::Attachment> {

@@ -16,8 +16,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use strata_api::strata::gateway::v1 as pb;
-use strata_api::strata::gateway::v1::blob_push_progress::State;
 use strata_core::content::futures_like::ChunkStream as _;
 use strata_core::content::{ContentStore, read_all};
 use strata_core::descriptor::Descriptor;
@@ -39,19 +37,95 @@ pub const DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source.";
 /// How deep indexes may nest.
 const MAX_DEPTH: usize = 3;
 
-pub type PushEvents = mpsc::Sender<std::result::Result<pb::PushProgress, tonic::Status>>;
-
-fn event(e: pb::push_progress::Event) -> std::result::Result<pb::PushProgress, tonic::Status> {
-    Ok(pb::PushProgress { event: Some(e) })
+/// What `push` is asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// A local image's name (or ID prefix); its name says where it goes.
+    pub reference: String,
+    /// Use plain HTTP for this registry (loopback registries always are).
+    pub plain_http: bool,
 }
 
-fn wire(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// What a blob of a push is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for an upload slot.
+    Waiting,
+    /// The repository has it already: not sent.
+    Exists,
+    /// Mounted from another repository of the same registry: not sent.
+    Mounted,
+    /// Being sent.
+    Uploading,
+    /// Sent.
+    Done,
+}
+
+/// How a push ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// Where the image went (registry/repository:tag).
+    pub name: String,
+    /// The digest of what the tag now names (index or manifest).
+    pub digest: Digest,
+    /// Bytes sent.
+    pub uploaded_bytes: u64,
+    /// Blobs sent.
+    pub blobs_uploaded: u64,
+    /// Blobs the repository had.
+    pub blobs_existing: u64,
+    /// Blobs mounted from another repository.
+    pub blobs_mounted: u64,
+    /// Manifests and indexes put.
+    pub manifests: u64,
+    /// Anything the user should know, such as an index pushed as its one platform present.
+    pub note: String,
+}
+
+/// What a push reports as it goes; the adapter turns each into a `PushProgress`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The image is resolved: where it goes, its digest and the blobs to send.
+    Resolved {
+        /// The normalized image name.
+        name: String,
+        /// The digest of the index or manifest pushed.
+        digest: Digest,
+        /// The blobs (layers and configs).
+        blobs: Vec<Descriptor>,
+    },
+    /// A blob's progress.
+    Blob {
+        /// The blob's digest.
+        digest: Digest,
+        /// What it is doing.
+        state: State,
+        /// Bytes done.
+        current: u64,
+        /// Bytes in all.
+        total: u64,
+        /// For [`State::Mounted`]: the repository it came from.
+        from: String,
+    },
+    /// The image is pushed.
+    Done(Pushed),
+}
+
+/// Where a push reports its [`Event`]s.
+pub type PushEvents = mpsc::Sender<Event>;
+
+/// An image's new name, and the digest both names now point at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged {
+    /// The new name, normalized.
+    pub name: String,
+    /// The digest of the target (index or manifest).
+    pub digest: Digest,
 }
 
 /// Names the image `source` (a name or ID prefix) also `target`: a record of that name with
 /// the source's target descriptor and labels, replacing the target of one already there.
-pub async fn tag(b: &Backends, ns: &str, source: &str, target: &str) -> Result<pb::TagResponse> {
+pub async fn tag(b: &Backends, ns: &str, source: &str, target: &str) -> Result<Tagged> {
     let img = find_image(b, ns, source).await?;
     let reference = Reference::parse(target)?;
     if reference.digest().is_some() {
@@ -60,9 +134,9 @@ pub async fn tag(b: &Backends, ns: &str, source: &str, target: &str) -> Result<p
         )));
     }
     let name = reference.to_string();
-    let digest = img.target.digest.to_string();
+    let digest = img.target.digest.clone();
     put_image(b, ns, &name, img.target, img.labels).await?;
-    Ok(pb::TagResponse { name, digest })
+    Ok(Tagged { name, digest })
 }
 
 /// A blob to send, and the repository of the same registry to mount it from, if any.
@@ -305,15 +379,13 @@ async fn blob_event(
     from: &str,
 ) {
     let _ = events
-        .send(event(pb::push_progress::Event::Blob(
-            pb::BlobPushProgress {
-                digest: desc.digest.to_string(),
-                state: state.into(),
-                current: wire(current),
-                total: wire(desc.size),
-                from: from.to_owned(),
-            },
-        )))
+        .send(Event::Blob {
+            digest: desc.digest.clone(),
+            state,
+            current,
+            total: desc.size,
+            from: from.to_owned(),
+        })
         .await;
 }
 
@@ -380,7 +452,7 @@ async fn push_blob(
 }
 
 /// Pushes the local image `req.reference` to the registry its name points at.
-pub async fn push(b: &Backends, ns: &str, req: &pb::PushRequest, events: PushEvents) -> Result<()> {
+pub async fn push(b: &Backends, ns: &str, req: &Options, events: PushEvents) -> Result<()> {
     let img = find_image(b, ns, &req.reference).await?;
     let target = Reference::parse(&img.name)?;
     let root = img.target.clone();
@@ -408,19 +480,11 @@ pub async fn push(b: &Backends, ns: &str, req: &pb::PushRequest, events: PushEve
     let top = top.clone();
 
     let _ = events
-        .send(event(pb::push_progress::Event::Resolved(pb::Resolved {
+        .send(Event::Resolved {
             name: target.to_string(),
-            digest: top.digest.to_string(),
-            layers: plan
-                .blobs
-                .iter()
-                .map(|bl| pb::LayerInfo {
-                    digest: bl.desc.digest.to_string(),
-                    size: wire(bl.desc.size),
-                    media_type: bl.desc.media_type.clone(),
-                })
-                .collect(),
-        })))
+            digest: top.digest.clone(),
+            blobs: plan.blobs.iter().map(|bl| bl.desc.clone()).collect(),
+        })
         .await;
 
     let counters = Counters::default();
@@ -453,16 +517,16 @@ pub async fn push(b: &Backends, ns: &str, req: &pb::PushRequest, events: PushEve
     }
     let pushed = plan.manifests.len() as u64;
     let _ = events
-        .send(event(pb::push_progress::Event::Done(pb::PushDone {
+        .send(Event::Done(Pushed {
             name: target.to_string(),
-            digest: top.digest.to_string(),
-            uploaded_bytes: wire(counters.uploaded_bytes.load(Ordering::Relaxed)),
-            blobs_uploaded: wire(counters.uploaded.load(Ordering::Relaxed)),
-            blobs_existing: wire(counters.existing.load(Ordering::Relaxed)),
-            blobs_mounted: wire(counters.mounted.load(Ordering::Relaxed)),
-            manifests: wire(pushed),
+            digest: top.digest.clone(),
+            uploaded_bytes: counters.uploaded_bytes.load(Ordering::Relaxed),
+            blobs_uploaded: counters.uploaded.load(Ordering::Relaxed),
+            blobs_existing: counters.existing.load(Ordering::Relaxed),
+            blobs_mounted: counters.mounted.load(Ordering::Relaxed),
+            manifests: pushed,
             note: plan.note,
-        })))
+        }))
         .await;
     Ok(())
 }

@@ -14,7 +14,6 @@ use crate::Backends;
 use crate::catalog::find_image;
 use crate::image::{ImageDetails, details};
 use std::collections::HashSet;
-use strata_api::strata::gateway::v1 as pb;
 use strata_core::content::ContentStore;
 use strata_core::content::futures_like::ChunkStream;
 use strata_core::{Digest, Error, Kind, Result};
@@ -24,7 +23,8 @@ use tokio::sync::mpsc;
 /// Bytes gathered before a chunk is sent.
 const CHUNK: usize = 1 << 20;
 
-pub type Chunks = mpsc::Sender<std::result::Result<pb::SaveChunk, tonic::Status>>;
+/// Where a save sends the archive, in chunks of about [`CHUNK`] bytes.
+pub type Chunks = mpsc::Sender<bytes::Bytes>;
 
 /// The tar being sent: bytes are gathered into chunks of [`CHUNK`].
 struct Out {
@@ -47,7 +47,7 @@ impl Out {
         }
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         self.tx
-            .send(Ok(pb::SaveChunk { data: data.into() }))
+            .send(data.into())
             .await
             .map_err(|_| Error::new(Kind::Canceled, "save: the client went away"))
     }

@@ -2,8 +2,8 @@
 //! [`strata_runtime::default_spec`]), the image's execution defaults (entrypoint, cmd, env,
 //! working dir, user) and the request's options on top.
 
+use crate::run::{ExecOptions, RunOptions};
 use serde_json::{Value, json};
-use strata_api::strata::gateway::v1 as pb;
 use strata_core::{Error, Result};
 use strata_registry::ContainerConfig;
 
@@ -86,12 +86,7 @@ fn bind(source: &str, destination: &str, read_only: bool) -> Value {
 }
 
 /// The spec of container `id` of an image whose execution defaults are `image`.
-pub fn build(
-    id: &str,
-    req: &pb::CreateContainerRequest,
-    image: &ContainerConfig,
-    user: &User,
-) -> Result<Value> {
+pub fn build(id: &str, req: &RunOptions, image: &ContainerConfig, user: &User) -> Result<Value> {
     let args = command(&req.entrypoint, &req.args, image);
     if args.is_empty() {
         return Err(Error::invalid_argument(format!(
@@ -193,7 +188,7 @@ pub fn build(
 }
 
 /// `--memory`, `--cpus` and `--pids-limit`: the spec's resources, checked.
-fn apply_limits(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()> {
+fn apply_limits(spec: &mut Value, req: &RunOptions) -> Result<()> {
     let r = &mut spec["linux"]["resources"];
     if req.memory < 0 || req.pids_limit < 0 || req.cpus < 0.0 || !req.cpus.is_finite() {
         return Err(Error::invalid_argument(format!(
@@ -231,7 +226,7 @@ fn apply_limits(spec: &mut Value, req: &pb::CreateContainerRequest) -> Result<()
 
 /// The process of an exec into a container whose spec is `spec`: the container's process
 /// (capabilities, rlimits, environment, user, working dir) with the request's changes.
-pub fn exec_process(spec: &Value, req: &pb::ExecRequest, user: Option<&User>) -> Result<Value> {
+pub fn exec_process(spec: &Value, req: &ExecOptions, user: Option<&User>) -> Result<Value> {
     if req.args.is_empty() {
         return Err(Error::invalid_argument(format!(
             "exec into {:?}: no command given",
@@ -389,7 +384,7 @@ mod tests {
 
     #[test]
     fn spec_carries_the_request() {
-        let req = pb::CreateContainerRequest {
+        let req = RunOptions {
             image: "busybox".into(),
             args: vec!["sh".into()],
             env: vec!["A=2".into()],
@@ -398,7 +393,7 @@ mod tests {
             cpus: 0.5,
             pids_limit: 10,
             read_only: true,
-            volumes: vec![pb::Volume {
+            volumes: vec![crate::run::Volume {
                 source: "/srv".into(),
                 destination: "/data".into(),
                 read_only: true,
@@ -420,14 +415,14 @@ mod tests {
         let m = s["mounts"].as_array().unwrap().last().unwrap().clone();
         assert_eq!(m["destination"], "/data");
         assert!(m["options"].as_array().unwrap().contains(&json!("ro")));
-        let host = pb::CreateContainerRequest {
+        let host = RunOptions {
             network: "host".into(),
             ..req.clone()
         };
         let s = build("x", &host, &image(), &User::default()).unwrap();
         let ns = s["linux"]["namespaces"].as_array().unwrap();
         assert!(ns.iter().all(|n| n["type"] != "network"));
-        let bad = pb::CreateContainerRequest {
+        let bad = RunOptions {
             network: "container:".into(),
             ..req
         };

@@ -69,9 +69,74 @@ pub struct LogsOptions {
     pub this_run: bool,
 }
 
-/// A process's output and exit, as the Io service sends them (passed on to attached clients as
-/// they are).
-pub type Output = tonic::Streaming<iopb::LogsEvent>;
+/// Which stream of a process wrote some output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Its standard output (or its terminal).
+    Stdout,
+    /// Its standard error.
+    Stderr,
+}
+
+/// What a process's log says, in order: its output, then its exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputEvent {
+    /// Bytes the process wrote.
+    Output {
+        /// Where it wrote them.
+        stream: Stream,
+        /// What it wrote.
+        data: bytes::Bytes,
+    },
+    /// The process exited.
+    Exit {
+        /// Its exit status (128 + the signal when a signal ended it).
+        status: u32,
+        /// When, if the tasks service knows.
+        at: Option<std::time::SystemTime>,
+    },
+}
+
+/// A process's output and exit, as the Io service sends them.
+pub struct Output {
+    stream: tonic::Streaming<iopb::LogsEvent>,
+}
+
+impl Output {
+    /// The next event; `None` once the stream has ended.
+    pub async fn next(&mut self) -> Result<Option<OutputEvent>> {
+        use iopb::logs_event::Event;
+        loop {
+            let Some(msg) = self.stream.message().await.map_err(from_status)? else {
+                return Ok(None);
+            };
+            match msg.event {
+                Some(Event::Output(o)) => {
+                    let stream = if o.stream == iopb::output::Stream::Stderr as i32 {
+                        Stream::Stderr
+                    } else {
+                        Stream::Stdout
+                    };
+                    return Ok(Some(OutputEvent::Output {
+                        stream,
+                        data: o.data,
+                    }));
+                }
+                Some(Event::Exit(x)) => {
+                    let at = x
+                        .exited_at
+                        .and_then(|t| std::time::SystemTime::try_from(t).ok());
+                    return Ok(Some(OutputEvent::Exit {
+                        status: x.exit_status,
+                        at,
+                    }));
+                }
+                // A kind of event this gateway does not know: skipped.
+                None => {}
+            }
+        }
+    }
+}
 
 /// Largest message exchanged with the Io service.
 const MAX_MESSAGE: usize = 64 << 20;
@@ -308,7 +373,9 @@ impl TaskClient {
             },
         )?;
         let resp = self.io.clone().logs(req).await.map_err(from_status)?;
-        Ok(resp.into_inner())
+        Ok(Output {
+            stream: resp.into_inner(),
+        })
     }
 }
 

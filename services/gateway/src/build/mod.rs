@@ -30,6 +30,8 @@ use crate::catalog::find_image;
 use crate::commit::{Entry, NewLayer, Top, append, layer_of, store};
 use crate::image::{chain_ids, details};
 use crate::pull::Pull;
+use crate::run::RunOptions;
+use crate::tasks::OutputEvent;
 use files::{Copier, CopyOptions, Owner, Tree};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
@@ -37,7 +39,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use strata_api::strata::gateway::v1 as pb;
 use strata_core::containers::Container;
 use strata_core::images::{DeleteOptions, Image, ImageStore};
 use strata_core::leases::LeaseStore;
@@ -46,7 +47,6 @@ use strata_core::{Digest, Error, Kind, Result};
 use strata_dockerfile::{
     Command, CopySpec, Dockerfile, Healthcheck, Instruction, Kind as Ins, Stage,
 };
-use strata_grpc::from_status;
 use strata_registry::{Platform, media_types};
 use tokio::sync::mpsc;
 
@@ -867,7 +867,7 @@ impl Builder<'_> {
             }
         };
         let id = format!("strata-build-{}-{}", self.id, self.number);
-        let req = pb::CreateContainerRequest {
+        let req = RunOptions {
             image: record.clone(),
             name: id.clone(),
             entrypoint: vec![first.clone()],
@@ -953,7 +953,7 @@ impl Builder<'_> {
     }
 
     /// Runs the container to its end, streaming its output; answers its exit code.
-    async fn run_container(&self, req: pb::CreateContainerRequest, id: &str) -> Result<u32> {
+    async fn run_container(&self, req: RunOptions, id: &str) -> Result<u32> {
         crate::run::create(self.b, &self.ns, req).await?;
         let start = crate::run::AttachStart {
             container_id: id.to_owned(),
@@ -963,20 +963,13 @@ impl Builder<'_> {
         };
         crate::run::start(self.b, &self.ns, id, false).await?;
         let mut a = crate::run::attach(self.b, &self.ns, &start).await?;
-        use strata_api::strata::tasks::v1::logs_event::Event as L;
         loop {
-            let msg = a
-                .output
-                .message()
-                .await
-                .map_err(from_status)?
-                .ok_or_else(|| {
-                    Error::unavailable(format!("container {id:?}: output ended early"))
-                })?;
-            match msg.event {
-                Some(L::Output(o)) => self.event(Event::Output(o.data)).await,
-                Some(L::Exit(x)) => return Ok(x.exit_status),
-                None => {}
+            let event = a.output.next().await?.ok_or_else(|| {
+                Error::unavailable(format!("container {id:?}: output ended early"))
+            })?;
+            match event {
+                OutputEvent::Output { data, .. } => self.event(Event::Output(data)).await,
+                OutputEvent::Exit { status, .. } => return Ok(status),
             }
         }
     }
@@ -1628,6 +1621,77 @@ pub fn unpack_context(tar: &Path, dir: &Path) -> Result<()> {
     files::unpack_context(std::io::BufReader::new(f), &tree).map_err(|e| {
         Error::invalid_argument(format!("the build context: not a valid tar stream: {e}"))
     })
+}
+
+/// Largest build context accepted (the tar stream as sent).
+pub const MAX_CONTEXT: u64 = 16 << 30;
+
+/// Builds from a context sent as a tar stream: `context` carries its bytes in order and ends
+/// when the context is complete (an error in it, such as the client's stream breaking, ends
+/// the build). The context is written to a scratch directory under the gateway's root,
+/// unpacked, and built from; the scratch directory goes in the background afterwards.
+pub async fn build_streamed(
+    b: &Arc<Backends>,
+    ns: &str,
+    opts: &Options,
+    context: mpsc::Receiver<Result<bytes::Bytes>>,
+    events: mpsc::Sender<Event>,
+    cleanup: &Cleanup,
+) -> Result<Built> {
+    let dir_parent = b.root.join("builds");
+    tokio::fs::create_dir_all(&dir_parent)
+        .await
+        .map_err(|e| Error::internal(format!("{}: {e}", dir_parent.display())))?;
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&dir_parent)
+        .map_err(|e| Error::internal(format!("{}: {e}", dir_parent.display())))?;
+    let tar = work.path().join("context.tar");
+    receive_context(context, &tar).await?;
+    let dir = work.path().join("context");
+    {
+        let (tar, dir) = (tar.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir(&dir)
+                .map_err(|e| Error::internal(format!("{}: {e}", dir.display())))?;
+            unpack_context(&tar, &dir)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("unpacking the build context: {e}")))??;
+    }
+    let _ = tokio::fs::remove_file(&tar).await;
+    let built = build(b, ns, opts, &dir, events, cleanup).await;
+    // The unpacked context goes in the background: the answer does not wait for it.
+    tokio::task::spawn_blocking(move || drop(work));
+    built
+}
+
+/// Writes the context's bytes to the file `tar`, at most [`MAX_CONTEXT`] of them.
+async fn receive_context(
+    mut context: mpsc::Receiver<Result<bytes::Bytes>>,
+    tar: &Path,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut f = tokio::fs::File::create(tar)
+        .await
+        .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
+    let mut size = 0u64;
+    while let Some(data) = context.recv().await {
+        let data = data?;
+        size += data.len() as u64;
+        if size > MAX_CONTEXT {
+            return Err(Error::invalid_argument(format!(
+                "build: the context is larger than {MAX_CONTEXT} bytes"
+            )));
+        }
+        f.write_all(&data)
+            .await
+            .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
+    }
+    f.flush()
+        .await
+        .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
+    Ok(())
 }
 
 #[cfg(test)]

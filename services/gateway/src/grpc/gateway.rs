@@ -1,5 +1,6 @@
 //! `strata.gateway.v1.Gateway`: converts requests, calls the gateway's composition code.
 
+use super::convert::{self, wire};
 use crate::Backends;
 use crate::catalog;
 use crate::{import, pull, run};
@@ -28,10 +29,6 @@ impl GatewayService {
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20)
     }
-}
-
-fn wire(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The sender of a pull's or import's progress stream.
@@ -99,14 +96,7 @@ fn pull_progress(e: pull::Event) -> pb::PullProgress {
         } => E::Resolved(pb::Resolved {
             name,
             digest: digest.to_string(),
-            layers: layers
-                .into_iter()
-                .map(|l| pb::LayerInfo {
-                    digest: l.digest.to_string(),
-                    size: wire(l.size),
-                    media_type: l.media_type,
-                })
-                .collect(),
+            layers: convert::layer_infos(layers),
         }),
         pull::Event::Layer {
             digest,
@@ -302,7 +292,7 @@ impl Gateway for GatewayService {
         request: Request<pb::CreateContainerRequest>,
     ) -> Result<Response<pb::CreateContainerResponse>, Status> {
         let ns = namespace(&request)?;
-        let id = run::create(&self.b, &ns, request.into_inner())
+        let id = run::create(&self.b, &ns, convert::run_options(request.into_inner()))
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CreateContainerResponse { id }))
@@ -387,18 +377,18 @@ impl Gateway for GatewayService {
             loop {
                 // A client that goes away ends the attach at once, not at the next output.
                 let next = tokio::select! {
-                    m = output.message() => m,
+                    m = output.next() => m,
                     () = tx.closed() => break,
                 };
                 match next {
                     Ok(Some(ev)) => {
-                        if tx.send(Ok(ev)).await.is_err() {
+                        if tx.send(Ok(convert::logs_event(ev))).await.is_err() {
                             break;
                         }
                     }
                     Ok(None) => break,
-                    Err(s) => {
-                        let _ = tx.send(Err(s)).await;
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
                         break;
                     }
                 }
@@ -413,7 +403,7 @@ impl Gateway for GatewayService {
         request: Request<pb::ExecRequest>,
     ) -> Result<Response<pb::ExecResponse>, Status> {
         let ns = namespace(&request)?;
-        let (exec_id, pid) = run::exec(&self.b, &ns, request.into_inner())
+        let (exec_id, pid) = run::exec(&self.b, &ns, convert::exec_options(request.into_inner()))
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ExecResponse { exec_id, pid }))
@@ -436,9 +426,10 @@ impl Gateway for GatewayService {
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let ns = namespace(&request)?;
-        let made = crate::commit::commit(&self.b, &ns, request.into_inner())
-            .await
-            .map_err(to_status)?;
+        let made =
+            crate::commit::commit(&self.b, &ns, convert::commit_options(request.into_inner()))
+                .await
+                .map_err(to_status)?;
         Ok(Response::new(pb::CommitResponse {
             id: made.id.to_string(),
             name: made.name,
@@ -456,7 +447,18 @@ impl Gateway for GatewayService {
         let (tx, rx) = mpsc::channel(4);
         let b = self.b.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::save::save(&b, &ns, &images, tx.clone()).await {
+            let (chunks, mut crx) = mpsc::channel(1);
+            let out = tx.clone();
+            let forward = async move {
+                while let Some(data) = crx.recv().await {
+                    if out.send(Ok(pb::SaveChunk { data })).await.is_err() {
+                        // The client went: the save stops at its next chunk.
+                        break;
+                    }
+                }
+            };
+            let (r, ()) = tokio::join!(crate::save::save(&b, &ns, &images, chunks), forward);
+            if let Err(e) = r {
                 let _ = tx.send(Err(to_status(e))).await;
             }
         });
@@ -469,10 +471,13 @@ impl Gateway for GatewayService {
     ) -> Result<Response<pb::TagResponse>, Status> {
         let ns = namespace(&request)?;
         let r = request.into_inner();
-        let resp = crate::push::tag(&self.b, &ns, &r.source, &r.target)
+        let tagged = crate::push::tag(&self.b, &ns, &r.source, &r.target)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(resp))
+        Ok(Response::new(pb::TagResponse {
+            name: tagged.name,
+            digest: tagged.digest.to_string(),
+        }))
     }
 
     type BuildStream = ReceiverStream<Result<pb::BuildProgress, Status>>;
@@ -530,11 +535,20 @@ impl Gateway for GatewayService {
         request: Request<pb::PushRequest>,
     ) -> Result<Response<Self::PushStream>, Status> {
         let ns = namespace(&request)?;
-        let req = request.into_inner();
+        let opts = convert::push_options(request.into_inner());
         let (tx, rx) = mpsc::channel(64);
         let b = self.b.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::push::push(&b, &ns, &req, tx.clone()).await {
+            let (events, mut erx) = mpsc::channel(64);
+            let out = tx.clone();
+            let forward = async move {
+                while let Some(e) = erx.recv().await {
+                    // A client gone does not stop the push: its events are dropped.
+                    let _ = out.send(Ok(convert::push_progress(e))).await;
+                }
+            };
+            let (r, ()) = tokio::join!(crate::push::push(&b, &ns, &opts, events), forward);
+            if let Err(e) = r {
                 let _ = tx.send(Err(to_status(e))).await;
             }
         });
@@ -542,85 +556,54 @@ impl Gateway for GatewayService {
     }
 }
 
-/// Largest build context accepted (the tar stream as sent).
-const MAX_CONTEXT: u64 = 16 << 30;
-
-/// Writes the context `stream` sends, up to `context_end`, to the file `tar`.
-async fn receive_context(
-    stream: &mut Streaming<pb::BuildRequest>,
-    tar: &std::path::Path,
-) -> Result<()> {
-    use tokio::io::AsyncWriteExt as _;
-    let mut f = tokio::fs::File::create(tar)
-        .await
-        .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
-    let mut size = 0u64;
+/// The context a `Build` stream carries after its `start`, handed on as it arrives: its
+/// bytes, then the end of the channel at `context_end`, or an error when the stream breaks
+/// the protocol or fails. Runs until aborted once the context is complete.
+async fn feed_context(
+    mut stream: Streaming<pb::BuildRequest>,
+    context: mpsc::Sender<Result<bytes::Bytes>>,
+) {
+    use pb::build_request::Event;
     loop {
-        let msg = stream
-            .message()
-            .await
-            .map_err(|s| from_status(s).context("build: receiving the context"))?;
-        match msg.and_then(|m| m.event) {
-            Some(pb::build_request::Event::Context(data)) => {
-                size += data.len() as u64;
-                if size > MAX_CONTEXT {
-                    return Err(Error::invalid_argument(format!(
-                        "build: the context is larger than {MAX_CONTEXT} bytes"
-                    )));
-                }
-                f.write_all(&data)
-                    .await
-                    .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
+        let item = match stream.message().await {
+            Ok(Some(pb::BuildRequest {
+                event: Some(Event::Context(data)),
+            })) => Ok(data),
+            Ok(Some(pb::BuildRequest {
+                event: Some(Event::ContextEnd(_)),
+            })) => {
+                // The context is complete. The request stream stays open for as long as the
+                // call (this task is aborted at its end), as it did when the context was read
+                // in the call itself.
+                drop(context);
+                let _stream = stream;
+                std::future::pending::<()>().await;
+                return;
             }
-            Some(pb::build_request::Event::ContextEnd(_)) => break,
-            Some(pb::build_request::Event::Start(_)) => {
-                return Err(Error::invalid_argument("build: `start` sent twice"));
-            }
-            None => {
-                return Err(Error::invalid_argument(
-                    "build: the context ended without `context_end`",
-                ));
-            }
+            Ok(Some(pb::BuildRequest {
+                event: Some(Event::Start(_)),
+            })) => Err(Error::invalid_argument("build: `start` sent twice")),
+            Ok(Some(pb::BuildRequest { event: None }) | None) => Err(Error::invalid_argument(
+                "build: the context ended without `context_end`",
+            )),
+            Err(s) => Err(from_status(s).context("build: receiving the context")),
+        };
+        let failed = item.is_err();
+        if context.send(item).await.is_err() || failed {
+            return;
         }
     }
-    f.flush()
-        .await
-        .map_err(|e| Error::internal(format!("{}: {e}", tar.display())))?;
-    drop(f);
-    Ok(())
 }
 
-/// One `Build` call: receives the context, runs the build, reports as it goes.
+/// One `Build` call: hands the context on, runs the build, reports as it goes.
 async fn build_call(
     b: &Arc<Backends>,
     ns: &str,
     start: pb::BuildStart,
-    mut stream: Streaming<pb::BuildRequest>,
+    stream: Streaming<pb::BuildRequest>,
     tx: mpsc::Sender<Result<pb::BuildProgress, Status>>,
     cleanup: &crate::build::Cleanup,
 ) -> Result<()> {
-    let dir_parent = b.root.join("builds");
-    tokio::fs::create_dir_all(&dir_parent)
-        .await
-        .map_err(|e| Error::internal(format!("{}: {e}", dir_parent.display())))?;
-    let work = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(&dir_parent)
-        .map_err(|e| Error::internal(format!("{}: {e}", dir_parent.display())))?;
-    let tar = work.path().join("context.tar");
-    receive_context(&mut stream, &tar).await?;
-    let context = work.path().join("context");
-    {
-        let (tar, context) = (tar.clone(), context.clone());
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir(&context)
-                .map_err(|e| Error::internal(format!("{}: {e}", context.display())))?;
-            crate::build::unpack_context(&tar, &context)
-        })
-        .await
-        .map_err(|e| Error::internal(format!("unpacking the build context: {e}")))??;
-    }
-    let _ = tokio::fs::remove_file(&tar).await;
     let opts = crate::build::Options {
         dockerfile: start.dockerfile,
         dockerfile_name: start.dockerfile_name,
@@ -631,9 +614,11 @@ async fn build_call(
         network: start.network,
         pull: start.pull,
     };
+    let (ctx, crx) = mpsc::channel(8);
+    let feeder = tokio::spawn(feed_context(stream, ctx));
     let (etx, mut erx) = mpsc::channel(64);
     let out = tx.clone();
-    let forward = tokio::spawn(async move {
+    let forward = async move {
         use pb::build_progress::Event as E;
         while let Some(e) = erx.recv().await {
             let event = match e {
@@ -656,11 +641,12 @@ async fn build_call(
                 break;
             }
         }
-    });
-    let built = crate::build::build(b, ns, &opts, &context, etx, cleanup).await;
-    let _ = forward.await;
-    // The unpacked context goes in the background: the answer does not wait for it.
-    tokio::task::spawn_blocking(move || drop(work));
+    };
+    let (built, ()) = tokio::join!(
+        crate::build::build_streamed(b, ns, &opts, crx, etx, cleanup),
+        forward
+    );
+    feeder.abort();
     let built = built?;
     let _ = tx
         .send(Ok(pb::BuildProgress {

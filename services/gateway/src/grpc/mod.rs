@@ -1,6 +1,7 @@
 //! The gateway's own gRPC services, one file each: they convert protobuf to the core's domain
 //! types and back. The containerd services of the stack are forwarded by [`crate::router`].
 
+mod convert;
 pub mod gateway;
 pub mod introspection;
 pub mod version;

@@ -7,11 +7,11 @@ use super::{
 use crate::Backends;
 use crate::catalog::find_image;
 use crate::image::details;
+use crate::run::RunOptions;
 use crate::spec::{self, SPEC_TYPE, User};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use strata_api::strata::gateway::v1 as pb;
 use strata_core::containers::{Any, Container, ContainerStore};
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Error, Kind, Result};
@@ -108,7 +108,7 @@ pub(super) async fn resolve_user(
 }
 
 /// Creates a container of a local image; returns its ID.
-pub async fn create(b: &Backends, ns: &str, req: pb::CreateContainerRequest) -> Result<String> {
+pub async fn create(b: &Backends, ns: &str, req: RunOptions) -> Result<String> {
     let image = find_image(b, ns, &req.image).await?;
     let img = details(b, ns, image).await?;
     let id = if req.name.is_empty() {
@@ -220,7 +220,7 @@ async fn create_recorded(
     ns: &str,
     id: &str,
     image: &str,
-    req: &pb::CreateContainerRequest,
+    req: &RunOptions,
     labels: HashMap<String, String>,
     spec: &Value,
     snapshotter: &str,

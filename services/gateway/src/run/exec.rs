@@ -1,6 +1,7 @@
 //! Processes exec'd in a running container: started, then deleted once they have exited and
 //! their attached client has seen it.
 
+use super::ExecOptions;
 use super::create::resolve_user;
 use super::lifecycle::{start_process, wait};
 use super::stdin::{close_stdin, open_stdin};
@@ -9,12 +10,11 @@ use crate::Backends;
 use crate::spec;
 use crate::tasks::{ExecProcess, Status as TaskStatus};
 use std::sync::Arc;
-use strata_api::strata::gateway::v1 as pb;
 use strata_core::snapshots::SnapshotStore;
 use strata_core::{Error, Result};
 
 /// Starts a process in the running container `req.container_id`; returns its exec ID and pid.
-pub async fn exec(b: &Arc<Backends>, ns: &str, req: pb::ExecRequest) -> Result<(String, u32)> {
+pub async fn exec(b: &Arc<Backends>, ns: &str, req: ExecOptions) -> Result<(String, u32)> {
     let id = req.container_id.clone();
     let c = get_container(b, ns, &id).await?;
     match get_task(b, ns, &id, "").await? {

@@ -15,6 +15,7 @@ mod attachments;
 mod create;
 mod exec;
 mod lifecycle;
+mod options;
 mod stdin;
 
 use crate::Backends;
@@ -31,6 +32,7 @@ pub use create::create;
 pub use exec::exec;
 pub(crate) use lifecycle::delete_task;
 pub use lifecycle::{rearm_auto_remove, remove, start};
+pub use options::{Device, ExecOptions, PortMapping, RunOptions, Tmpfs, Ulimit, Volume};
 pub use stdin::{end_stdin, write_stdin};
 
 /// Label: the container was created with stdin open (`-i`).
