@@ -1,14 +1,14 @@
-//! The conformance suites of content, snapshots, images, leases, namespaces and containers (the
-//! testkit's, which each service also runs against its local store and its own socket), run
-//! through the gateway: every request goes through its router and its hooks (the namespace
-//! recorded with the images service at first use, the lease header, the events), as a client of
-//! the installation sees them. Each case gets a stack of its own, whose collector keeps young
-//! objects for 10 seconds as the images service's own run does (a case checks what a young
-//! object still holds).
+//! The conformance suites of content, snapshots, diff, images, leases, namespaces and
+//! containers (the testkit's, which each service also runs against its local store and its own
+//! socket), run through the gateway: every request goes through its router and its hooks (the
+//! namespace recorded with the images service at first use, the lease header, the events), as a
+//! client of the installation sees them. Each case gets a stack of its own, whose collector
+//! keeps young objects for 10 seconds as the images service's own run does (a case checks what
+//! a young object still holds).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use strata_grpc::remote::{
-    RemoteContainers, RemoteContentStore, RemoteImages, RemoteLeases, RemoteNamespaces,
+    RemoteContainers, RemoteContentStore, RemoteDiff, RemoteImages, RemoteLeases, RemoteNamespaces,
     RemoteSnapshots,
 };
 use strata_testkit::stack::Stack;
@@ -64,6 +64,32 @@ macro_rules! snapshots {
     };
 }
 
+macro_rules! diff {
+    ($($name:ident),* $(,)?) => {
+        mod diff {
+            $(
+                mod $name {
+                    async fn run(sn: &str) {
+                        let stack = super::super::stack().await;
+                        let address = super::super::gateway(&stack);
+                        let stores = strata_testkit::conformance::diff::Stores {
+                            diff: super::super::RemoteDiff::connect(&address).unwrap(),
+                            content: super::super::RemoteContentStore::connect(&address).unwrap(),
+                            snapshots: super::super::RemoteSnapshots::connect(&address).unwrap(),
+                        };
+                        let tmp = strata_testkit::tempdir();
+                        strata_testkit::conformance::diff::$name(&stores, sn, tmp.path()).await;
+                    }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn overlayfs() { run("overlayfs").await }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn native() { run("native").await }
+                }
+            )*
+        }
+    };
+}
+
 macro_rules! images {
     ($($name:ident),* $(,)?) => {
         mod images {
@@ -103,5 +129,6 @@ macro_rules! containers {
 
 strata_testkit::content_cases!(content);
 strata_testkit::snapshots_cases!(snapshots);
+strata_testkit::diff_cases!(diff);
 strata_testkit::images_cases!(images);
 strata_testkit::containers_cases!(containers);

@@ -5,6 +5,7 @@
 
 pub mod containers;
 pub mod content;
+pub mod diff;
 pub mod images;
 pub mod snapshots;
 
