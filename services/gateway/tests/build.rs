@@ -407,13 +407,25 @@ fn a_cancelled_build_stops_and_leaves_no_container() {
         "FROM BASE\nRUN echo started && sleep 1000\n",
         &[],
     );
-    let mut child = w
-        .stack
-        .cli()
-        .args(["build", "-t", "cancel:1", dir.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cli = w.stack.cli();
+    cli.args(["build", "-t", "cancel:1", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped());
+    // Ctrl-C as a terminal sends it: SIGINT's default action, whatever the test was started
+    // with (a shell's background job, such as a CI run started with `&`, ignores SIGINT, and
+    // the CLI would inherit that).
+    // SAFETY: between fork and exec the closure only calls signal(2), which is
+    // async-signal-safe, and touches no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cli, || {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGINT,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+            .map(drop)
+            .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cli.spawn().unwrap();
     // Until the step runs (its output is shown).
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();

@@ -558,7 +558,8 @@ impl Gateway for GatewayService {
 
 /// The context a `Build` stream carries after its `start`, handed on as it arrives: its
 /// bytes, then the end of the channel at `context_end`, or an error when the stream breaks
-/// the protocol or fails. Runs until aborted once the context is complete.
+/// the protocol or fails. Once the context is complete it holds the request stream until it is
+/// dropped, with the call.
 async fn feed_context(
     mut stream: Streaming<pb::BuildRequest>,
     context: mpsc::Sender<Result<bytes::Bytes>>,
@@ -573,8 +574,8 @@ async fn feed_context(
                 event: Some(Event::ContextEnd(_)),
             })) => {
                 // The context is complete. The request stream stays open for as long as the
-                // call (this task is aborted at its end), as it did when the context was read
-                // in the call itself.
+                // call (this future goes with it), as it did when the call read the context
+                // itself.
                 drop(context);
                 let _stream = stream;
                 std::future::pending::<()>().await;
@@ -615,7 +616,7 @@ async fn build_call(
         pull: start.pull,
     };
     let (ctx, crx) = mpsc::channel(8);
-    let feeder = tokio::spawn(feed_context(stream, ctx));
+    let feed = feed_context(stream, ctx);
     let (etx, mut erx) = mpsc::channel(64);
     let out = tx.clone();
     let forward = async move {
@@ -642,11 +643,19 @@ async fn build_call(
             }
         }
     };
-    let (built, ()) = tokio::join!(
-        crate::build::build_streamed(b, ns, &opts, crx, etx, cleanup),
-        forward
-    );
-    feeder.abort();
+    let work = async {
+        tokio::join!(
+            crate::build::build_streamed(b, ns, &opts, crx, etx, cleanup),
+            forward
+        )
+    };
+    tokio::pin!(work, feed);
+    // The context is fed while the build runs; a feed that ended early (a broken stream) has
+    // told the build, which ends with that error.
+    let (built, ()) = tokio::select! {
+        r = &mut work => r,
+        () = &mut feed => work.await,
+    };
     let built = built?;
     let _ = tx
         .send(Ok(pb::BuildProgress {
