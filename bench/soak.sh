@@ -340,11 +340,11 @@ done
 # (strata_grpc::server::limit_heap_arenas): before, the snapshotter read 3.5 MiB after one round
 # and 5.6 MiB after the next; and idle blocking threads end after 2 s (strata_grpc::server::run):
 # while the burst's threads lived, strata-tasks crept from 4.3 to 5.4 MiB over five rounds.
-# Release build, PEER=containerd, two runs: each had one service 1.2 to 1.6 points over
-# (tasks +11.2 %, then snapshotter +11.6 %), the others within 6 %; over four extra rounds
-# (PEER=none) every service stays flat. glibc's arenas still vary by a few hundred KiB from one moment to the
-# next (heaptrack finds 3 KiB never freed over three rounds): fragmentation, not a leak. A leak
-# grows with every round.
+# Then glibc's per-thread caches of freed blocks and its cache of ended threads' stacks
+# (strata_grpc::tunables): with them, strata-tasks' heap grew by about 200 KiB a round (glibc's
+# in-use count by 40 KiB, the caches filling; heaptrack found 3 KiB never freed), so one
+# service in two runs was 1 to 2 points over the bound. Without them every service starts 0.8 to
+# 1.3 MiB smaller and stays flat over more rounds. A leak grows with every round.
 # MEM_CHECK=off (make test's short run on debug binaries, where one service's idle heap has
 # varied by 3 MiB between two moments) prints the figures without judging them.
 for s in "${services[@]}"; do

@@ -13,5 +13,6 @@ pub mod metadata;
 pub mod remote;
 pub mod server;
 pub mod status;
+pub mod tunables;
 
 pub use status::{from_status, to_status};

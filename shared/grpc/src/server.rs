@@ -399,10 +399,12 @@ async fn with_health_and_reflection(
 const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs a service's `main` future on the runtime every service uses: tokio's multi-threaded
-/// runtime, made after the allocator's bounds are set ([`limit_heap_arenas`], which must come
-/// before any thread exists to bound every arena), whose idle blocking threads end after
-/// [`BLOCKING_KEEP_ALIVE`].
+/// runtime, made once glibc's tunables are in force ([`crate::tunables::ensure`], which may
+/// execute the program again) and the allocator's bounds are set ([`limit_heap_arenas`], which
+/// must come before any thread exists to bound every arena), whose idle blocking threads end
+/// after [`BLOCKING_KEEP_ALIVE`]. A service's `main` calls it first.
 pub fn run<F: std::future::Future>(main: F) -> std::io::Result<F::Output> {
+    crate::tunables::ensure();
     limit_heap_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
