@@ -48,6 +48,9 @@ fn the_service_runs_with_the_tunables_and_its_supervisors_inherit_none() {
         tunables.contains(strata_grpc::tunables::TUNABLES[0].0),
         "{tunables:?}"
     );
+    // Executed again under its own name: `ps` and `pgrep` still find it as strata-tasks.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", s.tasks.pid())).unwrap();
+    assert_eq!(comm.trim(), "strata-tasks");
     let ours = std::env::var("GLIBC_TUNABLES").ok();
     assert_eq!(
         var(&service, "STRATA_GLIBC_TUNABLES_WAS"),

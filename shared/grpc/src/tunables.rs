@@ -1,8 +1,8 @@
 //! glibc tunables every service runs with. glibc reads them from `GLIBC_TUNABLES` once, when
 //! the process starts, and offers no call to set them later; so a service started without them
-//! executes itself again at once (same pid, same arguments) with them added, then gives its
-//! environment back as it found it, so that what it starts (supervisors, runtimes, plugins)
-//! inherits nothing.
+//! executes itself again at once (same pid, same program file, same arguments and name) with
+//! them added, then gives its environment back as it found it, so that what it starts
+//! (supervisors, runtimes, plugins) inherits nothing.
 //!
 //! - `glibc.malloc.tcache_count=0`: no per-thread cache of freed blocks. Each thread kept up to
 //!   seven freed blocks of every small size, counted as in use: over rounds of the same load
@@ -82,7 +82,7 @@ pub fn ensure() {
     let arg0 = args.next().unwrap_or_default();
     let err = std::os::unix::process::CommandExt::exec(
         std::os::unix::process::CommandExt::arg0(
-            &mut std::process::Command::new("/proc/self/exe"),
+            &mut std::process::Command::new(this_program()),
             arg0,
         )
         .args(args)
@@ -91,6 +91,24 @@ pub fn ensure() {
     );
     // Only returns on failure; the service runs with glibc's defaults.
     eprintln!("running without the allocator's tunables (executing /proc/self/exe: {err})");
+}
+
+/// The path of the running program's file, when that path still names the very file that
+/// runs (executing it keeps the process's name, which `ps`, `pgrep` and the journal show);
+/// otherwise (the file was replaced or removed meanwhile) `/proc/self/exe`, the same file
+/// under the name `exe`.
+fn this_program() -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let running = std::path::PathBuf::from("/proc/self/exe");
+    let same = |path: &std::path::Path| match (std::fs::metadata(&running), std::fs::metadata(path))
+    {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    match std::fs::read_link(&running) {
+        Ok(path) if same(&path) => path,
+        _ => running,
+    }
 }
 
 #[cfg(test)]
